@@ -1,0 +1,54 @@
+"""Belief-state propagation along token sequences (compiled, multi-threaded)."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+from ._arrays import as_tokens, float_dtype_name, like_input
+from .process import as_process
+
+_ON_ZERO = ("raise", "nan")
+
+
+def _run(process, tokens, initial, dtype, want_logp, on_zero):
+    proc = as_process(process)
+    if on_zero not in _ON_ZERO:
+        raise ValueError(f"on_zero must be one of {_ON_ZERO}, got {on_zero!r}")
+    arr, was_1d, was_torch = as_tokens(tokens, proc.vocab_size)
+    init = proc.check_initial(initial)
+    w = proc.w if proc.is_generalized else None
+    b, lp = _core.beliefs(proc.T, w, init, arr, dtype, want_logp, on_zero == "nan", proc.zero_tol)
+    if was_1d:
+        b = None if b is None else b[0]
+        lp = None if lp is None else lp[0:1].reshape(())
+    return like_input(b, was_torch), (lp if lp is None or not was_torch else like_input(np.asarray(lp), True))
+
+
+def beliefs(process, tokens, *, initial=None, dtype=np.float32, return_log_prob=False, on_zero="raise"):
+    """Belief states along token sequences.
+
+    Args:
+        process: a :class:`compmech.HMM` or :class:`compmech.GHMM`.
+        tokens: ``(B, L)`` or ``(L,)`` integers in ``[0, V)``; any integer dtype; numpy or torch (CPU).
+        initial: belief before the first token, ``(S,)``; default ``process.stationary``.
+        dtype: float32 (default) or float64 output. Arithmetic is float64 throughout.
+        return_log_prob: also return the natural-log probability of each whole sequence
+            (accumulated in float64), ``(B,)`` (a 0-d array for ``(L,)`` input).
+        on_zero: ``"raise"`` (default): a token with zero probability under the current belief
+            raises ValueError naming its row and position. ``"nan"``: that row's beliefs are NaN
+            from there on and its log-probability is ``-inf``.
+
+    Returns:
+        beliefs ``(B, L, S)`` (or ``(L, S)``): ``beliefs[b, t]`` is the belief *after*
+        ``tokens[b, :t+1]``; the belief before any token is ``initial``. Renormalised every
+        step, so any length works. Same array kind as ``tokens`` (torch in, torch out).
+    """
+    b, lp = _run(process, tokens, initial, float_dtype_name(dtype), return_log_prob, on_zero)
+    return (b, lp) if return_log_prob else b
+
+
+def log_prob(process, tokens, *, initial=None, on_zero="raise"):
+    """Natural-log probability of each sequence, ``(B,)`` float64 (0-d for ``(L,)`` input),
+    without materialising beliefs. ``on_zero="nan"`` gives ``-inf`` for impossible sequences
+    instead of raising."""
+    return _run(process, tokens, initial, None, True, on_zero)[1]

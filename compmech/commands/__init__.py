@@ -1,0 +1,1 @@
+"""Subcommands of the ``compmech`` CLI (one module each, discovered by compmech.cli)."""

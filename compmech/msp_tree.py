@@ -1,0 +1,164 @@
+"""Mixed-state presentation (MSP) tree: every sequence of length 1..depth with positive
+probability, level by level, in lexicographic order, with its belief and probability.
+
+Storage is array-only: each level keeps ``beliefs (M, S)``, ``probs (M,)``, ``parent (M,)``
+(index into the previous level) and ``token (M,)``; ``sequences (M, d)`` is rebuilt from the
+parent links on request."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from . import _core
+from ._arrays import check_count, float_dtype_name, smallest_uint
+from .process import Process, as_process
+
+
+@dataclass
+class MSPLevel:
+    """All retained sequences of one length ``depth``.
+
+    Attributes:
+        beliefs: ``(M, S)`` belief after each sequence.
+        probs: ``(M,)`` float64 probability of each sequence (from the initial belief).
+        parent: ``(M,)`` int32 index of the sequence's prefix in the previous level.
+        token: ``(M,)`` last token of each sequence.
+    """
+
+    depth: int
+    beliefs: np.ndarray
+    probs: np.ndarray
+    parent: np.ndarray
+    token: np.ndarray
+    _process: Process = field(repr=False)
+    _tree: "MSPTree | None" = field(default=None, repr=False)
+    _sequences: np.ndarray | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return int(self.probs.shape[0])
+
+    @property
+    def sequences(self) -> np.ndarray:
+        """``(M, depth)`` token sequences, lexicographically ordered."""
+        if self._sequences is not None:  # a chunk from msp_level_chunks carries its own
+            return self._sequences
+        seq = np.empty((len(self), self.depth), dtype=smallest_uint(self._process.vocab_size))
+        idx = np.arange(len(self))
+        for d in range(self.depth, 0, -1):
+            lvl = self._tree.level(d)
+            seq[:, d - 1] = lvl.token[idx]
+            idx = lvl.parent[idx]
+        return seq
+
+    @property
+    def next_token_probs(self) -> np.ndarray:
+        """``(M, V)`` float64: P(next token = x | sequence), i.e. ``belief @ T[x] @ w``."""
+        Tw = self._process.T @ self._process.w  # (V, S)
+        return np.asarray(self.beliefs, dtype=np.float64) @ Tw.T
+
+
+class MSPTree:
+    """Levels 0..depth of the mixed-state tree; level 0 is the initial belief (empty sequence)."""
+
+    def __init__(self, process: Process, levels: list[MSPLevel], min_prob: float):
+        self.process = process
+        self.levels = levels
+        self.min_prob = min_prob
+        for lvl in levels:
+            lvl._tree = self
+
+    @property
+    def depth(self) -> int:
+        return len(self.levels) - 1
+
+    def level(self, d: int) -> MSPLevel:
+        if not 0 <= d <= self.depth:
+            raise IndexError(f"level {d} out of range [0, {self.depth}]")
+        return self.levels[d]
+
+    @property
+    def num_nodes(self) -> int:
+        """Number of nodes at depths 1..depth (the root excluded)."""
+        return sum(len(lvl) for lvl in self.levels[1:])
+
+    def __iter__(self) -> Iterator[MSPLevel]:
+        return iter(self.levels)
+
+    def __repr__(self) -> str:
+        return (f"MSPTree(process={self.process!r}, depth={self.depth}, "
+                f"nodes per level={[len(l) for l in self.levels]})")
+
+
+def _root(proc: Process, initial, dtype: str) -> MSPLevel:
+    init = proc.check_initial(initial).astype(dtype)[None, :]
+    return MSPLevel(0, np.ascontiguousarray(init), np.ones(1), np.zeros(1, np.int32),
+                    np.zeros(1, smallest_uint(proc.vocab_size)), proc)
+
+
+def _expand(proc: Process, lvl: MSPLevel, min_prob: float) -> MSPLevel:
+    w = proc.w if proc.is_generalized else None
+    b, p, par, tok = _core.msp_level(proc.T, w, lvl.beliefs, lvl.probs, float(min_prob), proc.zero_tol)
+    return MSPLevel(lvl.depth + 1, b, p, par, tok, proc)
+
+
+def _check_args(depth, min_prob):
+    depth = check_count(depth, "depth")
+    if not np.isfinite(min_prob) or min_prob < 0:
+        raise ValueError(f"min_prob must be a finite number >= 0, got {min_prob}")
+    return depth, float(min_prob)
+
+
+def msp_tree(process, depth, *, dtype=np.float64, min_prob=0.0, initial=None) -> MSPTree:
+    """Enumerate the mixed-state tree to ``depth``.
+
+    Every sequence of length 1..depth with positive probability (and probability >=
+    ``min_prob``) is kept; impossible ones are dropped, never returned as NaN, and so are the
+    descendants of dropped ones. With ``min_prob=0`` each level's probabilities sum to 1.
+    Within a level, sequences are in lexicographic order. ``tree.level(d).beliefs[k]`` is the
+    belief *after* ``tree.level(d).sequences[k]``; level 0 holds ``initial`` (default
+    ``process.stationary``). Beliefs are stored in ``dtype``; probabilities in float64.
+
+    For a level too large to hold at once, see :func:`msp_level_chunks`.
+    """
+    proc = as_process(process)
+    depth, min_prob = _check_args(depth, min_prob)
+    levels = [_root(proc, initial, float_dtype_name(dtype))]
+    for _ in range(depth):
+        levels.append(_expand(proc, levels[-1], min_prob))
+    return MSPTree(proc, levels, min_prob)
+
+
+def msp_level_chunks(process, depth, *, max_nodes=1 << 22, dtype=np.float64, min_prob=0.0,
+                     initial=None) -> Iterator[MSPLevel]:
+    """Yield level ``depth`` of the MSP tree in lexicographic chunks of at most about
+    ``max_nodes`` sequences each, holding only one chunk (plus a shallow prefix level) at a time.
+    Each chunk's ``sequences``, ``beliefs`` and ``probs`` are as in :func:`msp_tree` (its
+    ``parent`` indexes a chunk-local previous level)."""
+    proc = as_process(process)
+    depth, min_prob = _check_args(depth, min_prob)
+    max_nodes = max(1, check_count(max_nodes, "max_nodes"))
+    dt = float_dtype_name(dtype)
+    V = proc.vocab_size
+    # Split at level k so that one prefix's subtree (at most V**(depth-k) leaves) fits.
+    k = depth
+    while k > 0 and V ** (depth - k + 1) <= max_nodes:
+        k -= 1
+    top = msp_tree(proc, k, dtype=dt, min_prob=min_prob, initial=initial)
+    prefixes = top.level(k)
+    pre_seq = prefixes.sequences
+    per_prefix = V ** (depth - k)
+    step = max(1, max_nodes // per_prefix)
+    for start in range(0, len(prefixes), step):
+        sl = slice(start, start + step)
+        lvl = MSPLevel(k, np.ascontiguousarray(prefixes.beliefs[sl]), np.ascontiguousarray(prefixes.probs[sl]),
+                       prefixes.parent[sl], prefixes.token[sl], proc)
+        # Track each node's origin prefix so sequences can be rebuilt without the whole tree.
+        seq = pre_seq[sl]
+        for _ in range(depth - k):
+            child = _expand(proc, lvl, min_prob)
+            seq = np.concatenate([seq[child.parent], child.token[:, None].astype(seq.dtype)], axis=1)
+            lvl = child
+        if len(lvl):
+            yield MSPLevel(depth, lvl.beliefs, lvl.probs, lvl.parent, lvl.token, proc, _sequences=seq)

@@ -1,0 +1,227 @@
+"""Process models: HMMs with labelled transition matrices and generalised HMMs (GHMMs).
+
+``T[x, i, j] = P(emit x, go to j | in i)``, shape ``(V, S, S)``, stored as read-only float64.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: Tolerance on each row sum of ``T.sum(0)`` for an HMM (absolute).
+ROW_SUM_TOL = 1e-8
+#: Tolerance on an initial belief's normalisation (sum for HMMs, ``initial @ w`` for GHMMs).
+INITIAL_TOL = 1e-6
+#: For GHMMs, P(x | belief) <= this counts as zero (quasi-probabilities carry round-off).
+GHMM_ZERO_TOL = 1e-12
+
+
+def _as_transition_array(T, name: str) -> np.ndarray:
+    arr = np.asarray(T.detach().cpu().numpy() if hasattr(T, "detach") else T)
+    if arr.dtype == object or arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: T must be a real numeric array, got dtype {arr.dtype}")
+    arr = np.array(arr, dtype=np.float64, copy=True)
+    if arr.ndim != 3:
+        raise ValueError(f"{name}: T must have shape (V, S, S), got shape {arr.shape}")
+    V, S, S2 = arr.shape
+    if V < 1 or S < 1:
+        raise ValueError(f"{name}: T needs V >= 1 and S >= 1, got shape {arr.shape}")
+    if S != S2:
+        raise ValueError(f"{name}: T must have shape (V, S, S), got shape {arr.shape} (last two differ)")
+    if V > 65535:
+        raise ValueError(f"{name}: vocabulary size {V} exceeds the supported maximum 65535")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        x, i, j = np.argwhere(bad)[0]
+        raise ValueError(f"{name}: T[{x}, {i}, {j}] = {arr[x, i, j]} is not finite")
+    return arr
+
+
+def _null_left_vectors(M: np.ndarray, tol: float = 1e-9) -> np.ndarray:
+    """Orthonormal basis (k, S) of {v : v (M - I) = 0}."""
+    A = (M - np.eye(M.shape[0])).T
+    _, s, vh = np.linalg.svd(A)
+    scale = max(1.0, s[0] if s.size else 1.0)
+    rank = int(np.sum(s > tol * scale))
+    return vh[rank:]
+
+
+class Process:
+    """Shared behaviour of :class:`HMM` and :class:`GHMM`. Not instantiated directly."""
+
+    is_generalized: bool = False
+
+    def __init__(self, T: np.ndarray, name: str | None):
+        T.setflags(write=False)
+        self._T = T
+        self.name = name
+        self._stationary = None
+
+    @property
+    def T(self) -> np.ndarray:
+        """Labelled transition matrices ``(V, S, S)``, float64, read-only."""
+        return self._T
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._T.shape[0])
+
+    @property
+    def num_states(self) -> int:
+        return int(self._T.shape[1])
+
+    @property
+    def transition_matrix(self) -> np.ndarray:
+        """Token-marginalised state transition matrix ``T.sum(0)``, shape ``(S, S)``."""
+        return self._T.sum(axis=0)
+
+    @property
+    def w(self) -> np.ndarray:  # overridden by GHMM
+        return np.ones(self.num_states)
+
+    @property
+    def stationary(self) -> np.ndarray:
+        """Stationary distribution ``pi`` with ``pi @ T.sum(0) == pi`` (and ``pi @ w == 1``), float64.
+
+        Raises ValueError when it is not unique (a non-ergodic process): pass ``initial``
+        explicitly to the functions that need a starting belief.
+        """
+        if self._stationary is None:
+            self._stationary = self._compute_stationary()
+            self._stationary.setflags(write=False)
+        return self._stationary
+
+    def _compute_stationary(self) -> np.ndarray:
+        basis = _null_left_vectors(self.transition_matrix)
+        if basis.shape[0] != 1:
+            raise ValueError(
+                f"{self._label()}: the stationary distribution is not unique (eigenvalue 1 has "
+                f"{basis.shape[0]} independent left eigenvectors: the process is not ergodic); "
+                f"pass an explicit `initial` belief")
+        v = basis[0]
+        norm = v @ self.w
+        if abs(norm) < 1e-12:
+            raise ValueError(f"{self._label()}: stationary vector is orthogonal to w; cannot normalise")
+        return v / norm
+
+    def check_initial(self, initial) -> np.ndarray:
+        """Validate a starting belief (length S, finite, normalised); default: the stationary one."""
+        if initial is None:
+            return np.ascontiguousarray(self.stationary, dtype=np.float64)
+        from ._arrays import to_numpy
+
+        arr = to_numpy(initial, "initial")
+        if arr.dtype == object or arr.dtype.kind not in "biuf":
+            raise TypeError(f"initial must be a real numeric vector, got dtype {arr.dtype}")
+        eta = np.array(arr, dtype=np.float64)
+        if eta.shape != (self.num_states,):
+            raise ValueError(f"initial must be a vector of length {self.num_states} (the number of states), "
+                             f"got shape {eta.shape}")
+        if not np.all(np.isfinite(eta)):
+            raise ValueError("initial contains a non-finite value")
+        return self._normalise_initial(eta)
+
+    def _normalise_initial(self, eta: np.ndarray) -> np.ndarray:
+        if np.any(eta < 0):
+            raise ValueError(f"initial must be a probability distribution: entry {int(np.argmax(eta < 0))} "
+                             f"is negative ({eta[eta < 0][0]})")
+        total = eta.sum()
+        if abs(total - 1.0) > INITIAL_TOL:
+            raise ValueError(f"initial must be a probability distribution: it sums to {total}, not 1")
+        return np.ascontiguousarray(eta / total)
+
+    @property
+    def zero_tol(self) -> float:
+        return 0.0
+
+    def _label(self) -> str:
+        return f"{type(self).__name__}({self.name!r})" if self.name else type(self).__name__
+
+    def __repr__(self) -> str:
+        return f"{self._label()}(V={self.vocab_size}, S={self.num_states})"
+
+
+class HMM(Process):
+    """Hidden Markov model with labelled transition matrices ``T`` of shape ``(V, S, S)``.
+
+    Validation: 3-D, finite, non-negative, and every row of ``T.sum(0)`` sums to 1 within
+    ``ROW_SUM_TOL`` (1e-8, absolute); rows are then renormalised exactly.
+    """
+
+    is_generalized = False
+
+    def __init__(self, T, *, name: str | None = None):
+        arr = _as_transition_array(T, name or "HMM")
+        if np.any(arr < 0):
+            x, i, j = np.argwhere(arr < 0)[0]
+            raise ValueError(f"HMM: T[{x}, {i}, {j}] = {arr[x, i, j]} is negative "
+                             f"(use compmech.GHMM for quasi-probabilities)")
+        sums = arr.sum(axis=(0, 2))
+        off = np.abs(sums - 1.0) > ROW_SUM_TOL
+        if off.any():
+            i = int(np.argmax(off))
+            raise ValueError(f"HMM: row {i} of T.sum(0) sums to {sums[i]!r}, not 1 (tolerance {ROW_SUM_TOL})")
+        arr /= sums[None, :, None]
+        super().__init__(arr, name)
+
+
+class GHMM(Process):
+    """Generalised HMM: like :class:`HMM` but entries may be negative.
+
+    Normalisation uses the right eigenvector ``w`` of ``T.sum(0)`` for eigenvalue 1:
+    ``P(x | eta) = eta T[x] w / (eta w)``. If the spectral radius of ``T.sum(0)`` is not 1,
+    ``T`` is divided by it (recorded in ``.scale``); the largest-modulus eigenvalue must be
+    real and positive, and simple. ``w`` is the all-ones vector when ``T.sum(0)`` is
+    row-stochastic (so every HMM is a GHMM with ``w = 1``); otherwise it is scaled so that
+    ``mean(w) = 1`` (sign chosen positive), and ``stationary @ w == 1``.
+    """
+
+    is_generalized = True
+
+    def __init__(self, T, *, name: str | None = None):
+        arr = _as_transition_array(T, name or "GHMM")
+        M = arr.sum(axis=0)
+        eig = np.linalg.eigvals(M)
+        k = int(np.argmax(np.abs(eig)))
+        rho = eig[k]
+        if abs(rho.imag) > 1e-9 * max(1.0, abs(rho)) or rho.real <= 0:
+            raise ValueError(f"GHMM: the largest-modulus eigenvalue of T.sum(0) is {rho}; it must be real and positive")
+        self.scale = float(rho.real)
+        if abs(self.scale - 1.0) > 1e-12:
+            arr = arr / self.scale
+            M = M / self.scale
+        ones = np.ones(M.shape[0])
+        if np.allclose(M @ ones, ones, rtol=0, atol=1e-12):
+            w = ones
+        else:
+            A = M - np.eye(M.shape[0])
+            _, s, vh = np.linalg.svd(A)
+            rank = int(np.sum(s > 1e-9 * max(1.0, s[0])))
+            if M.shape[0] - rank != 1:
+                raise ValueError(f"GHMM: eigenvalue 1 of T.sum(0) is not simple ({M.shape[0] - rank} right eigenvectors)")
+            w = vh[-1]
+            w = w / w.mean() if abs(w.mean()) > 1e-12 else w / (np.sign(w[np.argmax(np.abs(w))]) * np.abs(w).max())
+        w = np.ascontiguousarray(w, dtype=np.float64)
+        w.setflags(write=False)
+        self._w = w
+        super().__init__(arr, name)
+
+    @property
+    def w(self) -> np.ndarray:
+        """Right eigenvector of ``T.sum(0)`` for eigenvalue 1, float64 ``(S,)``."""
+        return self._w
+
+    @property
+    def zero_tol(self) -> float:
+        return GHMM_ZERO_TOL
+
+    def _normalise_initial(self, eta: np.ndarray) -> np.ndarray:
+        total = eta @ self._w
+        if abs(total - 1.0) > INITIAL_TOL:
+            raise ValueError(f"initial must be normalised so that initial @ w == 1; got {total}")
+        return np.ascontiguousarray(eta / total)
+
+
+def as_process(process) -> Process:
+    """Accept an HMM/GHMM or anything with a `.T` (V, S, S) of an HMM."""
+    if isinstance(process, Process):
+        return process
+    raise TypeError(f"expected a compmech.HMM or compmech.GHMM, got {type(process).__name__}")

@@ -1,0 +1,46 @@
+"""Seeded random processes for tests and benchmarks."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..process import GHMM, HMM
+from ._checks import positive_int
+from ._registry import register
+
+
+@register
+def random_hmm(num_states: int = 3, vocab_size: int = 2, seed: int = 0, concentration: float = 1.0,
+               sparsity: float = 0.0) -> HMM:
+    """Random HMM: each state's joint (token, next state) row is Dirichlet(concentration);
+    ``sparsity`` is the chance that an entry is zeroed first (each row keeps at least one)."""
+    S = positive_int("num_states", num_states)
+    V = positive_int("vocab_size", vocab_size)
+    if not concentration > 0:
+        raise ValueError(f"concentration must be > 0, got {concentration}")
+    if not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    rng = np.random.default_rng(seed)
+    rows = rng.dirichlet(np.full(V * S, concentration), size=S)  # (S, V*S), outcome x*S + j
+    if sparsity:
+        mask = rng.random(rows.shape) >= sparsity
+        mask[np.arange(S), rng.integers(0, V * S, size=S)] = True
+        rows = rows * mask
+        rows /= rows.sum(axis=1, keepdims=True)
+    T = rows.reshape(S, V, S).transpose(1, 0, 2)
+    return HMM(np.ascontiguousarray(T), name="random_hmm")
+
+
+@register
+def random_ghmm_like(num_states: int = 3, vocab_size: int = 2, seed: int = 0, mixing: float = 0.5) -> GHMM:
+    """A GHMM with negative entries that generates exactly the same process as
+    ``random_hmm(num_states, vocab_size, seed)``: ``T'[x] = A^-1 T[x] A`` for a random
+    well-conditioned ``A = I + mixing * R``. Useful for testing GHMM code against an HMM."""
+    hmm = random_hmm(num_states, vocab_size, seed)
+    S = hmm.num_states
+    rng = np.random.default_rng([seed, 1])
+    A = np.eye(S) + mixing * rng.standard_normal((S, S)) / np.sqrt(S)
+    while np.linalg.cond(A) > 50:
+        A = np.eye(S) + 0.5 * (A - np.eye(S))
+    Ainv = np.linalg.inv(A)
+    T = np.einsum("ab,xbc,cd->xad", Ainv, hmm.T, A)
+    return GHMM(T, name="random_ghmm_like")

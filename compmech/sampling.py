@@ -1,0 +1,66 @@
+"""Sequence sampling with a counter-based RNG (Philox4x32-10 keyed by the seed, counter by row
+and position): the output depends only on the seed and shapes, never on thread count or batch
+split, and ``row_offset`` lets a large batch be generated in pieces that match one call."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+from ._arrays import check_count, check_seed, float_dtype_name
+from .beliefs import beliefs as _beliefs
+from .process import as_process
+
+
+def sample(process, batch, length, *, seed, initial=None, return_states=False, return_beliefs=False,
+           device=None, row_offset=0, dtype=np.float32):
+    """Sample ``batch`` sequences of ``length`` tokens.
+
+    Args:
+        process: :class:`compmech.HMM` (sampled through its hidden states) or
+            :class:`compmech.GHMM` (sampled through its beliefs; no hidden state exists).
+        seed: integer in ``[0, 2**64)``, required. Row ``r`` of the result is the same for any
+            ``batch > r`` and any thread count, and its first ``n`` tokens are the same for any
+            ``length >= n``.
+        initial: distribution of the first hidden state (HMM) / first belief (GHMM);
+            default ``process.stationary``.
+        return_states: also return hidden states ``(B, L+1)`` (HMMs only): ``states[b, 0]``
+            is the initial state, ``states[b, t+1]`` the state after emitting ``tokens[b, t]``.
+        return_beliefs: also return beliefs ``(B, L, S)`` of ``dtype``, ``beliefs[b, t]`` being
+            the belief *after* ``tokens[b, :t+1]`` (see :func:`compmech.beliefs`).
+        device: ``None`` for numpy arrays; otherwise a torch device, and torch tensors are
+            returned there (``"cpu"`` shares memory with the sampled arrays).
+        row_offset: index of the first row in the RNG stream, to generate a batch in parts.
+
+    Returns:
+        tokens ``(B, L)`` in the smallest unsigned dtype holding ``V`` (uint8 for V <= 256),
+        then states and beliefs if requested, as a tuple.
+    """
+    proc = as_process(process)
+    B = check_count(batch, "batch")
+    L = check_count(length, "length")
+    seed = check_seed(seed)
+    row0 = check_count(row_offset, "row_offset")
+    if row0 + B >= 1 << 64:
+        raise ValueError("row_offset + batch must be < 2**64")
+    init = proc.check_initial(initial)
+    states = beliefs = None
+    if proc.is_generalized:
+        if return_states:
+            raise ValueError("return_states: a GHMM has no hidden states (it is sampled through its beliefs)")
+        tokens, beliefs = _core.sample_ghmm(proc.T, proc.w, init, B, L, seed, row0,
+                                            float_dtype_name(dtype) if return_beliefs else None, proc.zero_tol)
+    else:
+        tokens, states = _core.sample_hmm(proc.T, init, B, L, seed, row0, bool(return_states))
+        if return_beliefs:
+            beliefs = _beliefs(proc, tokens, initial=init, dtype=dtype)
+    out = [tokens]
+    if return_states:
+        out.append(states)
+    if return_beliefs:
+        out.append(beliefs)
+    if device is not None:
+        import torch
+
+        dev = torch.device(device)
+        out = [torch.from_numpy(a).to(dev) for a in out]
+    return out[0] if len(out) == 1 else tuple(out)

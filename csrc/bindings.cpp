@@ -1,0 +1,291 @@
+// pybind11 bindings: argument checks, output allocation, GIL release. No arithmetic here.
+// Every array handed in is checked (dtype, shape, contiguity, finiteness, token range) before
+// a kernel touches it; failures raise ValueError/TypeError naming the argument.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cpu/launchers.hpp"
+#include "cpu/parallel.hpp"
+
+namespace py = pybind11;
+using namespace compmech;
+
+void register_graph(py::module_& m);  // bindings_graph.cpp
+
+namespace {
+
+[[noreturn]] void value_error(const std::string& msg) { throw py::value_error(msg); }
+[[noreturn]] void type_error(const std::string& msg) { throw py::type_error(msg); }
+
+const double* f64_data(const py::array& a, const char* name, std::vector<py::ssize_t> shape) {
+  if (!a.dtype().is(py::dtype::of<double>())) type_error(std::string(name) + " must be a float64 array");
+  if (a.ndim() != static_cast<py::ssize_t>(shape.size()))
+    value_error(std::string(name) + " must have " + std::to_string(shape.size()) + " dimensions, got " +
+                std::to_string(a.ndim()));
+  for (size_t d = 0; d < shape.size(); ++d)
+    if (shape[d] >= 0 && a.shape(d) != shape[d])
+      value_error(std::string(name) + ": dimension " + std::to_string(d) + " must be " + std::to_string(shape[d]) +
+                  ", got " + std::to_string(a.shape(d)));
+  if (!(a.flags() & py::array::c_style)) value_error(std::string(name) + " must be C-contiguous");
+  const double* p = static_cast<const double*>(a.data());
+  for (py::ssize_t k = 0; k < a.size(); ++k)
+    if (!std::isfinite(p[k])) value_error(std::string(name) + " contains a non-finite value at flat index " + std::to_string(k));
+  return p;
+}
+
+ProcessView view_process(const py::array& T, const py::object& w, double zero_tol) {
+  if (T.ndim() != 3) value_error("T must have shape (V, S, S), got ndim " + std::to_string(T.ndim()));
+  const py::ssize_t V = T.shape(0), S = T.shape(1);
+  if (V < 1 || V > 65535) value_error("T: vocabulary size V must be in [1, 65535], got " + std::to_string(V));
+  if (S < 1 || S > (1 << 24)) value_error("T: number of states S must be in [1, 2^24], got " + std::to_string(S));
+  ProcessView p{};
+  p.T = f64_data(T, "T", {V, S, S});
+  p.w = w.is_none() ? nullptr : f64_data(w.cast<py::array>(), "w", {S});
+  p.V = static_cast<int>(V);
+  p.S = static_cast<int>(S);
+  if (!(zero_tol >= 0.0)) value_error("zero_tol must be >= 0");
+  p.zero_tol = zero_tol;
+  return p;
+}
+
+enum class FloatKind { f32, f64 };
+FloatKind float_kind(const std::string& dtype) {
+  if (dtype == "float32") return FloatKind::f32;
+  if (dtype == "float64") return FloatKind::f64;
+  type_error("dtype must be 'float32' or 'float64', got '" + dtype + "'");
+}
+
+std::string where(int64_t row, int64_t pos) {
+  return "row " + std::to_string(row) + ", position " + std::to_string(pos);
+}
+
+template <typename Tok>
+py::tuple beliefs_typed(const ProcessView& p, const double* init, const py::array& tokens, py::object dtype,
+                        bool want_logp, bool nan_on_zero) {
+  const int64_t B = tokens.shape(0), L = tokens.shape(1);
+  const Tok* tok = static_cast<const Tok*>(tokens.data());
+  ZeroProb bad;
+  {
+    py::gil_scoped_release release;
+    bad = find_bad_token(tok, B, L, p.V);
+  }
+  if (bad.row >= 0)
+    value_error("tokens: value " + std::to_string(static_cast<int64_t>(tok[bad.row * L + bad.pos])) + " at " +
+                where(bad.row, bad.pos) + " is outside the vocabulary [0, " + std::to_string(p.V) + ")");
+  py::object out = py::none(), logp = py::none();
+  double* lp = nullptr;
+  if (want_logp) {
+    auto a = py::array_t<double>(B);
+    lp = a.mutable_data();
+    logp = a;
+  }
+  auto run = [&](auto* ptr) {
+    py::gil_scoped_release release;
+    return beliefs_cpu(p, init, tok, B, L, ptr, lp);
+  };
+  ZeroProb zero;
+  if (dtype.is_none()) {
+    zero = run(static_cast<float*>(nullptr));
+  } else if (float_kind(dtype.cast<std::string>()) == FloatKind::f32) {
+    auto a = py::array_t<float>({B, L, static_cast<int64_t>(p.S)});
+    zero = run(a.mutable_data());
+    out = a;
+  } else {
+    auto a = py::array_t<double>({B, L, static_cast<int64_t>(p.S)});
+    zero = run(a.mutable_data());
+    out = a;
+  }
+  if (zero.row >= 0 && !nan_on_zero)
+    value_error("token " + std::to_string(static_cast<int64_t>(tok[zero.row * L + zero.pos])) + " at " +
+                where(zero.row, zero.pos) +
+                " has zero probability under the belief before it: the sequence is impossible under this process "
+                "(pass on_zero='nan' to get NaN beliefs and log_prob=-inf instead)");
+  return py::make_tuple(out, logp);
+}
+
+py::tuple beliefs(const py::array& T, const py::object& w, const py::array& initial, const py::array& tokens,
+                  py::object dtype, bool want_logp, bool nan_on_zero, double zero_tol) {
+  const ProcessView p = view_process(T, w, zero_tol);
+  const double* init = f64_data(initial, "initial", {p.S});
+  if (tokens.ndim() != 2) value_error("tokens must have shape (B, L), got ndim " + std::to_string(tokens.ndim()));
+  if (!(tokens.flags() & py::array::c_style)) value_error("tokens must be C-contiguous");
+  const auto dt = tokens.dtype();
+  if (dt.is(py::dtype::of<uint8_t>())) return beliefs_typed<uint8_t>(p, init, tokens, dtype, want_logp, nan_on_zero);
+  if (dt.is(py::dtype::of<uint16_t>())) return beliefs_typed<uint16_t>(p, init, tokens, dtype, want_logp, nan_on_zero);
+  if (dt.is(py::dtype::of<int32_t>())) return beliefs_typed<int32_t>(p, init, tokens, dtype, want_logp, nan_on_zero);
+  if (dt.is(py::dtype::of<int64_t>())) return beliefs_typed<int64_t>(p, init, tokens, dtype, want_logp, nan_on_zero);
+  type_error("tokens must be uint8, uint16, int32 or int64 at the extension boundary");
+}
+
+void check_sizes(int64_t B, int64_t L) {
+  if (B < 0) value_error("batch must be >= 0, got " + std::to_string(B));
+  if (L < 0) value_error("length must be >= 0, got " + std::to_string(L));
+  if (L >= (int64_t(1) << 34)) value_error("length must be < 2^34 (the RNG counter's range)");
+}
+
+template <typename Tok, typename St>
+py::tuple sample_hmm_typed(const ProcessView& p, const double* init, int64_t B, int64_t L, uint64_t seed, uint64_t row0,
+                           bool want_states) {
+  auto tokens = py::array_t<Tok>({B, L});
+  py::object states = py::none();
+  St* st = nullptr;
+  if (want_states) {
+    auto a = py::array_t<St>({B, L + 1});
+    st = a.mutable_data();
+    states = a;
+  }
+  Tok* tk = tokens.mutable_data();
+  {
+    py::gil_scoped_release release;
+    sample_hmm_cpu<Tok, St>(p, init, B, L, seed, row0, tk, st);
+  }
+  return py::make_tuple(tokens, states);
+}
+
+template <typename Tok>
+py::tuple sample_hmm_tok(const ProcessView& p, const double* init, int64_t B, int64_t L, uint64_t seed, uint64_t row0,
+                         bool want_states) {
+  if (p.S <= 256) return sample_hmm_typed<Tok, uint8_t>(p, init, B, L, seed, row0, want_states);
+  if (p.S <= 65536) return sample_hmm_typed<Tok, uint16_t>(p, init, B, L, seed, row0, want_states);
+  return sample_hmm_typed<Tok, uint32_t>(p, init, B, L, seed, row0, want_states);
+}
+
+py::tuple sample_hmm(const py::array& T, const py::array& initial, int64_t B, int64_t L, uint64_t seed, uint64_t row0,
+                     bool want_states) {
+  const ProcessView p = view_process(T, py::none(), 0.0);
+  const double* init = f64_data(initial, "initial", {p.S});
+  check_sizes(B, L);
+  for (int i = 0; i < p.S; ++i)
+    if (init[i] < 0) value_error("initial must be non-negative for hidden-state sampling");
+  for (int64_t k = 0; k < int64_t(p.V) * p.S * p.S; ++k)
+    if (p.T[k] < 0) value_error("T must be non-negative for hidden-state sampling (use a GHMM for quasi-probabilities)");
+  if (static_cast<int64_t>(p.V) * p.S > 0xFFFFFFFFLL) value_error("V * S must be < 2^32 for hidden-state sampling");
+  if (p.V <= 256) return sample_hmm_tok<uint8_t>(p, init, B, L, seed, row0, want_states);
+  return sample_hmm_tok<uint16_t>(p, init, B, L, seed, row0, want_states);
+}
+
+template <typename Tok, typename Out>
+py::tuple sample_ghmm_typed(const ProcessView& p, const double* init, int64_t B, int64_t L, uint64_t seed, uint64_t row0,
+                            bool want_beliefs) {
+  auto tokens = py::array_t<Tok>({B, L});
+  py::object beliefs = py::none();
+  Out* bp = nullptr;
+  if (want_beliefs) {
+    auto a = py::array_t<Out>({B, L, static_cast<int64_t>(p.S)});
+    bp = a.mutable_data();
+    beliefs = a;
+  }
+  Tok* tk = tokens.mutable_data();
+  ZeroProb bad;
+  {
+    py::gil_scoped_release release;
+    bad = sample_ghmm_cpu<Tok, Out>(p, init, B, L, seed, row0, tk, bp);
+  }
+  if (bad.row >= 0)
+    value_error("sampling reached a belief that gives no token positive probability at " + where(bad.row, bad.pos) +
+                ": the GHMM does not define a valid process from this initial belief");
+  return py::make_tuple(tokens, beliefs);
+}
+
+py::tuple sample_ghmm(const py::array& T, const py::object& w, const py::array& initial, int64_t B, int64_t L,
+                      uint64_t seed, uint64_t row0, py::object dtype, double zero_tol) {
+  const ProcessView p = view_process(T, w, zero_tol);
+  const double* init = f64_data(initial, "initial", {p.S});
+  check_sizes(B, L);
+  const bool want = !dtype.is_none();
+  const bool f64 = want && float_kind(dtype.cast<std::string>()) == FloatKind::f64;
+  if (p.V <= 256)
+    return f64 ? sample_ghmm_typed<uint8_t, double>(p, init, B, L, seed, row0, want)
+               : sample_ghmm_typed<uint8_t, float>(p, init, B, L, seed, row0, want);
+  return f64 ? sample_ghmm_typed<uint16_t, double>(p, init, B, L, seed, row0, want)
+             : sample_ghmm_typed<uint16_t, float>(p, init, B, L, seed, row0, want);
+}
+
+template <typename Out, typename Tok>
+py::tuple msp_level_typed(const ProcessView& p, const py::array& parents, const double* pp, double min_prob) {
+  const int64_t P = parents.shape(0);
+  const Out* pb = static_cast<const Out*>(parents.data());
+  constexpr int64_t chunk = 2048;
+  const int64_t n_chunks = (P + chunk - 1) / chunk;
+  std::vector<int64_t> offsets(static_cast<size_t>(n_chunks) + 1, 0);
+  {
+    py::gil_scoped_release release;
+    msp_count<Out>(p, pb, pp, P, min_prob, chunk, offsets.data() + 1);
+  }
+  for (int64_t c = 0; c < n_chunks; ++c) offsets[c + 1] += offsets[c];
+  const int64_t M = offsets[static_cast<size_t>(n_chunks)];
+  if (P > std::numeric_limits<int32_t>::max())
+    value_error("msp level too large (" + std::to_string(P) + " parents): use compmech.msp_level_chunks");
+  auto beliefs = py::array_t<Out>({M, static_cast<int64_t>(p.S)});
+  auto probs = py::array_t<double>(M);
+  auto parent = py::array_t<int32_t>(M);
+  auto token = py::array_t<Tok>(M);
+  Out* b = beliefs.mutable_data();
+  double* pr = probs.mutable_data();
+  int32_t* pa = parent.mutable_data();
+  Tok* tk = token.mutable_data();
+  {
+    py::gil_scoped_release release;
+    msp_fill<Out, Tok>(p, pb, pp, P, min_prob, chunk, offsets.data(), b, pr, pa, tk);
+  }
+  return py::make_tuple(beliefs, probs, parent, token);
+}
+
+py::tuple msp_level(const py::array& T, const py::object& w, const py::array& parents, const py::array& parent_probs,
+                    double min_prob, double zero_tol) {
+  const ProcessView p = view_process(T, w, zero_tol);
+  if (parents.ndim() != 2 || parents.shape(1) != p.S)
+    value_error("parent beliefs must have shape (P, S) with S = " + std::to_string(p.S));
+  if (!(parents.flags() & py::array::c_style)) value_error("parent beliefs must be C-contiguous");
+  const double* pp = f64_data(parent_probs, "parent probabilities", {parents.shape(0)});
+  if (!(min_prob >= 0.0) || !std::isfinite(min_prob)) value_error("min_prob must be a finite number >= 0");
+  const bool small_v = p.V <= 256;
+  if (parents.dtype().is(py::dtype::of<float>()))
+    return small_v ? msp_level_typed<float, uint8_t>(p, parents, pp, min_prob)
+                   : msp_level_typed<float, uint16_t>(p, parents, pp, min_prob);
+  if (parents.dtype().is(py::dtype::of<double>()))
+    return small_v ? msp_level_typed<double, uint8_t>(p, parents, pp, min_prob)
+                   : msp_level_typed<double, uint16_t>(p, parents, pp, min_prob);
+  type_error("parent beliefs must be float32 or float64");
+}
+
+py::dict build_info() {
+  py::dict d;
+  d["native"] = static_cast<bool>(COMPMECH_NATIVE_BUILD);
+  d["cuda"] = false;
+#if defined(__AVX512F__)
+  d["simd"] = "avx512";
+#elif defined(__AVX2__)
+  d["simd"] = "avx2";
+#elif defined(__SSE2__)
+  d["simd"] = "sse2";
+#else
+  d["simd"] = "none";
+#endif
+  d["compiler"] = __VERSION__;
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "compmech compiled core (CPU kernels). Use the wrappers in compmech, not this module directly.";
+  m.def("beliefs", &beliefs, py::arg("T"), py::arg("w"), py::arg("initial"), py::arg("tokens"), py::arg("dtype"),
+        py::arg("want_logp"), py::arg("nan_on_zero"), py::arg("zero_tol"));
+  m.def("sample_hmm", &sample_hmm, py::arg("T"), py::arg("initial"), py::arg("batch"), py::arg("length"),
+        py::arg("seed"), py::arg("row0"), py::arg("want_states"));
+  m.def("sample_ghmm", &sample_ghmm, py::arg("T"), py::arg("w"), py::arg("initial"), py::arg("batch"),
+        py::arg("length"), py::arg("seed"), py::arg("row0"), py::arg("dtype"), py::arg("zero_tol"));
+  m.def("msp_level", &msp_level, py::arg("T"), py::arg("w"), py::arg("parents"), py::arg("parent_probs"),
+        py::arg("min_prob"), py::arg("zero_tol"));
+  m.def("set_num_threads", &set_num_threads, py::arg("n"));
+  m.def("get_num_threads", &num_threads);
+  m.def("build_info", &build_info);
+  register_graph(m);
+}

@@ -1,0 +1,163 @@
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "compmech/kernels.hpp"
+#include "launchers.hpp"
+#include "parallel.hpp"
+
+namespace compmech {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// A block of R rows advanced together one position at a time: the R dependency chains are
+// independent, so the CPU overlaps them (a single row is latency-bound by its own chain).
+template <int SC, int R, bool GH, bool LOGP, typename Tok, typename Out>
+void rows_fixed(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L,
+                Out* beliefs, double* logp, int64_t* fail) {
+  const double* w = GH ? p.w : nullptr;
+  double eta[R][SC];
+  double acc[R];
+  for (int r = 0; r < R; ++r) {
+    for (int j = 0; j < SC; ++j) eta[r][j] = init[j];
+    acc[r] = 0.0;
+    fail[r] = -1;
+  }
+  for (int64_t t = 0; t < L; ++t) {
+    for (int r = 0; r < R; ++r) {
+      const int64_t row = r0 + r;
+      const int64_t x = static_cast<int64_t>(tokens[row * L + t]);
+      double nxt[SC];
+      double norm = belief_step<SC, double>(eta[r], p.T + x * SC * SC, w, nxt, SC);
+      if (!(norm > p.zero_tol)) {
+        if (fail[r] < 0) fail[r] = t;
+        norm = kNaN;  // poisons the rest of the row: NaN beliefs, and the caller raises or reports
+      }
+      const double inv = 1.0 / norm;
+      for (int j = 0; j < SC; ++j) eta[r][j] = nxt[j] * inv;
+      if (beliefs) {
+        Out* dst = beliefs + (row * L + t) * SC;
+        for (int j = 0; j < SC; ++j) dst[j] = static_cast<Out>(eta[r][j]);
+      }
+      if (LOGP) acc[r] += std::log(norm);
+    }
+  }
+  if (logp)
+    for (int r = 0; r < R; ++r) logp[r0 + r] = fail[r] >= 0 ? -std::numeric_limits<double>::infinity() : acc[r];
+}
+
+template <bool GH, bool LOGP, typename Tok, typename Out>
+void row_generic(const ProcessView& p, const double* init, const Tok* tokens, int64_t row, int64_t L,
+                 Out* beliefs, double* logp, int64_t* fail, std::vector<double>& buf) {
+  const int S = p.S;
+  const double* w = GH ? p.w : nullptr;
+  buf.resize(2 * static_cast<size_t>(S));
+  double* eta = buf.data();
+  double* nxt = eta + S;
+  for (int j = 0; j < S; ++j) eta[j] = init[j];
+  double acc = 0.0;
+  *fail = -1;
+  for (int64_t t = 0; t < L; ++t) {
+    const int64_t x = static_cast<int64_t>(tokens[row * L + t]);
+    double norm = belief_step<0, double>(eta, p.T + x * S * S, w, nxt, S);
+    if (!(norm > p.zero_tol)) {
+      if (*fail < 0) *fail = t;
+      norm = kNaN;
+    }
+    const double inv = 1.0 / norm;
+    for (int j = 0; j < S; ++j) eta[j] = nxt[j] * inv;
+    if (beliefs) {
+      Out* dst = beliefs + (row * L + t) * S;
+      for (int j = 0; j < S; ++j) dst[j] = static_cast<Out>(eta[j]);
+    }
+    if (LOGP) acc += std::log(norm);
+  }
+  if (logp) logp[row] = *fail >= 0 ? -std::numeric_limits<double>::infinity() : acc;
+}
+
+template <int SC, bool GH, bool LOGP, typename Tok, typename Out>
+void run_rows(const ProcessView& p, const double* init, const Tok* tokens, int64_t b, int64_t e, int64_t L,
+              Out* beliefs, double* logp, int64_t* fail_rows) {
+  if constexpr (SC > 0) {
+    constexpr int R = 8;
+    int64_t r = b;
+    for (; r + R <= e; r += R) rows_fixed<SC, R, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
+    for (; r < e; ++r) rows_fixed<SC, 1, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
+  } else {
+    std::vector<double> buf;
+    for (int64_t r = b; r < e; ++r) row_generic<GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, buf);
+  }
+}
+
+template <int SC, typename Tok, typename Out>
+void dispatch_flags(const ProcessView& p, const double* init, const Tok* tokens, int64_t b, int64_t e,
+                    int64_t L, Out* beliefs, double* logp, int64_t* fail_rows) {
+  const bool gh = p.w != nullptr;
+  if (gh && logp) run_rows<SC, true, true>(p, init, tokens, b, e, L, beliefs, logp, fail_rows);
+  else if (gh) run_rows<SC, true, false>(p, init, tokens, b, e, L, beliefs, logp, fail_rows);
+  else if (logp) run_rows<SC, false, true>(p, init, tokens, b, e, L, beliefs, logp, fail_rows);
+  else run_rows<SC, false, false>(p, init, tokens, b, e, L, beliefs, logp, fail_rows);
+}
+
+}  // namespace
+
+template <typename Tok, typename Out>
+ZeroProb beliefs_cpu(const ProcessView& p, const double* init, const Tok* tokens, int64_t B, int64_t L,
+                     Out* beliefs, double* logp) {
+  std::vector<int64_t> fail(static_cast<size_t>(B), -1);
+  if (L == 0) {
+    if (logp)
+      for (int64_t r = 0; r < B; ++r) logp[r] = 0.0;
+    return {};
+  }
+  // ~64k token updates per chunk: large enough to amortise, small enough to balance two cores.
+  const int64_t grain = std::max<int64_t>(8, ((65536 / L) + 7) / 8 * 8);
+  parallel_for(B, grain, [&](int64_t b, int64_t e) {
+    int64_t* f = fail.data();
+    switch (p.S) {
+      case 2: dispatch_flags<2>(p, init, tokens, b, e, L, beliefs, logp, f); break;
+      case 3: dispatch_flags<3>(p, init, tokens, b, e, L, beliefs, logp, f); break;
+      case 4: dispatch_flags<4>(p, init, tokens, b, e, L, beliefs, logp, f); break;
+      default: dispatch_flags<0>(p, init, tokens, b, e, L, beliefs, logp, f); break;
+    }
+  });
+  for (int64_t r = 0; r < B; ++r)
+    if (fail[static_cast<size_t>(r)] >= 0) return ZeroProb{r, fail[static_cast<size_t>(r)]};
+  return {};
+}
+
+template <typename Tok>
+ZeroProb find_bad_token(const Tok* tokens, int64_t n_rows, int64_t L, int V) {
+  std::vector<int64_t> first_bad(static_cast<size_t>(n_rows), -1);
+  parallel_for(n_rows, std::max<int64_t>(1, 262144 / std::max<int64_t>(L, 1)), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const Tok* row = tokens + r * L;
+      for (int64_t t = 0; t < L; ++t) {
+        const int64_t x = static_cast<int64_t>(row[t]);
+        if (x < 0 || x >= V) {
+          first_bad[static_cast<size_t>(r)] = t;
+          break;
+        }
+      }
+    }
+  });
+  for (int64_t r = 0; r < n_rows; ++r)
+    if (first_bad[static_cast<size_t>(r)] >= 0) return ZeroProb{r, first_bad[static_cast<size_t>(r)]};
+  return {};
+}
+
+#define CM_INST_BELIEFS(TOK)                                                                             \
+  template ZeroProb beliefs_cpu<TOK, float>(const ProcessView&, const double*, const TOK*, int64_t, int64_t, \
+                                            float*, double*);                                             \
+  template ZeroProb beliefs_cpu<TOK, double>(const ProcessView&, const double*, const TOK*, int64_t,       \
+                                             int64_t, double*, double*);                                  \
+  template ZeroProb find_bad_token<TOK>(const TOK*, int64_t, int64_t, int);
+CM_INST_BELIEFS(uint8_t)
+CM_INST_BELIEFS(uint16_t)
+CM_INST_BELIEFS(int32_t)
+CM_INST_BELIEFS(int64_t)
+#undef CM_INST_BELIEFS
+
+}  // namespace compmech

@@ -1,0 +1,54 @@
+// CPU launchers: thread the kernel bodies of compmech/kernels.hpp over rows / tree nodes.
+// Callers (bindings.cpp) have validated every argument; these functions trust their inputs.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace compmech {
+
+struct ProcessView {
+  const double* T;   // (V, S, S)
+  const double* w;   // (S,) right eigenvector for GHMMs; nullptr for HMMs (w = ones)
+  int V, S;
+  double zero_tol;   // P(x | eta) <= zero_tol counts as impossible (0 for HMMs)
+};
+
+// First zero-probability token in row-major order; row == -1 if none.
+struct ZeroProb {
+  int64_t row = -1, pos = -1;
+};
+
+// beliefs (B, L, S) [nullable]; logp (B,) [nullable]. nan_on_zero: a row that meets an
+// impossible token gets NaN beliefs from there on and logp = -inf (else the caller raises).
+template <typename Tok, typename Out>
+ZeroProb beliefs_cpu(const ProcessView& p, const double* init, const Tok* tokens, int64_t B, int64_t L,
+                     Out* beliefs, double* logp);
+
+// First token out of [0, V) in row-major order; row == -1 if none.
+template <typename Tok>
+ZeroProb find_bad_token(const Tok* tokens, int64_t n_rows, int64_t L, int V);
+
+// Hidden-state sampling of an HMM: tokens (B, L), states (B, L+1) [nullable].
+template <typename Tok, typename St>
+void sample_hmm_cpu(const ProcessView& p, const double* init, int64_t B, int64_t L, uint64_t seed,
+                    uint64_t row0, Tok* tokens, St* states);
+
+// Belief-driven sampling (GHMMs): tokens (B, L), beliefs (B, L, S) [nullable].
+// Returns the first (row, pos) where the belief assigned no mass to any token (invalid GHMM).
+template <typename Tok, typename Out>
+ZeroProb sample_ghmm_cpu(const ProcessView& p, const double* init, int64_t B, int64_t L, uint64_t seed,
+                         uint64_t row0, Tok* tokens, Out* beliefs);
+
+// One level of the mixed-state tree. Parents (P, S) with probabilities (P,); children in
+// (parent, token) order, dropped when impossible or below min_prob. Work is cut into chunks
+// of `chunk` parents; msp_count gives each chunk's number of children, msp_fill writes them
+// at the given per-chunk offsets.
+template <typename Out>
+void msp_count(const ProcessView& p, const Out* par_beliefs, const double* par_probs, int64_t P,
+               double min_prob, int64_t chunk, int64_t* counts);
+template <typename Out, typename Tok>
+void msp_fill(const ProcessView& p, const Out* par_beliefs, const double* par_probs, int64_t P,
+              double min_prob, int64_t chunk, const int64_t* offsets, Out* beliefs, double* probs,
+              int32_t* parent, Tok* token);
+
+}  // namespace compmech

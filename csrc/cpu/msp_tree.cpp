@@ -1,0 +1,118 @@
+#include <algorithm>
+#include <vector>
+
+#include "compmech/kernels.hpp"
+#include "launchers.hpp"
+#include "parallel.hpp"
+
+namespace compmech {
+namespace {
+
+// Visits the children of parents [b, e) in (parent, token) order; emit(parent, x, belief, prob)
+// is called for each possible child. The belief is normalised in place in `nxt`.
+template <int SC, bool GH, typename Out, typename Emit>
+void expand_range(const ProcessView& p, const Out* par_beliefs, const double* par_probs, int64_t b, int64_t e,
+                  double min_prob, double* nxt, Emit&& emit) {
+  const int S = SC > 0 ? SC : p.S;
+  const double* w = GH ? p.w : nullptr;
+  for (int64_t i = b; i < e; ++i) {
+    const Out* eta = par_beliefs + i * S;
+    const double pp = par_probs[i];
+    for (int x = 0; x < p.V; ++x) {
+      const double cond = belief_step<SC, double>(eta, p.T + static_cast<int64_t>(x) * S * S, w, nxt, S);
+      if (!(cond > p.zero_tol)) continue;
+      const double pc = pp * cond;
+      if (!(pc > 0.0) || pc < min_prob) continue;
+      emit(i, x, cond, pc);
+    }
+  }
+}
+
+template <int SC, bool GH, typename Out>
+void count_chunk(const ProcessView& p, const Out* pb, const double* pp, int64_t b, int64_t e, double min_prob,
+                 int64_t* count) {
+  std::vector<double> nxt(static_cast<size_t>(p.S));
+  int64_t n = 0;
+  expand_range<SC, GH>(p, pb, pp, b, e, min_prob, nxt.data(), [&](int64_t, int, double, double) { ++n; });
+  *count = n;
+}
+
+template <int SC, bool GH, typename Out, typename Tok>
+void fill_chunk(const ProcessView& p, const Out* pb, const double* pp, int64_t b, int64_t e, double min_prob,
+                int64_t offset, Out* beliefs, double* probs, int32_t* parent, Tok* token) {
+  const int S = SC > 0 ? SC : p.S;
+  std::vector<double> nxt_buf(static_cast<size_t>(S));
+  double* nxt = nxt_buf.data();
+  int64_t k = offset;
+  expand_range<SC, GH>(p, pb, pp, b, e, min_prob, nxt, [&](int64_t i, int x, double cond, double pc) {
+    const double inv = 1.0 / cond;
+    Out* dst = beliefs + k * S;
+    for (int j = 0; j < S; ++j) dst[j] = static_cast<Out>(nxt[j] * inv);
+    probs[k] = pc;
+    parent[k] = static_cast<int32_t>(i);
+    token[k] = static_cast<Tok>(x);
+    ++k;
+  });
+}
+
+template <typename F>
+void dispatch_s(const ProcessView& p, F&& f) {
+  const bool gh = p.w != nullptr;
+  switch (p.S) {
+#define CM_CASE(N)                                                          \
+  case N:                                                                   \
+    gh ? f(std::integral_constant<int, N>{}, std::true_type{})              \
+       : f(std::integral_constant<int, N>{}, std::false_type{});            \
+    return;
+    CM_CASE(2)
+    CM_CASE(3)
+    CM_CASE(4)
+#undef CM_CASE
+    default:
+      gh ? f(std::integral_constant<int, 0>{}, std::true_type{}) : f(std::integral_constant<int, 0>{}, std::false_type{});
+  }
+}
+
+}  // namespace
+
+template <typename Out>
+void msp_count(const ProcessView& p, const Out* pb, const double* pp, int64_t P, double min_prob, int64_t chunk,
+               int64_t* counts) {
+  const int64_t n_chunks = (P + chunk - 1) / chunk;
+  parallel_for(n_chunks, 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t c = cb; c < ce; ++c) {
+      const int64_t b = c * chunk, e = std::min(P, b + chunk);
+      dispatch_s(p, [&](auto sc, auto gh) {
+        count_chunk<decltype(sc)::value, decltype(gh)::value>(p, pb, pp, b, e, min_prob, counts + c);
+      });
+    }
+  });
+}
+
+template <typename Out, typename Tok>
+void msp_fill(const ProcessView& p, const Out* pb, const double* pp, int64_t P, double min_prob, int64_t chunk,
+              const int64_t* offsets, Out* beliefs, double* probs, int32_t* parent, Tok* token) {
+  const int64_t n_chunks = (P + chunk - 1) / chunk;
+  parallel_for(n_chunks, 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t c = cb; c < ce; ++c) {
+      const int64_t b = c * chunk, e = std::min(P, b + chunk);
+      dispatch_s(p, [&](auto sc, auto gh) {
+        fill_chunk<decltype(sc)::value, decltype(gh)::value>(p, pb, pp, b, e, min_prob, offsets[c], beliefs, probs,
+                                                              parent, token);
+      });
+    }
+  });
+}
+
+#define CM_INST_MSP(OUT)                                                                                   \
+  template void msp_count<OUT>(const ProcessView&, const OUT*, const double*, int64_t, double, int64_t,     \
+                               int64_t*);                                                                  \
+  template void msp_fill<OUT, uint8_t>(const ProcessView&, const OUT*, const double*, int64_t, double,      \
+                                       int64_t, const int64_t*, OUT*, double*, int32_t*, uint8_t*);        \
+  template void msp_fill<OUT, uint16_t>(const ProcessView&, const OUT*, const double*, int64_t, double,     \
+                                        int64_t, const int64_t*, OUT*, double*, int32_t*, uint16_t*);
+CM_INST_MSP(float)
+CM_INST_MSP(double)
+#undef CM_INST_MSP
+
+}  // namespace compmech

@@ -1,0 +1,186 @@
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "compmech/kernels.hpp"
+#include "launchers.hpp"
+#include "parallel.hpp"
+
+namespace compmech {
+namespace {
+
+// Vose's alias tables for n_dist distributions over K outcomes each (weights need not sum to
+// 1). Thresholds are 32-bit fixed point; a full bucket aliases to itself.
+struct AliasTables {
+  uint32_t K = 0;
+  std::vector<uint32_t> thresh, alias;
+};
+
+AliasTables build_alias(const double* weights, int64_t n_dist, uint32_t K) {
+  AliasTables a;
+  a.K = K;
+  a.thresh.assign(static_cast<size_t>(n_dist) * K, 0);
+  a.alias.assign(static_cast<size_t>(n_dist) * K, 0);
+  std::vector<double> q(K);
+  std::vector<uint32_t> small, large;
+  for (int64_t d = 0; d < n_dist; ++d) {
+    const double* wd = weights + d * K;
+    double total = 0.0;
+    for (uint32_t k = 0; k < K; ++k) total += wd[k];
+    small.clear();
+    large.clear();
+    for (uint32_t k = 0; k < K; ++k) {
+      q[k] = total > 0 ? wd[k] * K / total : 1.0;
+      (q[k] < 1.0 ? small : large).push_back(k);
+    }
+    uint32_t* th = a.thresh.data() + d * K;
+    uint32_t* al = a.alias.data() + d * K;
+    while (!small.empty() && !large.empty()) {
+      const uint32_t s = small.back(), l = large.back();
+      small.pop_back();
+      th[s] = static_cast<uint32_t>(std::floor(q[s] * 4294967296.0));
+      al[s] = l;
+      q[l] -= 1.0 - q[s];
+      if (q[l] < 1.0) {
+        large.pop_back();
+        small.push_back(l);
+      }
+    }
+    // Leftovers are full buckets up to round-off. A leftover with q == 0 exactly (a zero
+    // weight) must never be drawn, so it points at some bucket with positive weight.
+    for (uint32_t k : large) { th[k] = 0xFFFFFFFFu; al[k] = k; }
+    for (uint32_t k : small) {
+      th[k] = 0xFFFFFFFFu;
+      al[k] = k;
+      if (wd[k] <= 0.0) {
+        uint32_t best = 0;
+        for (uint32_t m = 0; m < K; ++m) if (wd[m] > wd[best]) best = m;
+        th[k] = 0;
+        al[k] = best;
+      }
+    }
+  }
+  return a;
+}
+
+template <int R, typename Tok, typename St>
+void hmm_rows(const AliasTables& init_a, const AliasTables& tr, const uint16_t* tok_of,
+              const uint32_t* st_of, int64_t r0, int64_t L, uint64_t seed, uint64_t row0, Tok* tokens,
+              St* states) {
+  const uint32_t K = tr.K;
+  const uint32_t* th = tr.thresh.data();
+  const uint32_t* al = tr.alias.data();
+  uint32_t st[R];
+  for (int r = 0; r < R; ++r) {
+    const int64_t row = r0 + r;
+    const uint32_t u = philox_block(seed, row0 + row, kDomainInitial, 0).v[0];
+    st[r] = alias_draw(u, init_a.K, init_a.thresh.data(), init_a.alias.data());
+    if (states) states[row * (L + 1)] = static_cast<St>(st[r]);
+  }
+  for (int64_t t0 = 0; t0 < L; t0 += 4) {
+    U32x4 rnd[R];
+    for (int r = 0; r < R; ++r) rnd[r] = philox_block(seed, row0 + r0 + r, kDomainTokens, static_cast<uint32_t>(t0 >> 2));
+    const int kmax = static_cast<int>(std::min<int64_t>(4, L - t0));
+    for (int k = 0; k < kmax; ++k) {
+      const int64_t t = t0 + k;
+      for (int r = 0; r < R; ++r) {
+        const int64_t row = r0 + r;
+        const size_t base = static_cast<size_t>(st[r]) * K;
+        const uint32_t o = alias_draw(rnd[r].v[k], K, th + base, al + base);
+        tokens[row * L + t] = static_cast<Tok>(tok_of[o]);
+        st[r] = st_of[o];
+        if (states) states[row * (L + 1) + t + 1] = static_cast<St>(st[r]);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+template <typename Tok, typename St>
+void sample_hmm_cpu(const ProcessView& p, const double* init, int64_t B, int64_t L, uint64_t seed,
+                    uint64_t row0, Tok* tokens, St* states) {
+  const int V = p.V, S = p.S;
+  const uint32_t K = static_cast<uint32_t>(V) * static_cast<uint32_t>(S);
+  // Outcome o = x * S + j of leaving state i: weight T[x, i, j].
+  std::vector<double> joint(static_cast<size_t>(S) * K);
+  for (int i = 0; i < S; ++i)
+    for (int x = 0; x < V; ++x)
+      for (int j = 0; j < S; ++j)
+        joint[static_cast<size_t>(i) * K + static_cast<size_t>(x) * S + j] =
+            p.T[(static_cast<int64_t>(x) * S + i) * S + j];
+  const AliasTables tr = build_alias(joint.data(), S, K);
+  const AliasTables ia = build_alias(init, 1, static_cast<uint32_t>(S));
+  std::vector<uint16_t> tok_of(K);
+  std::vector<uint32_t> st_of(K);
+  for (uint32_t o = 0; o < K; ++o) {
+    tok_of[o] = static_cast<uint16_t>(o / S);
+    st_of[o] = o % S;
+  }
+  const int64_t grain = std::max<int64_t>(16, ((262144 / std::max<int64_t>(L, 1)) + 15) / 16 * 16);
+  parallel_for(B, grain, [&](int64_t b, int64_t e) {
+    constexpr int R = 16;
+    int64_t r = b;
+    for (; r + R <= e; r += R) hmm_rows<R>(ia, tr, tok_of.data(), st_of.data(), r, L, seed, row0, tokens, states);
+    for (; r < e; ++r) hmm_rows<1>(ia, tr, tok_of.data(), st_of.data(), r, L, seed, row0, tokens, states);
+  });
+}
+
+template <typename Tok, typename Out>
+ZeroProb sample_ghmm_cpu(const ProcessView& p, const double* init, int64_t B, int64_t L, uint64_t seed,
+                         uint64_t row0, Tok* tokens, Out* beliefs) {
+  const int V = p.V, S = p.S;
+  // Tw[x, i] = (T[x] w)_i, so that P(x | eta) = eta . Tw[x].
+  std::vector<double> Tw(static_cast<size_t>(V) * S, 0.0);
+  for (int x = 0; x < V; ++x)
+    for (int i = 0; i < S; ++i) {
+      double s = 0.0;
+      for (int j = 0; j < S; ++j) s += p.T[(static_cast<int64_t>(x) * S + i) * S + j] * (p.w ? p.w[j] : 1.0);
+      Tw[static_cast<size_t>(x) * S + i] = s;
+    }
+  std::vector<int64_t> fail(static_cast<size_t>(B), -1);
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(L, 1));
+  parallel_for(B, grain, [&](int64_t b, int64_t e) {
+    std::vector<double> eta(S), nxt(S), probs(V);
+    for (int64_t row = b; row < e; ++row) {
+      for (int j = 0; j < S; ++j) eta[j] = init[j];
+      U32x4 rnd{};
+      for (int64_t t = 0; t < L; ++t) {
+        if ((t & 3) == 0) rnd = philox_block(seed, row0 + row, kDomainTokens, static_cast<uint32_t>(t >> 2));
+        next_token_probs<double>(eta.data(), Tw.data(), V, S, probs.data());
+        double total = 0.0;
+        for (int x = 0; x < V; ++x) total += probs[x] > 0 ? probs[x] : 0.0;
+        const int x = total > p.zero_tol ? categorical_draw<double>(probs.data(), V, total, u32_to_unit(rnd.v[t & 3])) : -1;
+        double norm = x >= 0 ? belief_step<0, double>(eta.data(), p.T + static_cast<int64_t>(x) * S * S, p.w, nxt.data(), S) : 0.0;
+        if (!(norm > p.zero_tol)) {
+          fail[static_cast<size_t>(row)] = t;
+          break;
+        }
+        tokens[row * L + t] = static_cast<Tok>(x);
+        for (int j = 0; j < S; ++j) eta[j] = nxt[j] / norm;
+        if (beliefs)
+          for (int j = 0; j < S; ++j) beliefs[(row * L + t) * S + j] = static_cast<Out>(eta[j]);
+      }
+    }
+  });
+  for (int64_t r = 0; r < B; ++r)
+    if (fail[static_cast<size_t>(r)] >= 0) return ZeroProb{r, fail[static_cast<size_t>(r)]};
+  return {};
+}
+
+#define CM_INST_HMM(TOK)                                                                                   \
+  template void sample_hmm_cpu<TOK, uint8_t>(const ProcessView&, const double*, int64_t, int64_t, uint64_t, \
+                                             uint64_t, TOK*, uint8_t*);                                    \
+  template void sample_hmm_cpu<TOK, uint16_t>(const ProcessView&, const double*, int64_t, int64_t, uint64_t,\
+                                              uint64_t, TOK*, uint16_t*);                                  \
+  template void sample_hmm_cpu<TOK, uint32_t>(const ProcessView&, const double*, int64_t, int64_t, uint64_t,\
+                                              uint64_t, TOK*, uint32_t*);                                  \
+  template ZeroProb sample_ghmm_cpu<TOK, float>(const ProcessView&, const double*, int64_t, int64_t,       \
+                                                uint64_t, uint64_t, TOK*, float*);                         \
+  template ZeroProb sample_ghmm_cpu<TOK, double>(const ProcessView&, const double*, int64_t, int64_t,      \
+                                                 uint64_t, uint64_t, TOK*, double*);
+CM_INST_HMM(uint8_t)
+CM_INST_HMM(uint16_t)
+#undef CM_INST_HMM
+
+}  // namespace compmech

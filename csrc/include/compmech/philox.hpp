@@ -1,0 +1,51 @@
+// Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC'11).
+// Counter-based: the output is a pure function of (key, counter), so every sampled value
+// depends only on the seed and its (row, position) — never on threads, batch split or device.
+#pragma once
+#include "compmech/common.hpp"
+
+namespace compmech {
+
+struct U32x4 {
+  uint32_t v[4];
+};
+
+CM_HD void mulhilo32(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
+  const uint64_t p = static_cast<uint64_t>(a) * b;
+  hi = static_cast<uint32_t>(p >> 32);
+  lo = static_cast<uint32_t>(p);
+}
+
+CM_HD U32x4 philox4x32_10(U32x4 ctr, uint32_t k0, uint32_t k1) {
+  constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
+  constexpr uint32_t W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+  for (int r = 0; r < 10; ++r) {
+    uint32_t hi0, lo0, hi1, lo1;
+    mulhilo32(M0, ctr.v[0], hi0, lo0);
+    mulhilo32(M1, ctr.v[2], hi1, lo1);
+    ctr = U32x4{{hi1 ^ ctr.v[1] ^ k0, lo1, hi0 ^ ctr.v[3] ^ k1, lo0}};
+    k0 += W0;
+    k1 += W1;
+  }
+  return ctr;
+}
+
+// Stream layout, shared by every launcher (CPU and GPU must agree bit for bit):
+//   key     = the 64-bit seed
+//   counter = (block, domain, row_lo, row_hi); one call yields 4 words.
+//   domain 0: the token draw at position t uses block t / 4, word t % 4.
+//   domain 1: the initial hidden state uses block 0, word 0.
+enum : uint32_t { kDomainTokens = 0, kDomainInitial = 1 };
+
+CM_HD U32x4 philox_block(uint64_t seed, uint64_t row, uint32_t domain, uint32_t block) {
+  U32x4 c{{block, domain, static_cast<uint32_t>(row), static_cast<uint32_t>(row >> 32)}};
+  return philox4x32_10(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+}
+
+// Uniform double in [0, 1) from one 32-bit word (used where a float is needed: GHMM sampling).
+CM_HD double u32_to_unit(uint32_t u) { return (static_cast<double>(u) + 0.5) * (1.0 / 4294967296.0); }
+
+}  // namespace compmech
