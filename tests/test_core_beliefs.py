@@ -1,0 +1,139 @@
+"""cm.beliefs / cm.log_prob against the numpy float64 reference."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+import compmech as cm
+from conftest import random_processes
+from reference import ref_beliefs
+
+
+def _ref(proc, tokens, init=None):
+    init = proc.stationary if init is None else init
+    return ref_beliefs(proc.T, proc.w, init, tokens, proc.zero_tol)
+
+
+@given(proc=random_processes(), B=st.integers(1, 6), L=st.integers(1, 40), seed=st.integers(0, 2**32))
+def test_matches_reference_on_sampled_sequences(proc, B, L, seed):
+    tokens = cm.sample(proc, B, L, seed=seed)
+    b64, lp = cm.beliefs(proc, tokens, dtype=np.float64, return_log_prob=True)
+    rb, rlp = _ref(proc, tokens)
+    scale = max(1.0, np.abs(rb).max())
+    np.testing.assert_allclose(b64, rb, rtol=0, atol=1e-9 * scale)
+    np.testing.assert_allclose(lp, rlp, rtol=1e-9, atol=1e-9)
+    b32 = cm.beliefs(proc, tokens)
+    assert b32.dtype == np.float32
+    np.testing.assert_allclose(b32, rb, rtol=0, atol=1e-5 * scale)
+
+
+@given(proc=random_processes(ghmm=False, max_states=6, max_vocab=4), L=st.integers(1, 12),
+       seed=st.integers(0, 2**32))
+def test_random_tokens_nan_mode_matches_reference(proc, L, seed):
+    """Arbitrary (often impossible) sequences: NaN rows and -inf log-probs exactly where the
+    reference finds a zero-probability token."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, proc.vocab_size, size=(5, L))
+    b, lp = cm.beliefs(proc, tokens, dtype=np.float64, return_log_prob=True, on_zero="nan")
+    rb, rlp = _ref(proc, tokens)
+    np.testing.assert_array_equal(np.isnan(b), np.isnan(rb))
+    np.testing.assert_allclose(b[~np.isnan(b)], rb[~np.isnan(rb)], atol=1e-9)
+    np.testing.assert_array_equal(np.isinf(lp), np.isinf(rlp))
+    np.testing.assert_allclose(lp[np.isfinite(lp)], rlp[np.isfinite(rlp)], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(cm.log_prob(proc, tokens, on_zero="nan"), lp)
+
+
+def test_alignment_belief_after_prefix(mess3):
+    tokens = np.array([2, 0, 1, 1])
+    b = cm.beliefs(mess3, tokens, dtype=np.float64)
+    eta = mess3.stationary
+    for t, x in enumerate(tokens):
+        eta = eta @ mess3.T[x]
+        eta = eta / eta.sum()
+        np.testing.assert_allclose(b[t], eta, atol=1e-15)
+
+
+def test_custom_initial(mess3):
+    init = np.array([1.0, 0.0, 0.0])
+    tokens = cm.sample(mess3, 3, 20, seed=3, initial=init)
+    b = cm.beliefs(mess3, tokens, initial=init, dtype=np.float64)
+    np.testing.assert_allclose(b, _ref(mess3, tokens, init)[0], atol=1e-12)
+
+
+def test_log_prob_sums_to_one_over_all_sequences():
+    proc = cm.processes.random_hmm(4, 3, seed=7)
+    seqs = np.array(np.meshgrid(*[np.arange(3)] * 5, indexing="ij")).reshape(5, -1).T
+    assert np.isclose(np.exp(cm.log_prob(proc, seqs)).sum(), 1.0, atol=1e-12)
+
+
+def test_single_sequence_shapes(mess3):
+    b, lp = cm.beliefs(mess3, np.array([0, 1, 2], dtype=np.uint8), return_log_prob=True)
+    assert b.shape == (3, 3) and lp.shape == ()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16, np.int32, np.uint32, np.int64, np.uint64])
+def test_any_integer_dtype(mess3, dtype):
+    tokens = cm.sample(mess3, 4, 16, seed=1)
+    ref = cm.beliefs(mess3, tokens.astype(np.int64))
+    np.testing.assert_array_equal(cm.beliefs(mess3, tokens.astype(dtype)), ref)
+
+
+def test_non_contiguous_and_read_only(mess3):
+    tokens = cm.sample(mess3, 6, 40, seed=2).astype(np.int64)
+    view = tokens[::2, ::3]
+    np.testing.assert_array_equal(cm.beliefs(mess3, view), cm.beliefs(mess3, np.ascontiguousarray(view)))
+    ro = tokens.copy()
+    ro.setflags(write=False)
+    np.testing.assert_array_equal(cm.beliefs(mess3, ro), cm.beliefs(mess3, tokens))
+    fortran = np.asfortranarray(tokens)
+    np.testing.assert_array_equal(cm.beliefs(mess3, fortran), cm.beliefs(mess3, tokens))
+
+
+def test_torch_in_torch_out(mess3):
+    tokens = cm.sample(mess3, 4, 12, seed=5)
+    t = torch.from_numpy(tokens.astype(np.int64))
+    b, lp = cm.beliefs(mess3, t, return_log_prob=True)
+    assert isinstance(b, torch.Tensor) and isinstance(lp, torch.Tensor)
+    assert b.dtype == torch.float32 and lp.dtype == torch.float64
+    np.testing.assert_array_equal(b.numpy(), cm.beliefs(mess3, tokens))
+    # non-contiguous torch input
+    np.testing.assert_array_equal(cm.beliefs(mess3, t[:, ::2]).numpy(), cm.beliefs(mess3, tokens[:, ::2]))
+
+
+def test_edge_sizes():
+    coin = cm.processes.coin(0.3)  # S = 1
+    b, lp = cm.beliefs(coin, np.array([[0, 1, 1]]), return_log_prob=True)
+    assert b.shape == (1, 3, 1) and np.all(b == 1)
+    assert np.isclose(lp[0], np.log(0.3 * 0.7 * 0.7))
+    one_token = cm.HMM(np.array([[[0.5, 0.5], [0.2, 0.8]]]))  # V = 1
+    b, lp = cm.beliefs(one_token, np.zeros((2, 4), np.uint8), return_log_prob=True, dtype=np.float64)
+    np.testing.assert_allclose(b[:, -1], np.tile(one_token.stationary, (2, 1)), atol=1e-12)
+    assert np.allclose(lp, 0)
+    empty = cm.beliefs(one_token, np.zeros((3, 0), np.int64))
+    assert empty.shape == (3, 0, 2)
+    assert cm.beliefs(one_token, np.zeros((0, 5), np.int64)).shape == (0, 5, 2)
+
+
+def test_very_long_sequence(mess3):
+    L = 1_000_000
+    tokens = cm.sample(mess3, 1, L, seed=11)
+    b, lp = cm.beliefs(mess3, tokens[0], return_log_prob=True)
+    assert b.shape == (L, 3) and np.all(np.isfinite(b))
+    np.testing.assert_allclose(b.sum(axis=1), 1, atol=1e-5)
+    # entropy rate of Mess3 is ~1.5 bits < log2(3): log-prob per token is finite and sensible
+    assert -np.log(3) < lp / L < -0.5
+    # a later window restarted from the belief before it agrees (renormalisation is exact)
+    start = 999_000
+    b2 = cm.beliefs(mess3, tokens[0, start:], initial=b[start - 1].astype(np.float64) / b[start - 1].sum(),
+                    dtype=np.float64)
+    np.testing.assert_allclose(b2, b[start:], atol=1e-5)
+
+
+def test_thread_count_does_not_change_results(mess3):
+    tokens = cm.sample(mess3, 37, 50, seed=9)
+    cm.set_num_threads(1)
+    one = cm.beliefs(mess3, tokens, return_log_prob=True)
+    cm.set_num_threads(2)
+    two = cm.beliefs(mess3, tokens, return_log_prob=True)
+    np.testing.assert_array_equal(one[0], two[0])
+    np.testing.assert_array_equal(one[1], two[1])

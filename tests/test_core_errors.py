@@ -1,0 +1,140 @@
+"""Bad input: each case raises a clear ValueError/TypeError naming what is wrong; none crashes."""
+import numpy as np
+import pytest
+import torch
+
+import compmech as cm
+from compmech import _core
+
+
+def test_hmm_validation():
+    good = cm.processes.mess3().T
+    with pytest.raises(ValueError, match=r"shape \(V, S, S\)"):
+        cm.HMM(good[0])
+    with pytest.raises(ValueError, match="last two differ"):
+        cm.HMM(np.ones((2, 3, 4)) / 8)
+    with pytest.raises(ValueError, match="V >= 1 and S >= 1"):
+        cm.HMM(np.zeros((0, 2, 2)))
+    for bad_value, word in ((np.nan, "not finite"), (np.inf, "not finite"), (-0.1, "negative")):
+        T = good.copy()
+        T[1, 2, 0] = bad_value
+        with pytest.raises(ValueError, match=rf"T\[1, 2, 0\].*{word}"):
+            cm.HMM(T)
+    T = good.copy()
+    T[0, 1, 1] += 0.01
+    with pytest.raises(ValueError, match=r"row 1 of T.sum\(0\) sums to"):
+        cm.HMM(T)
+    with pytest.raises(TypeError, match="numeric"):
+        cm.HMM(np.array([[["a"]]]))
+    with pytest.raises(ValueError, match="65535"):
+        cm.HMM(np.full((70000, 1, 1), 1 / 70000))
+
+
+def test_non_unique_stationary_is_an_error_not_a_guess():
+    T = np.zeros((2, 2, 2))
+    T[0, 0, 0] = 1.0
+    T[1, 1, 1] = 1.0  # two absorbing states
+    proc = cm.HMM(T)
+    with pytest.raises(ValueError, match="not unique"):
+        proc.stationary
+    with pytest.raises(ValueError, match="initial"):
+        cm.beliefs(proc, [0, 0])
+    b = cm.beliefs(proc, [0, 0], initial=[0.5, 0.5])  # explicit initial works
+    np.testing.assert_allclose(b[-1], [1, 0])
+
+
+def test_ghmm_validation():
+    with pytest.raises(ValueError, match="real and positive"):
+        cm.GHMM(np.array([[[0.0, 1.0], [-1.0, 0.0]]]))  # eigenvalues ±i
+    g = cm.GHMM(2.0 * cm.processes.mess3().T)
+    assert np.isclose(g.scale, 2.0) and np.allclose(g.T.sum(0).sum(1), 1)
+
+
+def test_token_errors(mess3):
+    with pytest.raises(ValueError, match=r"value 3 at row 1, position 2 is outside the vocabulary \[0, 3\)"):
+        cm.beliefs(mess3, np.array([[0, 1, 2], [0, 0, 3]]))
+    with pytest.raises(ValueError, match=r"value -1 at row 0, position 1"):
+        cm.beliefs(mess3, np.array([0, -1, 2]))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        cm.beliefs(mess3, np.array([[0, 2**40]], dtype=np.uint64))
+    with pytest.raises(TypeError, match="integer array, got dtype float64"):
+        cm.beliefs(mess3, np.array([0.0, 1.0]))
+    with pytest.raises(TypeError, match="integer"):
+        cm.beliefs(mess3, np.array([True, False]))
+    with pytest.raises(ValueError, match=r"shape \(B, L\) or \(L,\)"):
+        cm.beliefs(mess3, np.zeros((2, 2, 2), np.int64))
+    with pytest.raises(TypeError, match="integer"):
+        cm.beliefs(mess3, torch.zeros(3))
+
+
+def test_zero_probability_sequence(mess3):
+    gm = cm.processes.golden_mean()
+    with pytest.raises(ValueError, match=r"token 1 at row 1, position 3 has zero probability"):
+        cm.beliefs(gm, np.array([[0, 1, 0, 1], [0, 0, 1, 1]]))
+    with pytest.raises(ValueError, match="zero probability"):
+        cm.log_prob(gm, [1, 1])
+    b, lp = cm.beliefs(gm, np.array([[0, 1, 0, 1], [0, 0, 1, 1]]), on_zero="nan", return_log_prob=True)
+    assert np.isfinite(lp[0]) and lp[1] == -np.inf
+    assert np.all(np.isnan(b[1, 3])) and np.all(np.isfinite(b[1, :3]))
+    with pytest.raises(ValueError, match="on_zero"):
+        cm.beliefs(gm, [0], on_zero="ignore")
+
+
+def test_initial_errors(mess3):
+    with pytest.raises(ValueError, match="length 3"):
+        cm.beliefs(mess3, [0], initial=[0.5, 0.5])
+    with pytest.raises(ValueError, match="sums to"):
+        cm.beliefs(mess3, [0], initial=[0.5, 0.5, 0.5])
+    with pytest.raises(ValueError, match="negative"):
+        cm.sample(mess3, 1, 1, seed=0, initial=[1.5, -0.5, 0.0])
+    with pytest.raises(ValueError, match="non-finite"):
+        cm.msp_tree(mess3, 1, initial=[np.nan, 0.5, 0.5])
+    g = cm.processes.random_ghmm_like(3, 2, seed=0)
+    with pytest.raises(ValueError, match="initial @ w"):
+        cm.beliefs(g, [0], initial=np.zeros(3))
+
+
+def test_size_and_seed_errors(mess3):
+    with pytest.raises(ValueError, match="batch must be >= 0"):
+        cm.sample(mess3, -1, 5, seed=0)
+    with pytest.raises(ValueError, match="length must be >= 0"):
+        cm.sample(mess3, 1, -5, seed=0)
+    with pytest.raises(TypeError, match="batch must be an integer"):
+        cm.sample(mess3, 2.5, 5, seed=0)
+    with pytest.raises(TypeError, match="seed is required"):
+        cm.sample(mess3, 1, 1, seed=None)
+    with pytest.raises(ValueError, match="seed must be < 2\\*\\*64"):
+        cm.sample(mess3, 1, 1, seed=2**64)
+    with pytest.raises(ValueError, match="a GHMM has no hidden states"):
+        cm.sample(cm.processes.random_ghmm_like(2, 2), 1, 1, seed=0, return_states=True)
+    with pytest.raises(ValueError, match="depth must be >= 0"):
+        cm.msp_tree(mess3, -1)
+    with pytest.raises(ValueError, match="min_prob"):
+        cm.msp_tree(mess3, 2, min_prob=-1)
+    with pytest.raises(TypeError, match="dtype must be float32 or float64"):
+        cm.beliefs(mess3, [0], dtype=np.int32)
+    with pytest.raises(TypeError, match="HMM or compmech.GHMM"):
+        cm.beliefs(np.ones((1, 1, 1)), [0])
+
+
+def test_extension_checks_its_own_arguments():
+    """The compiled module validates what it is handed, even bypassing the Python layer."""
+    T = cm.processes.mess3().T
+    init = np.full(3, 1 / 3)
+    tok = np.zeros((1, 2), np.int64)
+    with pytest.raises(TypeError, match="T must be a float64"):
+        _core.beliefs(T.astype(np.float32), None, init, tok, "float32", False, False, 0.0)
+    with pytest.raises(ValueError, match="initial: dimension 0 must be 3"):
+        _core.beliefs(T, None, np.ones(2), tok, "float32", False, False, 0.0)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _core.beliefs(T, None, init, np.zeros((2, 4), np.int64)[:, ::2], "float32", False, False, 0.0)
+    with pytest.raises(TypeError, match="tokens must be uint8"):
+        _core.beliefs(T, None, init, np.zeros((1, 2)), "float32", False, False, 0.0)
+    bad = T.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        _core.msp_level(bad, None, init[None], np.ones(1), 0.0, 0.0)
+    with pytest.raises(ValueError, match="non-negative"):
+        _core.sample_hmm(-T, init, 1, 1, 0, 0, False)
+    with pytest.raises(ValueError, match="parent beliefs must have shape"):
+        _core.msp_level(T, None, np.ones((1, 2)), np.ones(1), 0.0, 0.0)
