@@ -1,7 +1,89 @@
 // Bindings for the deduplicated mixed-state graph (compmech.msp). Registered into _core.
+// Every argument is checked (dtype, shape, contiguity, finiteness, ranges) before the kernel
+// sees it; the GIL is released around the search.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-namespace py = pybind11;
+#include <cmath>
+#include <string>
+#include <vector>
 
-void register_graph(py::module_& m) {}
+#include "cpu/msp_graph.hpp"
+
+namespace py = pybind11;
+using namespace compmech;
+
+namespace {
+
+[[noreturn]] void value_error(const std::string& msg) { throw py::value_error(msg); }
+[[noreturn]] void type_error(const std::string& msg) { throw py::type_error(msg); }
+
+const double* f64_data(const py::array& a, const char* name, std::vector<py::ssize_t> shape) {
+  if (!a.dtype().is(py::dtype::of<double>())) type_error(std::string(name) + " must be a float64 array");
+  if (a.ndim() != static_cast<py::ssize_t>(shape.size()))
+    value_error(std::string(name) + " must have " + std::to_string(shape.size()) + " dimensions, got " +
+                std::to_string(a.ndim()));
+  for (size_t d = 0; d < shape.size(); ++d)
+    if (a.shape(d) != shape[d])
+      value_error(std::string(name) + ": dimension " + std::to_string(d) + " must be " + std::to_string(shape[d]) +
+                  ", got " + std::to_string(a.shape(d)));
+  if (!(a.flags() & py::array::c_style)) value_error(std::string(name) + " must be C-contiguous");
+  const double* p = static_cast<const double*>(a.data());
+  for (py::ssize_t k = 0; k < a.size(); ++k)
+    if (!std::isfinite(p[k]))
+      value_error(std::string(name) + " contains a non-finite value at flat index " + std::to_string(k));
+  return p;
+}
+
+template <typename T>
+py::array_t<T> to_array(const std::vector<T>& v, std::vector<py::ssize_t> shape) {
+  py::array_t<T> a(shape);
+  if (!v.empty()) std::copy(v.begin(), v.end(), a.mutable_data());
+  return a;
+}
+
+py::dict msp_graph(const py::array& T, const py::object& w, const py::array& initial, int64_t max_depth,
+                   int64_t max_states, double tol, double zero_tol) {
+  if (T.ndim() != 3) value_error("T must have shape (V, S, S), got ndim " + std::to_string(T.ndim()));
+  const py::ssize_t V = T.shape(0), S = T.shape(1);
+  if (V < 1 || V > 65535) value_error("T: vocabulary size V must be in [1, 65535], got " + std::to_string(V));
+  if (S < 1 || S > (1 << 24)) value_error("T: number of states S must be in [1, 2^24], got " + std::to_string(S));
+  ProcessView p{};
+  p.T = f64_data(T, "T", {V, S, S});
+  p.w = w.is_none() ? nullptr : f64_data(w.cast<py::array>(), "w", {S});
+  p.V = static_cast<int>(V);
+  p.S = static_cast<int>(S);
+  if (!(zero_tol >= 0.0) || !std::isfinite(zero_tol)) value_error("zero_tol must be a finite number >= 0");
+  p.zero_tol = zero_tol;
+  const double* init = f64_data(initial, "initial", {S});
+  if (max_depth < -1) value_error("max_depth must be >= 0 (or -1 for unbounded), got " + std::to_string(max_depth));
+  if (max_states < 1 || max_states > 2147483647LL)
+    value_error("max_states must be in [1, 2^31 - 1], got " + std::to_string(max_states));
+  if (!(tol > 0.0) || !(tol < 1.0)) value_error("tol must be in (0, 1), got " + std::to_string(tol));
+  MSPGraph g;
+  {
+    py::gil_scoped_release release;
+    g = msp_graph_cpu(p, init, max_depth, max_states, tol);
+  }
+  const py::ssize_t K = static_cast<py::ssize_t>(g.depth.size());
+  const py::ssize_t E = static_cast<py::ssize_t>(g.src.size());
+  py::dict out;
+  out["beliefs"] = to_array(g.beliefs, {K, S});
+  out["depth"] = to_array(g.depth, {K});
+  out["expanded"] = to_array(g.expanded, {K});
+  out["src"] = to_array(g.src, {E});
+  out["dst"] = to_array(g.dst, {E});
+  out["token"] = to_array(g.token, {E});
+  out["prob"] = to_array(g.prob, {E});
+  out["hit_max_states"] = g.hit_max_states;
+  out["merges"] = g.merges;
+  return out;
+}
+
+}  // namespace
+
+void register_graph(py::module_& m) {
+  m.def("msp_graph", &msp_graph, py::arg("T"), py::arg("w"), py::arg("initial"), py::arg("max_depth"),
+        py::arg("max_states"), py::arg("tol"), py::arg("zero_tol"),
+        "Breadth-first deduplicated mixed-state graph; returns a dict of arrays (see compmech.msp).");
+}

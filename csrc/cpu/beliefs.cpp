@@ -48,6 +48,92 @@ void rows_fixed(const ProcessView& p, const double* init, const Tok* tokens, int
     for (int r = 0; r < R; ++r) logp[r0 + r] = fail[r] >= 0 ? -std::numeric_limits<double>::infinity() : acc[r];
 }
 
+// SIMD path for small S and V: lanes hold W sequences, and G lane groups are interleaved so
+// their dependency chains overlap. Each lane computes eta @ T[x] for every x and keeps the
+// one matching its token (a blend instead of a gather): V * S^2 multiply-adds per update,
+// cheap for the small V this path is used for.
+typedef double vd4 __attribute__((vector_size(32)));
+typedef int64_t vl4 __attribute__((vector_size(32)));
+constexpr int kLaneW = 4, kLaneG = 4, kLaneRows = kLaneW * kLaneG;
+constexpr int kLaneMaxV = 8;
+
+template <int SC, bool GH, bool LOGP, typename Tok, typename Out>
+void rows_lanes(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L,
+                Out* beliefs, double* logp, int64_t* fail) {
+  constexpr int W = kLaneW, G = kLaneG;
+  const double* w = GH ? p.w : nullptr;
+  const int V = p.V;
+  vd4 eta[G][SC];
+  // log-probability as mantissa * 2^expo, renormalised every step with bit operations (a
+  // log per update would dominate); `extra` catches norms too small for that trick.
+  vd4 mant[G];
+  vl4 expo[G];
+  double extra[G * W] = {};
+  for (int g = 0; g < G; ++g) {
+    for (int j = 0; j < SC; ++j) eta[g][j] = vd4{} + init[j];
+    mant[g] = vd4{} + 1.0;
+    expo[g] = vl4{};
+  }
+  for (int r = 0; r < W * G; ++r) fail[r] = -1;
+  for (int64_t t = 0; t < L; ++t) {
+    for (int g = 0; g < G; ++g) {
+      const int64_t rb = r0 + g * W;
+      vl4 xv;
+      for (int l = 0; l < W; ++l) xv[l] = static_cast<int64_t>(tokens[(rb + l) * L + t]);
+      vd4 nxt[SC];
+      vd4 norm = belief_step<SC, vd4>(eta[g], p.T, w, nxt, SC);
+      for (int x = 1; x < V; ++x) {
+        vd4 y[SC];
+        const vd4 nx = belief_step<SC, vd4>(eta[g], p.T + x * SC * SC, w, y, SC);
+        const vl4 m = xv == x;
+        for (int j = 0; j < SC; ++j) nxt[j] = m ? y[j] : nxt[j];
+        norm = m ? nx : norm;
+      }
+      const vl4 ok = norm > p.zero_tol;
+      const vl4 tiny = norm < 1e-290;
+      bool all_ok = true, any_tiny = false;
+      for (int l = 0; l < W; ++l) {
+        all_ok &= ok[l] != 0;
+        any_tiny |= tiny[l] != 0;
+      }
+      if (!all_ok || (LOGP && any_tiny)) {
+        for (int l = 0; l < W; ++l) {
+          if (!ok[l]) {
+            if (fail[g * W + l] < 0) fail[g * W + l] = t;
+            norm[l] = kNaN;
+          } else if (LOGP && tiny[l]) {
+            extra[g * W + l] += std::log(norm[l]);
+          }
+        }
+      }
+      const vd4 inv = 1.0 / norm;
+      for (int j = 0; j < SC; ++j) eta[g][j] = nxt[j] * inv;
+      if (beliefs) {
+        for (int l = 0; l < W; ++l) {
+          Out* dst = beliefs + ((rb + l) * L + t) * SC;
+          for (int j = 0; j < SC; ++j) dst[j] = static_cast<Out>(eta[g][j][l]);
+        }
+      }
+      if (LOGP) {
+        const vd4 factor = tiny ? vd4{} + 1.0 : norm;
+        vl4 bits = reinterpret_cast<vl4>(mant[g] * factor);
+        expo[g] += ((bits >> 52) & 0x7FF) - 1023;
+        bits = (bits & 0x000FFFFFFFFFFFFFLL) | 0x3FF0000000000000LL;
+        mant[g] = reinterpret_cast<vd4>(bits);
+      }
+    }
+  }
+  if (logp) {
+    constexpr double kLn2 = 0.69314718055994530942;
+    for (int g = 0; g < G; ++g)
+      for (int l = 0; l < W; ++l) {
+        const int r = g * W + l;
+        logp[r0 + r] = fail[r] >= 0 ? -std::numeric_limits<double>::infinity()
+                                    : std::log(mant[g][l]) + static_cast<double>(expo[g][l]) * kLn2 + extra[r];
+      }
+  }
+}
+
 template <bool GH, bool LOGP, typename Tok, typename Out>
 void row_generic(const ProcessView& p, const double* init, const Tok* tokens, int64_t row, int64_t L,
                  Out* beliefs, double* logp, int64_t* fail, std::vector<double>& buf) {
@@ -83,6 +169,9 @@ void run_rows(const ProcessView& p, const double* init, const Tok* tokens, int64
   if constexpr (SC > 0) {
     constexpr int R = 8;
     int64_t r = b;
+    if (p.V <= kLaneMaxV)
+      for (; r + kLaneRows <= e; r += kLaneRows)
+        rows_lanes<SC, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
     for (; r + R <= e; r += R) rows_fixed<SC, R, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
     for (; r < e; ++r) rows_fixed<SC, 1, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
   } else {
@@ -113,7 +202,7 @@ ZeroProb beliefs_cpu(const ProcessView& p, const double* init, const Tok* tokens
     return {};
   }
   // ~64k token updates per chunk: large enough to amortise, small enough to balance two cores.
-  const int64_t grain = std::max<int64_t>(8, ((65536 / L) + 7) / 8 * 8);
+  const int64_t grain = std::max<int64_t>(16, ((65536 / L) + 15) / 16 * 16);
   parallel_for(B, grain, [&](int64_t b, int64_t e) {
     int64_t* f = fail.data();
     switch (p.S) {

@@ -13,18 +13,20 @@ namespace compmech {
 // out = eta @ T[x] (unnormalised); returns out . w, i.e. P(x | eta) for a normalised eta.
 // SC > 0 fixes S at compile time (fully unrolled); SC == 0 uses the runtime S.
 // w == nullptr means w = ones (HMM).
+// C may also be a SIMD vector of doubles (one lane per sequence): only +, * and
+// scalar broadcasts are used.
 template <int SC, typename C, typename E>
 CM_HD C belief_step(const E* eta, const double* Tx, const double* w, C* out, int S) {
   const int n = SC > 0 ? SC : S;
-  for (int j = 0; j < n; ++j) out[j] = C(0);
+  for (int j = 0; j < n; ++j) out[j] = C{};
   for (int i = 0; i < n; ++i) {
-    const C e = static_cast<C>(eta[i]);
+    const C e = eta[i];
     const double* row = Tx + static_cast<int64_t>(i) * n;
-    for (int j = 0; j < n; ++j) out[j] += e * static_cast<C>(row[j]);
+    for (int j = 0; j < n; ++j) out[j] += e * row[j];
   }
-  C norm = C(0);
+  C norm{};
   if (w) {
-    for (int j = 0; j < n; ++j) norm += out[j] * static_cast<C>(w[j]);
+    for (int j = 0; j < n; ++j) norm += out[j] * w[j];
   } else {
     for (int j = 0; j < n; ++j) norm += out[j];
   }
