@@ -97,9 +97,12 @@ def _root(proc: Process, initial, dtype: str) -> MSPLevel:
                     np.zeros(1, smallest_uint(proc.vocab_size)), proc)
 
 
-def _expand(proc: Process, lvl: MSPLevel, min_prob: float) -> MSPLevel:
+def _expand(proc: Process, lvl: MSPLevel, min_prob: float, expect_full: bool = False) -> MSPLevel:
+    """Next level. ``expect_full``: the previous expansion kept every child, so the kernel may
+    try a single pass at fixed offsets first (it falls back to counting when wrong)."""
     w = proc.w if proc.is_generalized else None
-    b, p, par, tok = _core.msp_level(proc.T, w, lvl.beliefs, lvl.probs, float(min_prob), proc.zero_tol)
+    b, p, par, tok = _core.msp_level(proc.T, w, lvl.beliefs, lvl.probs, float(min_prob), proc.zero_tol,
+                                     bool(expect_full))
     return MSPLevel(lvl.depth + 1, b, p, par, tok, proc)
 
 
@@ -125,8 +128,9 @@ def msp_tree(process, depth, *, dtype=np.float64, min_prob=0.0, initial=None) ->
     proc = as_process(process)
     depth, min_prob = _check_args(depth, min_prob)
     levels = [_root(proc, initial, float_dtype_name(dtype))]
-    for _ in range(depth):
-        levels.append(_expand(proc, levels[-1], min_prob))
+    for d in range(depth):
+        full = d > 0 and len(levels[-1]) == proc.vocab_size * len(levels[-2])
+        levels.append(_expand(proc, levels[-1], min_prob, full))
     return MSPTree(proc, levels, min_prob)
 
 
@@ -156,8 +160,10 @@ def msp_level_chunks(process, depth, *, max_nodes=1 << 22, dtype=np.float64, min
                        prefixes.parent[sl], prefixes.token[sl], proc)
         # Track each node's origin prefix so sequences can be rebuilt without the whole tree.
         seq = pre_seq[sl]
+        full = False
         for _ in range(depth - k):
-            child = _expand(proc, lvl, min_prob)
+            child = _expand(proc, lvl, min_prob, full)
+            full = len(child) == V * len(lvl)
             seq = np.concatenate([seq[child.parent], child.token[:, None].astype(seq.dtype)], axis=1)
             lvl = child
         if len(lvl):

@@ -208,20 +208,44 @@ py::tuple sample_ghmm(const py::array& T, const py::object& w, const py::array& 
 }
 
 template <typename Out, typename Tok>
-py::tuple msp_level_typed(const ProcessView& p, const py::array& parents, const double* pp, double min_prob) {
+py::tuple msp_level_typed(const ProcessView& p, const py::array& parents, const double* pp, double min_prob,
+                          bool expect_full) {
   const int64_t P = parents.shape(0);
   const Out* pb = static_cast<const Out*>(parents.data());
   constexpr int64_t chunk = 2048;
   const int64_t n_chunks = (P + chunk - 1) / chunk;
+  if (P > std::numeric_limits<int32_t>::max())
+    value_error("msp level too large (" + std::to_string(P) + " parents): use compmech.msp_level_chunks");
   std::vector<int64_t> offsets(static_cast<size_t>(n_chunks) + 1, 0);
+  if (expect_full) {
+    // Optimistic single pass: when the previous level kept every child, assume this one does
+    // too and write at fixed offsets; if any child is dropped, redo it with the counting pass.
+    const int64_t M = P * p.V;
+    for (int64_t c = 0; c <= n_chunks; ++c) offsets[c] = std::min(P, c * chunk) * p.V;
+    std::vector<int64_t> counts(static_cast<size_t>(n_chunks), 0);
+    auto beliefs = py::array_t<Out>({M, static_cast<int64_t>(p.S)});
+    auto probs = py::array_t<double>(M);
+    auto parent = py::array_t<int32_t>(M);
+    auto token = py::array_t<Tok>(M);
+    Out* b = beliefs.mutable_data();
+    double* pr = probs.mutable_data();
+    int32_t* pa = parent.mutable_data();
+    Tok* tk = token.mutable_data();
+    {
+      py::gil_scoped_release release;
+      msp_fill<Out, Tok>(p, pb, pp, P, min_prob, chunk, offsets.data(), b, pr, pa, tk, counts.data());
+    }
+    bool full = true;
+    for (int64_t c = 0; c < n_chunks; ++c) full &= counts[c] == offsets[c + 1] - offsets[c];
+    if (full) return py::make_tuple(beliefs, probs, parent, token);
+    std::fill(offsets.begin(), offsets.end(), 0);
+  }
   {
     py::gil_scoped_release release;
     msp_count<Out>(p, pb, pp, P, min_prob, chunk, offsets.data() + 1);
   }
   for (int64_t c = 0; c < n_chunks; ++c) offsets[c + 1] += offsets[c];
   const int64_t M = offsets[static_cast<size_t>(n_chunks)];
-  if (P > std::numeric_limits<int32_t>::max())
-    value_error("msp level too large (" + std::to_string(P) + " parents): use compmech.msp_level_chunks");
   auto beliefs = py::array_t<Out>({M, static_cast<int64_t>(p.S)});
   auto probs = py::array_t<double>(M);
   auto parent = py::array_t<int32_t>(M);
@@ -232,13 +256,13 @@ py::tuple msp_level_typed(const ProcessView& p, const py::array& parents, const 
   Tok* tk = token.mutable_data();
   {
     py::gil_scoped_release release;
-    msp_fill<Out, Tok>(p, pb, pp, P, min_prob, chunk, offsets.data(), b, pr, pa, tk);
+    msp_fill<Out, Tok>(p, pb, pp, P, min_prob, chunk, offsets.data(), b, pr, pa, tk, nullptr);
   }
   return py::make_tuple(beliefs, probs, parent, token);
 }
 
 py::tuple msp_level(const py::array& T, const py::object& w, const py::array& parents, const py::array& parent_probs,
-                    double min_prob, double zero_tol) {
+                    double min_prob, double zero_tol, bool expect_full) {
   const ProcessView p = view_process(T, w, zero_tol);
   if (parents.ndim() != 2 || parents.shape(1) != p.S)
     value_error("parent beliefs must have shape (P, S) with S = " + std::to_string(p.S));
@@ -247,11 +271,11 @@ py::tuple msp_level(const py::array& T, const py::object& w, const py::array& pa
   if (!(min_prob >= 0.0) || !std::isfinite(min_prob)) value_error("min_prob must be a finite number >= 0");
   const bool small_v = p.V <= 256;
   if (parents.dtype().is(py::dtype::of<float>()))
-    return small_v ? msp_level_typed<float, uint8_t>(p, parents, pp, min_prob)
-                   : msp_level_typed<float, uint16_t>(p, parents, pp, min_prob);
+    return small_v ? msp_level_typed<float, uint8_t>(p, parents, pp, min_prob, expect_full)
+                   : msp_level_typed<float, uint16_t>(p, parents, pp, min_prob, expect_full);
   if (parents.dtype().is(py::dtype::of<double>()))
-    return small_v ? msp_level_typed<double, uint8_t>(p, parents, pp, min_prob)
-                   : msp_level_typed<double, uint16_t>(p, parents, pp, min_prob);
+    return small_v ? msp_level_typed<double, uint8_t>(p, parents, pp, min_prob, expect_full)
+                   : msp_level_typed<double, uint16_t>(p, parents, pp, min_prob, expect_full);
   type_error("parent beliefs must be float32 or float64");
 }
 
@@ -283,7 +307,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("sample_ghmm", &sample_ghmm, py::arg("T"), py::arg("w"), py::arg("initial"), py::arg("batch"),
         py::arg("length"), py::arg("seed"), py::arg("row0"), py::arg("dtype"), py::arg("zero_tol"));
   m.def("msp_level", &msp_level, py::arg("T"), py::arg("w"), py::arg("parents"), py::arg("parent_probs"),
-        py::arg("min_prob"), py::arg("zero_tol"));
+        py::arg("min_prob"), py::arg("zero_tol"), py::arg("expect_full") = false);
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
   m.def("get_num_threads", &num_threads);
   m.def("build_info", &build_info);

@@ -75,6 +75,7 @@ py::dict msp_graph(const py::array& T, const py::object& w, const py::array& ini
   out["dst"] = to_array(g.dst, {E});
   out["token"] = to_array(g.token, {E});
   out["prob"] = to_array(g.prob, {E});
+  out["dist"] = to_array(g.dist, {E});
   out["hit_max_states"] = g.hit_max_states;
   out["merges"] = g.merges;
   return out;

@@ -133,8 +133,8 @@ def test_extension_checks_its_own_arguments():
     bad = T.copy()
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
-        _core.msp_level(bad, None, init[None], np.ones(1), 0.0, 0.0)
+        _core.msp_level(bad, None, init[None], np.ones(1), 0.0, 0.0, False)
     with pytest.raises(ValueError, match="non-negative"):
         _core.sample_hmm(-T, init, 1, 1, 0, 0, False)
     with pytest.raises(ValueError, match="parent beliefs must have shape"):
-        _core.msp_level(T, None, np.ones((1, 2)), np.ones(1), 0.0, 0.0)
+        _core.msp_level(T, None, np.ones((1, 2)), np.ones(1), 0.0, 0.0, False)

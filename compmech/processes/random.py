@@ -12,7 +12,8 @@ from ._registry import register
 def random_hmm(num_states: int = 3, vocab_size: int = 2, seed: int = 0, concentration: float = 1.0,
                sparsity: float = 0.0) -> HMM:
     """Random HMM: each state's joint (token, next state) row is Dirichlet(concentration);
-    ``sparsity`` is the chance that an entry is zeroed first (each row keeps at least one)."""
+    ``sparsity`` is the chance that an entry is zeroed first (each state keeps a transition to
+    state ``(i + 1) mod S``, so the chain stays irreducible)."""
     S = positive_int("num_states", num_states)
     V = positive_int("vocab_size", vocab_size)
     if not concentration > 0:
@@ -23,7 +24,9 @@ def random_hmm(num_states: int = 3, vocab_size: int = 2, seed: int = 0, concentr
     rows = rng.dirichlet(np.full(V * S, concentration), size=S)  # (S, V*S), outcome x*S + j
     if sparsity:
         mask = rng.random(rows.shape) >= sparsity
-        mask[np.arange(S), rng.integers(0, V * S, size=S)] = True
+        # keep one transition i -> (i + 1) mod S per state: a cycle makes the chain irreducible,
+        # so the stationary distribution stays unique
+        mask[np.arange(S), rng.integers(0, V, size=S) * S + (np.arange(S) + 1) % S] = True
         rows = rows * mask
         rows /= rows.sum(axis=1, keepdims=True)
     T = rows.reshape(S, V, S).transpose(1, 0, 2)

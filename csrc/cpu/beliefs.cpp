@@ -1,7 +1,12 @@
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <limits>
 #include <vector>
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #include "compmech/kernels.hpp"
 #include "launchers.hpp"
@@ -57,6 +62,42 @@ typedef int64_t vl4 __attribute__((vector_size(32)));
 constexpr int kLaneW = 4, kLaneG = 4, kLaneRows = kLaneW * kLaneG;
 constexpr int kLaneMaxV = 8;
 
+CM_HD bool all_lanes(vl4 m) {
+#if defined(__AVX2__)
+  return _mm256_movemask_pd(reinterpret_cast<__m256d>(m)) == 0xF;
+#else
+  return m[0] && m[1] && m[2] && m[3];
+#endif
+}
+CM_HD bool any_lane(vl4 m) {
+#if defined(__AVX2__)
+  return _mm256_movemask_pd(reinterpret_cast<__m256d>(m)) != 0;
+#else
+  return m[0] || m[1] || m[2] || m[3];
+#endif
+}
+
+// Writes lane l's belief (S values, one per vector in e) to dst + l * stride.
+template <int SC, typename Out>
+inline void store_lanes(const vd4* e, Out* dst, int64_t stride) {
+#if defined(__AVX2__)
+  if constexpr (std::is_same<Out, float>::value && SC >= 2 && SC <= 4) {
+    // float32 output: convert, transpose 4 lanes x S values, one (masked) store per lane
+    __m128 r0 = _mm256_cvtpd_ps(reinterpret_cast<__m256d>(e[0]));
+    __m128 r1 = _mm256_cvtpd_ps(reinterpret_cast<__m256d>(e[1]));
+    __m128 r2 = SC > 2 ? _mm256_cvtpd_ps(reinterpret_cast<__m256d>(e[SC > 2 ? 2 : 0])) : _mm_setzero_ps();
+    __m128 r3 = SC > 3 ? _mm256_cvtpd_ps(reinterpret_cast<__m256d>(e[SC > 3 ? 3 : 0])) : _mm_setzero_ps();
+    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+    const __m128 rows[4] = {r0, r1, r2, r3};
+    const __m128i mask = _mm_setr_epi32(-1, -1, SC > 2 ? -1 : 0, SC > 3 ? -1 : 0);
+    for (int l = 0; l < 4; ++l) _mm_maskstore_ps(dst + l * stride, mask, rows[l]);
+    return;
+  }
+#endif
+  for (int l = 0; l < 4; ++l)
+    for (int j = 0; j < SC; ++j) dst[l * stride + j] = static_cast<Out>(e[j][l]);
+}
+
 template <int SC, bool GH, bool LOGP, typename Tok, typename Out>
 void rows_lanes(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L,
                 Out* beliefs, double* logp, int64_t* fail) {
@@ -75,28 +116,52 @@ void rows_lanes(const ProcessView& p, const double* init, const Tok* tokens, int
     expo[g] = vl4{};
   }
   for (int r = 0; r < W * G; ++r) fail[r] = -1;
+  vd4 table_store[SC * SC];
+  const vd4* tables = nullptr;
+  if (V <= 4) {
+    for (int i = 0; i < SC; ++i)
+      for (int j = 0; j < SC; ++j)
+        for (int x = 0; x < 4; ++x) table_store[i * SC + j][x] = x < V ? p.T[(x * SC + i) * SC + j] : 0.0;
+    tables = table_store;
+  }
+  (void)tables;
   for (int64_t t = 0; t < L; ++t) {
     for (int g = 0; g < G; ++g) {
       const int64_t rb = r0 + g * W;
       vl4 xv;
       for (int l = 0; l < W; ++l) xv[l] = static_cast<int64_t>(tokens[(rb + l) * L + t]);
       vd4 nxt[SC];
-      vd4 norm = belief_step<SC, vd4>(eta[g], p.T, w, nxt, SC);
-      for (int x = 1; x < V; ++x) {
-        vd4 y[SC];
-        const vd4 nx = belief_step<SC, vd4>(eta[g], p.T + x * SC * SC, w, y, SC);
-        const vl4 m = xv == x;
-        for (int j = 0; j < SC; ++j) nxt[j] = m ? y[j] : nxt[j];
-        norm = m ? nx : norm;
+      vd4 norm;
+#if defined(__AVX2__)
+      if (tables) {
+        // Each lane's T[x] entry comes from an in-register table lookup (V <= 4 doubles fit a
+        // 256-bit register): one permute per matrix entry instead of V full products.
+        const vl4 i64 = xv * 2;
+        const __m256i idx = reinterpret_cast<__m256i>(i64 | ((i64 + 1) << 32));
+        for (int j = 0; j < SC; ++j) nxt[j] = vd4{};
+        for (int i = 0; i < SC; ++i)
+          for (int j = 0; j < SC; ++j) {
+            const vd4 m = reinterpret_cast<vd4>(_mm256_permutevar8x32_ps(
+                _mm256_castpd_ps(reinterpret_cast<__m256d>(tables[i * SC + j])), idx));
+            nxt[j] += eta[g][i] * m;
+          }
+        norm = vd4{};
+        for (int j = 0; j < SC; ++j) norm += GH ? nxt[j] * w[j] : nxt[j];
+      } else
+#endif
+      {
+        norm = belief_step<SC, vd4>(eta[g], p.T, w, nxt, SC);
+        for (int x = 1; x < V; ++x) {
+          vd4 y[SC];
+          const vd4 nx = belief_step<SC, vd4>(eta[g], p.T + x * SC * SC, w, y, SC);
+          const vl4 m = xv == x;
+          for (int j = 0; j < SC; ++j) nxt[j] = m ? y[j] : nxt[j];
+          norm = m ? nx : norm;
+        }
       }
       const vl4 ok = norm > p.zero_tol;
       const vl4 tiny = norm < 1e-290;
-      bool all_ok = true, any_tiny = false;
-      for (int l = 0; l < W; ++l) {
-        all_ok &= ok[l] != 0;
-        any_tiny |= tiny[l] != 0;
-      }
-      if (!all_ok || (LOGP && any_tiny)) {
+      if (!all_lanes(ok) || (LOGP && any_lane(tiny))) {
         for (int l = 0; l < W; ++l) {
           if (!ok[l]) {
             if (fail[g * W + l] < 0) fail[g * W + l] = t;
@@ -108,12 +173,7 @@ void rows_lanes(const ProcessView& p, const double* init, const Tok* tokens, int
       }
       const vd4 inv = 1.0 / norm;
       for (int j = 0; j < SC; ++j) eta[g][j] = nxt[j] * inv;
-      if (beliefs) {
-        for (int l = 0; l < W; ++l) {
-          Out* dst = beliefs + ((rb + l) * L + t) * SC;
-          for (int j = 0; j < SC; ++j) dst[j] = static_cast<Out>(eta[g][j][l]);
-        }
-      }
+      if (beliefs) store_lanes<SC>(eta[g], beliefs + (rb * L + t) * SC, L * SC);
       if (LOGP) {
         const vd4 factor = tiny ? vd4{} + 1.0 : norm;
         vl4 bits = reinterpret_cast<vl4>(mant[g] * factor);
@@ -223,6 +283,13 @@ ZeroProb find_bad_token(const Tok* tokens, int64_t n_rows, int64_t L, int V) {
   parallel_for(n_rows, std::max<int64_t>(1, 262144 / std::max<int64_t>(L, 1)), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const Tok* row = tokens + r * L;
+      // vectorisable min/max scan first; locate the offending position only if there is one
+      Tok lo = L ? row[0] : Tok(0), hi = lo;
+      for (int64_t t = 0; t < L; ++t) {
+        lo = row[t] < lo ? row[t] : lo;
+        hi = row[t] > hi ? row[t] : hi;
+      }
+      if (static_cast<int64_t>(lo) >= 0 && static_cast<int64_t>(hi) < V) continue;
       for (int64_t t = 0; t < L; ++t) {
         const int64_t x = static_cast<int64_t>(row[t]);
         if (x < 0 || x >= V) {

@@ -42,13 +42,13 @@ ZeroProb sample_ghmm_cpu(const ProcessView& p, const double* init, int64_t B, in
 // One level of the mixed-state tree. Parents (P, S) with probabilities (P,); children in
 // (parent, token) order, dropped when impossible or below min_prob. Work is cut into chunks
 // of `chunk` parents; msp_count gives each chunk's number of children, msp_fill writes them
-// at the given per-chunk offsets.
+// at the given per-chunk offsets and reports each chunk's count in `counts` (nullable).
 template <typename Out>
 void msp_count(const ProcessView& p, const Out* par_beliefs, const double* par_probs, int64_t P,
                double min_prob, int64_t chunk, int64_t* counts);
 template <typename Out, typename Tok>
 void msp_fill(const ProcessView& p, const Out* par_beliefs, const double* par_probs, int64_t P,
               double min_prob, int64_t chunk, const int64_t* offsets, Out* beliefs, double* probs,
-              int32_t* parent, Tok* token);
+              int32_t* parent, Tok* token, int64_t* counts);
 
 }  // namespace compmech

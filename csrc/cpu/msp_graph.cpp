@@ -2,7 +2,8 @@
 // computed in parallel (the shared belief_step body); deduplication is a sequential pass in
 // (parent, token) order, so state numbering never depends on the thread count.
 //
-// Merging: a belief b is looked up in a hash grid with cell size c = 64 tol (key_i = round(b_i / c)).
+// Merging: a child belief is merged into the earliest-found state (smallest index) within tol
+// (max-norm). A belief b is looked up in a hash grid with cell size c = 64 tol (key_i = round(b_i / c)).
 // Any stored belief within tol (max-norm) of b lies in b's cell or, along the coordinates where
 // b is within tol of a cell boundary, in the neighbouring cell; all those cells are probed, so
 // lookups are exact with respect to the max-norm test.
@@ -47,16 +48,19 @@ class BeliefIndex {
       else if (frac < -margin) near_.push_back({i, -1});
     }
     if (static_cast<int>(near_.size()) > kMaxProbeBits) return linear_scan(b, store);
+    // Probe every candidate cell and keep the smallest matching id, so the result is the
+    // earliest-found state within tol whichever cell it was filed under.
     const uint32_t combos = 1u << near_.size();
+    int64_t best = -1;
     for (uint32_t m = 0; m < combos; ++m) {
       for (size_t k = 0; k < near_.size(); ++k)
         if (m >> k & 1u) keys_[near_[k].first] += near_[k].second;
       const int64_t hit = probe(hash(keys_.data()), b, store);
       for (size_t k = 0; k < near_.size(); ++k)
         if (m >> k & 1u) keys_[near_[k].first] -= near_[k].second;
-      if (hit >= 0) return hit;
+      if (hit >= 0 && (best < 0 || hit < best)) best = hit;
     }
-    return -1;
+    return best;
   }
 
   void insert(int64_t id, const double* b) {
@@ -85,9 +89,10 @@ class BeliefIndex {
   int64_t probe(uint64_t h, const double* b, const std::vector<double>& store) const {
     auto it = head_.find(h);
     if (it == head_.end()) return -1;
+    int64_t best = -1;  // chains run from the newest id to the oldest: keep the last match
     for (int64_t id = it->second; id >= 0; id = next_[id])
-      if (close(b, store.data() + id * S_)) return id;
-    return -1;
+      if (close(b, store.data() + id * S_)) best = id;
+    return best;
   }
   int64_t linear_scan(const double* b, const std::vector<double>& store) const {
     const int64_t K = static_cast<int64_t>(store.size()) / S_;
@@ -185,6 +190,11 @@ MSPGraph msp_graph_cpu(const ProcessView& p, const double* init, int64_t max_dep
           if (match[x] == -2) continue;
           int64_t to = match[x];
           if (to <= -3) to = match[-3 - to];
+          const double* c = child.data() + (i * V + x) * S;
+          const double* r = g.beliefs.data() + to * S;
+          double dmax = 0.0;
+          for (int j = 0; j < S; ++j) dmax = std::max(dmax, std::fabs(c[j] - r[j]));
+          g.dist.push_back(dmax);
           g.src.push_back(static_cast<int32_t>(k));
           g.dst.push_back(static_cast<int32_t>(to));
           g.token.push_back(x);

@@ -15,12 +15,15 @@ struct MSPGraph {
   std::vector<int32_t> src, dst;  // (E,) edges in (src, token) order
   std::vector<int32_t> token;     // (E,)
   std::vector<double> prob;       // (E,) P(token | belief of src)
+  std::vector<double> dist;       // (E,) max-norm distance from the child belief to the state it
+                                  // was merged into (0 where the edge created its target)
   bool hit_max_states = false;    // stopped because a new state would exceed max_states
   int64_t merges = 0;             // children that matched an existing state (dedup hits)
 };
 
 // max_depth < 0: unbounded. max_states >= 1. tol > 0: two beliefs are the same mixed state
-// when max_i |a_i - b_i| <= tol (the first one seen is kept as the representative).
+// when max_i |a_i - b_i| <= tol; a child is merged into the earliest-found (smallest index)
+// state within tol, whose belief is kept as the representative.
 MSPGraph msp_graph_cpu(const ProcessView& p, const double* init, int64_t max_depth, int64_t max_states, double tol);
 
 }  // namespace compmech

@@ -38,8 +38,8 @@ void count_chunk(const ProcessView& p, const Out* pb, const double* pp, int64_t 
 }
 
 template <int SC, bool GH, typename Out, typename Tok>
-void fill_chunk(const ProcessView& p, const Out* pb, const double* pp, int64_t b, int64_t e, double min_prob,
-                int64_t offset, Out* beliefs, double* probs, int32_t* parent, Tok* token) {
+int64_t fill_chunk(const ProcessView& p, const Out* pb, const double* pp, int64_t b, int64_t e, double min_prob,
+                   int64_t offset, Out* beliefs, double* probs, int32_t* parent, Tok* token) {
   const int S = SC > 0 ? SC : p.S;
   std::vector<double> nxt_buf(static_cast<size_t>(S));
   double* nxt = nxt_buf.data();
@@ -53,6 +53,7 @@ void fill_chunk(const ProcessView& p, const Out* pb, const double* pp, int64_t b
     token[k] = static_cast<Tok>(x);
     ++k;
   });
+  return k - offset;
 }
 
 template <typename F>
@@ -91,14 +92,15 @@ void msp_count(const ProcessView& p, const Out* pb, const double* pp, int64_t P,
 
 template <typename Out, typename Tok>
 void msp_fill(const ProcessView& p, const Out* pb, const double* pp, int64_t P, double min_prob, int64_t chunk,
-              const int64_t* offsets, Out* beliefs, double* probs, int32_t* parent, Tok* token) {
+              const int64_t* offsets, Out* beliefs, double* probs, int32_t* parent, Tok* token, int64_t* counts) {
   const int64_t n_chunks = (P + chunk - 1) / chunk;
   parallel_for(n_chunks, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
       const int64_t b = c * chunk, e = std::min(P, b + chunk);
       dispatch_s(p, [&](auto sc, auto gh) {
-        fill_chunk<decltype(sc)::value, decltype(gh)::value>(p, pb, pp, b, e, min_prob, offsets[c], beliefs, probs,
-                                                              parent, token);
+        const int64_t n = fill_chunk<decltype(sc)::value, decltype(gh)::value>(p, pb, pp, b, e, min_prob, offsets[c],
+                                                                                beliefs, probs, parent, token);
+        if (counts) counts[c] = n;
       });
     }
   });
@@ -108,9 +110,9 @@ void msp_fill(const ProcessView& p, const Out* pb, const double* pp, int64_t P, 
   template void msp_count<OUT>(const ProcessView&, const OUT*, const double*, int64_t, double, int64_t,     \
                                int64_t*);                                                                  \
   template void msp_fill<OUT, uint8_t>(const ProcessView&, const OUT*, const double*, int64_t, double,      \
-                                       int64_t, const int64_t*, OUT*, double*, int32_t*, uint8_t*);        \
+                                       int64_t, const int64_t*, OUT*, double*, int32_t*, uint8_t*, int64_t*);        \
   template void msp_fill<OUT, uint16_t>(const ProcessView&, const OUT*, const double*, int64_t, double,     \
-                                        int64_t, const int64_t*, OUT*, double*, int32_t*, uint16_t*);
+                                        int64_t, const int64_t*, OUT*, double*, int32_t*, uint16_t*, int64_t*);
 CM_INST_MSP(float)
 CM_INST_MSP(double)
 #undef CM_INST_MSP
