@@ -128,3 +128,23 @@ def test_zero_probability_outcomes_never_drawn():
     proc = cm.processes.golden_mean(0.5)  # no "11"
     t = cm.sample(proc, 1000, 200, seed=8)
     assert not np.any((t[:, 1:] == 1) & (t[:, :-1] == 1))
+
+
+@pytest.mark.parametrize("S,V", [(300, 3), (2, 300)])
+def test_generic_path_for_large_s_or_v(S, V):
+    """More than 256 states or tokens bypasses the packed fast path; same statistics."""
+    proc = cm.processes.random_hmm(S, V, seed=1, concentration=0.5)
+    pi, T = proc.stationary, proc.T
+    tokens, states = cm.sample(proc, 100_000, 2, seed=3, return_states=True)
+    assert states.dtype == (np.uint16 if S > 256 else np.uint8)
+    p_tok = np.einsum("i,xij->x", pi, T)
+    if V > 50:  # pool rare tokens so expected counts stay large enough for chi-square
+        order = np.argsort(p_tok)
+        groups = np.zeros(V, int)
+        groups[order] = np.minimum(np.arange(V) // 30, V // 30 - 1)
+        obs = np.bincount(groups[tokens[:, 1]], minlength=groups.max() + 1)
+        exp = np.bincount(groups, weights=p_tok)
+    else:
+        obs, exp = np.bincount(tokens[:, 1], minlength=V), p_tok
+    assert _chisq(obs, exp) > P_MIN
+    assert np.all(T[tokens[:, 0].astype(int), states[:, 0].astype(int), states[:, 1].astype(int)] > 0)

@@ -2,6 +2,10 @@
 #include <cmath>
 #include <vector>
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 #include "compmech/kernels.hpp"
 #include "launchers.hpp"
 #include "parallel.hpp"
@@ -63,6 +67,91 @@ AliasTables build_alias(const double* weights, int64_t n_dist, uint32_t K) {
   return a;
 }
 
+// Philox4x32-10 for 8 consecutive rows at once (same counter layout as philox_block), writing
+// out[k * 8 + l] = word k of row row0 + l. AVX2 multiplies 4 lanes per instruction; the scalar
+// fallback is philox_block itself, so both give the same bits.
+inline void philox_rows8(uint64_t seed, uint64_t row0, uint32_t domain, uint32_t block, uint32_t* out) {
+#if defined(__AVX2__)
+  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(0xD2511F53u));
+  const __m256i m1 = _mm256_set1_epi32(static_cast<int>(0xCD9E8D57u));
+  __m256i c0 = _mm256_set1_epi32(static_cast<int>(block));
+  __m256i c1 = _mm256_set1_epi32(static_cast<int>(domain));
+  uint32_t lo[8], hi[8];
+  for (int l = 0; l < 8; ++l) {
+    lo[l] = static_cast<uint32_t>(row0 + l);
+    hi[l] = static_cast<uint32_t>((row0 + l) >> 32);
+  }
+  __m256i c2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo));
+  __m256i c3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi));
+  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  for (int r = 0; r < 10; ++r) {
+    // 32x32 -> 64-bit products of even and odd lanes, recombined into hi/lo words
+    const __m256i pe0 = _mm256_mul_epu32(c0, m0), po0 = _mm256_mul_epu32(_mm256_srli_epi64(c0, 32), m0);
+    const __m256i pe1 = _mm256_mul_epu32(c2, m1), po1 = _mm256_mul_epu32(_mm256_srli_epi64(c2, 32), m1);
+    const __m256i lo0 = _mm256_blend_epi32(pe0, _mm256_slli_epi64(po0, 32), 0xAA);
+    const __m256i hi0 = _mm256_blend_epi32(_mm256_srli_epi64(pe0, 32), po0, 0xAA);
+    const __m256i lo1 = _mm256_blend_epi32(pe1, _mm256_slli_epi64(po1, 32), 0xAA);
+    const __m256i hi1 = _mm256_blend_epi32(_mm256_srli_epi64(pe1, 32), po1, 0xAA);
+    const __m256i n0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), _mm256_set1_epi32(static_cast<int>(k0)));
+    const __m256i n2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), _mm256_set1_epi32(static_cast<int>(k1)));
+    c0 = n0;
+    c1 = lo1;
+    c2 = n2;
+    c3 = lo0;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 0), c0);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8), c1);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16), c2);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 24), c3);
+#else
+  for (int l = 0; l < 8; ++l) {
+    const U32x4 v = philox_block(seed, row0 + l, domain, block);
+    for (int k = 0; k < 4; ++k) out[k * 8 + l] = v.v[k];
+  }
+#endif
+}
+
+// Fast path for V <= 256 and S <= 256: one 64-bit table entry per (state, bucket) holds the
+// threshold and both candidate outcomes, each packed as (token << 8 | next state). Same
+// tables and decisions as alias_draw, so the same tokens.
+template <typename Tok, typename St>
+void hmm_rows_packed(const AliasTables& init_a, const std::vector<uint64_t>& packed, uint32_t K, int64_t r0,
+                     int64_t L, uint64_t seed, uint64_t row0, Tok* tokens, St* states) {
+  constexpr int R = 16;
+  const uint64_t* tab = packed.data();
+  uint32_t base[R];
+  for (int r = 0; r < R; ++r) {
+    const int64_t row = r0 + r;
+    const uint32_t u = philox_block(seed, row0 + row, kDomainInitial, 0).v[0];
+    const uint32_t st = alias_draw(u, init_a.K, init_a.thresh.data(), init_a.alias.data());
+    base[r] = st * K;
+    if (states) states[row * (L + 1)] = static_cast<St>(st);
+  }
+  alignas(32) uint32_t rnd[2][32];
+  for (int64_t t0 = 0; t0 < L; t0 += 4) {
+    philox_rows8(seed, row0 + r0, kDomainTokens, static_cast<uint32_t>(t0 >> 2), rnd[0]);
+    philox_rows8(seed, row0 + r0 + 8, kDomainTokens, static_cast<uint32_t>(t0 >> 2), rnd[1]);
+    const int kmax = static_cast<int>(std::min<int64_t>(4, L - t0));
+    for (int k = 0; k < kmax; ++k) {
+      const int64_t t = t0 + k;
+      Tok* tcol = tokens + r0 * L + t;
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) {
+        const uint64_t m = static_cast<uint64_t>(rnd[r >> 3][k * 8 + (r & 7)]) * K;
+        const uint64_t e = tab[base[r] + static_cast<uint32_t>(m >> 32)];
+        const uint32_t shift = static_cast<uint32_t>(m) < static_cast<uint32_t>(e >> 32) ? 0 : 16;
+        const uint32_t code = static_cast<uint32_t>(e >> shift) & 0xFFFF;
+        tcol[r * L] = static_cast<Tok>(code >> 8);
+        base[r] = (code & 0xFF) * K;
+      }
+      if (states)
+        for (int r = 0; r < R; ++r) states[(r0 + r) * (L + 1) + t + 1] = static_cast<St>(base[r] / K);
+    }
+  }
+}
+
 template <int R, typename Tok, typename St>
 void hmm_rows(const AliasTables& init_a, const AliasTables& tr, const uint16_t* tok_of,
               const uint32_t* st_of, int64_t r0, int64_t L, uint64_t seed, uint64_t row0, Tok* tokens,
@@ -117,10 +206,23 @@ void sample_hmm_cpu(const ProcessView& p, const double* init, int64_t B, int64_t
     tok_of[o] = static_cast<uint16_t>(o / S);
     st_of[o] = o % S;
   }
+  const bool use_packed = V <= 256 && S <= 256;
+  std::vector<uint64_t> packed;
+  if (use_packed) {
+    packed.resize(tr.thresh.size());
+    for (size_t idx = 0; idx < packed.size(); ++idx) {
+      const uint32_t self = static_cast<uint32_t>(idx % K), other = tr.alias[idx];
+      const uint64_t self_code = (static_cast<uint64_t>(tok_of[self]) << 8) | st_of[self];
+      const uint64_t alias_code = (static_cast<uint64_t>(tok_of[other]) << 8) | st_of[other];
+      packed[idx] = (static_cast<uint64_t>(tr.thresh[idx]) << 32) | (alias_code << 16) | self_code;
+    }
+  }
   const int64_t grain = std::max<int64_t>(16, ((262144 / std::max<int64_t>(L, 1)) + 15) / 16 * 16);
   parallel_for(B, grain, [&](int64_t b, int64_t e) {
     constexpr int R = 16;
     int64_t r = b;
+    if (use_packed)
+      for (; r + R <= e; r += R) hmm_rows_packed(ia, packed, K, r, L, seed, row0, tokens, states);
     for (; r + R <= e; r += R) hmm_rows<R>(ia, tr, tok_of.data(), st_of.data(), r, L, seed, row0, tokens, states);
     for (; r < e; ++r) hmm_rows<1>(ia, tr, tok_of.data(), st_of.data(), r, L, seed, row0, tokens, states);
   });
