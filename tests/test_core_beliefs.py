@@ -137,3 +137,16 @@ def test_thread_count_does_not_change_results(mess3):
     two = cm.beliefs(mess3, tokens, return_log_prob=True)
     np.testing.assert_array_equal(one[0], two[0])
     np.testing.assert_array_equal(one[1], two[1])
+
+
+@pytest.mark.parametrize("name", ["mess3", "rrxor", "golden_mean"])
+def test_rows_bit_identical_whatever_the_batch(name):
+    """SIMD lanes, scalar remainder rows and single rows share arithmetic: a row's beliefs do
+    not depend on which other rows are in the batch."""
+    proc = cm.processes.get(name)
+    tokens = cm.sample(proc, 37, 29, seed=4)
+    b, lp = cm.beliefs(proc, tokens, return_log_prob=True, dtype=np.float64)
+    for r in (0, 5, 16, 33, 36):
+        br, lpr = cm.beliefs(proc, tokens[r], return_log_prob=True, dtype=np.float64)
+        np.testing.assert_array_equal(br, b[r])
+        np.testing.assert_allclose(lpr, lp[r], rtol=1e-13)  # lanes sum logs as mantissa * 2^k

@@ -4,12 +4,9 @@
 #include <limits>
 #include <vector>
 
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
-
 #include "compmech/kernels.hpp"
 #include "launchers.hpp"
+#include "simd.hpp"
 #include "parallel.hpp"
 
 namespace compmech {
@@ -57,46 +54,8 @@ void rows_fixed(const ProcessView& p, const double* init, const Tok* tokens, int
 // their dependency chains overlap. Each lane computes eta @ T[x] for every x and keeps the
 // one matching its token (a blend instead of a gather): V * S^2 multiply-adds per update,
 // cheap for the small V this path is used for.
-typedef double vd4 __attribute__((vector_size(32)));
-typedef int64_t vl4 __attribute__((vector_size(32)));
 constexpr int kLaneW = 4, kLaneG = 4, kLaneRows = kLaneW * kLaneG;
 constexpr int kLaneMaxV = 8;
-
-CM_HD bool all_lanes(vl4 m) {
-#if defined(__AVX2__)
-  return _mm256_movemask_pd(reinterpret_cast<__m256d>(m)) == 0xF;
-#else
-  return m[0] && m[1] && m[2] && m[3];
-#endif
-}
-CM_HD bool any_lane(vl4 m) {
-#if defined(__AVX2__)
-  return _mm256_movemask_pd(reinterpret_cast<__m256d>(m)) != 0;
-#else
-  return m[0] || m[1] || m[2] || m[3];
-#endif
-}
-
-// Writes lane l's belief (S values, one per vector in e) to dst + l * stride.
-template <int SC, typename Out>
-inline void store_lanes(const vd4* e, Out* dst, int64_t stride) {
-#if defined(__AVX2__)
-  if constexpr (std::is_same<Out, float>::value && SC >= 2 && SC <= 4) {
-    // float32 output: convert, transpose 4 lanes x S values, one (masked) store per lane
-    __m128 r0 = _mm256_cvtpd_ps(reinterpret_cast<__m256d>(e[0]));
-    __m128 r1 = _mm256_cvtpd_ps(reinterpret_cast<__m256d>(e[1]));
-    __m128 r2 = SC > 2 ? _mm256_cvtpd_ps(reinterpret_cast<__m256d>(e[SC > 2 ? 2 : 0])) : _mm_setzero_ps();
-    __m128 r3 = SC > 3 ? _mm256_cvtpd_ps(reinterpret_cast<__m256d>(e[SC > 3 ? 3 : 0])) : _mm_setzero_ps();
-    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-    const __m128 rows[4] = {r0, r1, r2, r3};
-    const __m128i mask = _mm_setr_epi32(-1, -1, SC > 2 ? -1 : 0, SC > 3 ? -1 : 0);
-    for (int l = 0; l < 4; ++l) _mm_maskstore_ps(dst + l * stride, mask, rows[l]);
-    return;
-  }
-#endif
-  for (int l = 0; l < 4; ++l)
-    for (int j = 0; j < SC; ++j) dst[l * stride + j] = static_cast<Out>(e[j][l]);
-}
 
 template <int SC, bool GH, bool LOGP, typename Tok, typename Out>
 void rows_lanes(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L,

@@ -42,7 +42,9 @@ ZeroProb sample_ghmm_cpu(const ProcessView& p, const double* init, int64_t B, in
 // One level of the mixed-state tree. Parents (P, S) with probabilities (P,); children in
 // (parent, token) order, dropped when impossible or below min_prob. Work is cut into chunks
 // of `chunk` parents; msp_count gives each chunk's number of children, msp_fill writes them
-// at the given per-chunk offsets and reports each chunk's count in `counts` (nullable).
+// at the given per-chunk offsets. With `counts` non-null the layout is the optimistic full one
+// (child (i, x) at i * V + x, offsets[c] == first parent * V) and each chunk reports how many
+// children it wrote, or -1 if one had to be dropped (then the level must be redone by counting).
 template <typename Out>
 void msp_count(const ProcessView& p, const Out* par_beliefs, const double* par_probs, int64_t P,
                double min_prob, int64_t chunk, int64_t* counts);

@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <unordered_map>
 
 #include "compmech/kernels.hpp"
 #include "parallel.hpp"
@@ -28,6 +27,56 @@ inline uint64_t mix64(uint64_t x) {
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
   return x ^ (x >> 31);
 }
+
+// Open-addressing map from a 64-bit cell hash to the newest state filed under it (linear
+// probing, power-of-two capacity, load <= 1/2). Much lighter than std::unordered_map here.
+class CellMap {
+ public:
+  CellMap() { rehash(1 << 10); }
+  int64_t get(uint64_t h) const {
+    for (size_t i = h & mask_;; i = (i + 1) & mask_) {
+      if (vals_[i] < 0) return -1;
+      if (keys_[i] == h) return vals_[i];
+    }
+  }
+  // Sets map[h] = v and returns the previous value (-1 if none).
+  int64_t put(uint64_t h, int64_t v) {
+    if (2 * (size_ + 1) > keys_.size()) rehash(keys_.size() * 2);
+    for (size_t i = h & mask_;; i = (i + 1) & mask_) {
+      if (vals_[i] < 0) {
+        keys_[i] = h;
+        vals_[i] = v;
+        ++size_;
+        return -1;
+      }
+      if (keys_[i] == h) {
+        const int64_t old = vals_[i];
+        vals_[i] = v;
+        return old;
+      }
+    }
+  }
+
+ private:
+  void rehash(size_t cap) {
+    std::vector<uint64_t> k(cap);
+    std::vector<int64_t> v(cap, -1);
+    const size_t m = cap - 1;
+    for (size_t j = 0; j < keys_.size(); ++j) {
+      if (vals_[j] < 0) continue;
+      size_t i = keys_[j] & m;
+      while (v[i] >= 0) i = (i + 1) & m;
+      k[i] = keys_[j];
+      v[i] = vals_[j];
+    }
+    keys_.swap(k);
+    vals_.swap(v);
+    mask_ = m;
+  }
+  std::vector<uint64_t> keys_;
+  std::vector<int64_t> vals_;
+  size_t mask_ = 0, size_ = 0;
+};
 
 class BeliefIndex {
  public:
@@ -70,9 +119,7 @@ class BeliefIndex {
       keys_[i] = static_cast<int64_t>(std::nearbyint(q));
     }
     const uint64_t h = hash(keys_.data());
-    auto it = head_.find(h);
-    next_.push_back(it == head_.end() ? -1 : it->second);
-    head_[h] = id;
+    next_.push_back(head_.put(h, id));
   }
 
  private:
@@ -87,10 +134,8 @@ class BeliefIndex {
     return true;
   }
   int64_t probe(uint64_t h, const double* b, const std::vector<double>& store) const {
-    auto it = head_.find(h);
-    if (it == head_.end()) return -1;
     int64_t best = -1;  // chains run from the newest id to the oldest: keep the last match
-    for (int64_t id = it->second; id >= 0; id = next_[id])
+    for (int64_t id = head_.get(h); id >= 0; id = next_[id])
       if (close(b, store.data() + id * S_)) best = id;
     return best;
   }
@@ -103,7 +148,7 @@ class BeliefIndex {
 
   int S_;
   double tol_, cell_;
-  std::unordered_map<uint64_t, int64_t> head_;
+  CellMap head_;
   std::vector<int64_t> next_;
   std::vector<int64_t> keys_;
   std::vector<std::pair<int, int>> near_;
@@ -115,12 +160,18 @@ MSPGraph msp_graph_cpu(const ProcessView& p, const double* init, int64_t max_dep
   const int S = p.S, V = p.V;
   MSPGraph g;
   BeliefIndex index(S, tol);
+  const size_t guess = static_cast<size_t>(std::min<int64_t>(max_states, int64_t(1) << 20));
+  g.beliefs.reserve(guess * S);
+  g.depth.reserve(guess);
+  g.expanded.reserve(guess);
   g.beliefs.assign(init, init + S);
   g.depth.push_back(0);
   g.expanded.push_back(0);
   index.insert(0, init);
 
-  constexpr int64_t kBlock = 1 << 14;  // frontier states whose children are computed at once
+  // Frontier states whose children are computed at once: up to 2^14, and at most ~2^22 child
+  // belief entries (32 MiB) however large V and S are.
+  const int64_t kBlock = std::max<int64_t>(1, std::min<int64_t>(1 << 14, (int64_t(1) << 22) / (int64_t(V) * S)));
   std::vector<double> child;           // (block, V, S) normalised children
   std::vector<double> cprob;           // (block, V) P(x | parent); <= zero_tol marks impossible
   std::vector<int64_t> match(V);

@@ -4,6 +4,7 @@
 #include "compmech/kernels.hpp"
 #include "launchers.hpp"
 #include "parallel.hpp"
+#include "simd.hpp"
 
 namespace compmech {
 namespace {
@@ -56,6 +57,53 @@ int64_t fill_chunk(const ProcessView& p, const Out* pb, const double* pp, int64_
   return k - offset;
 }
 
+// Full-level fast path (every child kept): child (i, x) lands at i * V + x, so four parents
+// share SIMD lanes and T[x] is a broadcast. Returns false as soon as a child would be dropped;
+// the caller then redoes the level with the counting pass.
+template <int SC, bool GH, typename Out, typename Tok>
+bool fill_full(const ProcessView& p, const Out* pb, const double* pp, int64_t b, int64_t e, double min_prob,
+               Out* beliefs, double* probs, int32_t* parent, Tok* token) {
+  const int V = p.V;
+  const double* w = GH ? p.w : nullptr;
+  const auto keep = [&](double cond, double pc) { return cond > p.zero_tol && pc > 0.0 && pc >= min_prob; };
+  int64_t i = b;
+  for (; i + 4 <= e; i += 4) {
+    vd4 eta[SC];
+    for (int j = 0; j < SC; ++j)
+      for (int l = 0; l < 4; ++l) eta[j][l] = static_cast<double>(pb[(i + l) * SC + j]);
+    const vd4 ppv = {pp[i], pp[i + 1], pp[i + 2], pp[i + 3]};
+    for (int x = 0; x < V; ++x) {
+      vd4 nxt[SC];
+      const vd4 cond = belief_step<SC, vd4>(eta, p.T + static_cast<int64_t>(x) * SC * SC, w, nxt, SC);
+      const vd4 pc = ppv * cond;
+      if (!all_lanes((cond > p.zero_tol) & (pc > 0.0) & (pc >= min_prob))) return false;
+      const vd4 inv = 1.0 / cond;
+      for (int j = 0; j < SC; ++j) nxt[j] *= inv;
+      const int64_t k0 = i * V + x;
+      store_lanes<SC>(nxt, beliefs + k0 * SC, static_cast<int64_t>(V) * SC);
+      for (int l = 0; l < 4; ++l) {
+        probs[k0 + l * V] = pc[l];
+        parent[k0 + l * V] = static_cast<int32_t>(i + l);
+        token[k0 + l * V] = static_cast<Tok>(x);
+      }
+    }
+  }
+  double nxt[SC];
+  for (; i < e; ++i)
+    for (int x = 0; x < V; ++x) {
+      const double cond = belief_step<SC, double>(pb + i * SC, p.T + static_cast<int64_t>(x) * SC * SC, w, nxt, SC);
+      const double pc = pp[i] * cond;
+      if (!keep(cond, pc)) return false;
+      const int64_t k = i * V + x;
+      const double inv = 1.0 / cond;  // same arithmetic as the lanes above: bit-identical
+      for (int j = 0; j < SC; ++j) beliefs[k * SC + j] = static_cast<Out>(nxt[j] * inv);
+      probs[k] = pc;
+      parent[k] = static_cast<int32_t>(i);
+      token[k] = static_cast<Tok>(x);
+    }
+  return true;
+}
+
 template <typename F>
 void dispatch_s(const ProcessView& p, F&& f) {
   const bool gh = p.w != nullptr;
@@ -98,8 +146,15 @@ void msp_fill(const ProcessView& p, const Out* pb, const double* pp, int64_t P, 
     for (int64_t c = cb; c < ce; ++c) {
       const int64_t b = c * chunk, e = std::min(P, b + chunk);
       dispatch_s(p, [&](auto sc, auto gh) {
-        const int64_t n = fill_chunk<decltype(sc)::value, decltype(gh)::value>(p, pb, pp, b, e, min_prob, offsets[c],
-                                                                                beliefs, probs, parent, token);
+        constexpr int SC = decltype(sc)::value;
+        constexpr bool GH = decltype(gh)::value;
+        if constexpr (SC > 0) {
+          if (counts) {  // optimistic full layout: offsets[c] == b * V
+            counts[c] = fill_full<SC, GH>(p, pb, pp, b, e, min_prob, beliefs, probs, parent, token) ? (e - b) * p.V : -1;
+            return;
+          }
+        }
+        const int64_t n = fill_chunk<SC, GH>(p, pb, pp, b, e, min_prob, offsets[c], beliefs, probs, parent, token);
         if (counts) counts[c] = n;
       });
     }

@@ -1,0 +1,68 @@
+// Small SIMD helpers for the CPU launchers, written with GCC/Clang vector extensions (which
+// lower to SSE2 pairs on a portable build) plus AVX2 intrinsics where they pay off.
+#pragma once
+#include <cstdint>
+#include <type_traits>
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#include "compmech/common.hpp"
+
+namespace compmech {
+
+// Four lanes of doubles / 64-bit masks: one lane per independent sequence or tree node.
+typedef double vd4 __attribute__((vector_size(32)));
+typedef int64_t vl4 __attribute__((vector_size(32)));
+CM_HD bool all_lanes(vl4 m) {
+#if defined(__AVX2__)
+  return _mm256_movemask_pd(reinterpret_cast<__m256d>(m)) == 0xF;
+#else
+  return m[0] && m[1] && m[2] && m[3];
+#endif
+}
+CM_HD bool any_lane(vl4 m) {
+#if defined(__AVX2__)
+  return _mm256_movemask_pd(reinterpret_cast<__m256d>(m)) != 0;
+#else
+  return m[0] || m[1] || m[2] || m[3];
+#endif
+}
+
+// Writes lane l's belief (S values, one per vector in e) to dst + l * stride.
+template <int SC, typename Out>
+inline void store_lanes(const vd4* e, Out* dst, int64_t stride) {
+#if defined(__AVX2__)
+  if constexpr (std::is_same<Out, float>::value && SC >= 2 && SC <= 4) {
+    // float32 output: convert, transpose 4 lanes x S values, one (masked) store per lane
+    __m128 r0 = _mm256_cvtpd_ps(reinterpret_cast<__m256d>(e[0]));
+    __m128 r1 = _mm256_cvtpd_ps(reinterpret_cast<__m256d>(e[1]));
+    __m128 r2 = SC > 2 ? _mm256_cvtpd_ps(reinterpret_cast<__m256d>(e[SC > 2 ? 2 : 0])) : _mm_setzero_ps();
+    __m128 r3 = SC > 3 ? _mm256_cvtpd_ps(reinterpret_cast<__m256d>(e[SC > 3 ? 3 : 0])) : _mm_setzero_ps();
+    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+    const __m128 rows[4] = {r0, r1, r2, r3};
+    const __m128i mask = _mm_setr_epi32(-1, -1, SC > 2 ? -1 : 0, SC > 3 ? -1 : 0);
+    for (int l = 0; l < 4; ++l) _mm_maskstore_ps(dst + l * stride, mask, rows[l]);
+    return;
+  }
+  if constexpr (std::is_same<Out, double>::value && SC >= 2 && SC <= 4) {
+    // float64 output: 4x4 transpose of (value, lane), one masked store per lane
+    const __m256d zero = _mm256_setzero_pd();
+    const __m256d a = reinterpret_cast<__m256d>(e[0]), b = reinterpret_cast<__m256d>(e[1]);
+    const __m256d c = SC > 2 ? reinterpret_cast<__m256d>(e[SC > 2 ? 2 : 0]) : zero;
+    const __m256d d = SC > 3 ? reinterpret_cast<__m256d>(e[SC > 3 ? 3 : 0]) : zero;
+    const __m256d t0 = _mm256_unpacklo_pd(a, b), t1 = _mm256_unpackhi_pd(a, b);
+    const __m256d t2 = _mm256_unpacklo_pd(c, d), t3 = _mm256_unpackhi_pd(c, d);
+    const __m256d rows[4] = {_mm256_permute2f128_pd(t0, t2, 0x20), _mm256_permute2f128_pd(t1, t3, 0x20),
+                             _mm256_permute2f128_pd(t0, t2, 0x31), _mm256_permute2f128_pd(t1, t3, 0x31)};
+    const __m256i mask = _mm256_setr_epi64x(-1, -1, SC > 2 ? -1 : 0, SC > 3 ? -1 : 0);
+    for (int l = 0; l < 4; ++l) _mm256_maskstore_pd(dst + l * stride, mask, rows[l]);
+    return;
+  }
+#endif
+  for (int l = 0; l < 4; ++l)
+    for (int j = 0; j < SC; ++j) dst[l * stride + j] = static_cast<Out>(e[j][l]);
+}
+
+}  // namespace compmech
