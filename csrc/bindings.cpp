@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "binding_checks.hpp"
 #include "cpu/launchers.hpp"
 #include "cpu/parallel.hpp"
 
@@ -19,25 +20,6 @@ using namespace compmech;
 void register_graph(py::module_& m);  // bindings_graph.cpp
 
 namespace {
-
-[[noreturn]] void value_error(const std::string& msg) { throw py::value_error(msg); }
-[[noreturn]] void type_error(const std::string& msg) { throw py::type_error(msg); }
-
-const double* f64_data(const py::array& a, const char* name, std::vector<py::ssize_t> shape) {
-  if (!a.dtype().is(py::dtype::of<double>())) type_error(std::string(name) + " must be a float64 array");
-  if (a.ndim() != static_cast<py::ssize_t>(shape.size()))
-    value_error(std::string(name) + " must have " + std::to_string(shape.size()) + " dimensions, got " +
-                std::to_string(a.ndim()));
-  for (size_t d = 0; d < shape.size(); ++d)
-    if (shape[d] >= 0 && a.shape(d) != shape[d])
-      value_error(std::string(name) + ": dimension " + std::to_string(d) + " must be " + std::to_string(shape[d]) +
-                  ", got " + std::to_string(a.shape(d)));
-  if (!(a.flags() & py::array::c_style)) value_error(std::string(name) + " must be C-contiguous");
-  const double* p = static_cast<const double*>(a.data());
-  for (py::ssize_t k = 0; k < a.size(); ++k)
-    if (!std::isfinite(p[k])) value_error(std::string(name) + " contains a non-finite value at flat index " + std::to_string(k));
-  return p;
-}
 
 ProcessView view_process(const py::array& T, const py::object& w, double zero_tol) {
   if (T.ndim() != 3) value_error("T must have shape (V, S, S), got ndim " + std::to_string(T.ndim()));
@@ -217,12 +199,8 @@ py::tuple msp_level_typed(const ProcessView& p, const py::array& parents, const 
   if (P > std::numeric_limits<int32_t>::max())
     value_error("msp level too large (" + std::to_string(P) + " parents): use compmech.msp_level_chunks");
   std::vector<int64_t> offsets(static_cast<size_t>(n_chunks) + 1, 0);
-  if (expect_full) {
-    // Optimistic single pass: when the previous level kept every child, assume this one does
-    // too and write at fixed offsets; if any child is dropped, redo it with the counting pass.
-    const int64_t M = P * p.V;
-    for (int64_t c = 0; c <= n_chunks; ++c) offsets[c] = std::min(P, c * chunk) * p.V;
-    std::vector<int64_t> counts(static_cast<size_t>(n_chunks), 0);
+  // Allocates M children and fills them at `offsets`; counts != nullptr is the optimistic layout.
+  auto fill = [&](int64_t M, int64_t* counts) {
     auto beliefs = py::array_t<Out>({M, static_cast<int64_t>(p.S)});
     auto probs = py::array_t<double>(M);
     auto parent = py::array_t<int32_t>(M);
@@ -233,11 +211,19 @@ py::tuple msp_level_typed(const ProcessView& p, const py::array& parents, const 
     Tok* tk = token.mutable_data();
     {
       py::gil_scoped_release release;
-      msp_fill<Out, Tok>(p, pb, pp, P, min_prob, chunk, offsets.data(), b, pr, pa, tk, counts.data());
+      msp_fill<Out, Tok>(p, pb, pp, P, min_prob, chunk, offsets.data(), b, pr, pa, tk, counts);
     }
+    return py::make_tuple(beliefs, probs, parent, token);
+  };
+  if (expect_full) {
+    // Optimistic single pass: when the previous level kept every child, assume this one does
+    // too and write at fixed offsets; if any child is dropped, redo it with the counting pass.
+    for (int64_t c = 0; c <= n_chunks; ++c) offsets[c] = std::min(P, c * chunk) * p.V;
+    std::vector<int64_t> counts(static_cast<size_t>(n_chunks), 0);
+    py::tuple out = fill(P * p.V, counts.data());
     bool full = true;
     for (int64_t c = 0; c < n_chunks; ++c) full &= counts[c] == offsets[c + 1] - offsets[c];
-    if (full) return py::make_tuple(beliefs, probs, parent, token);
+    if (full) return out;
     std::fill(offsets.begin(), offsets.end(), 0);
   }
   {
@@ -245,20 +231,7 @@ py::tuple msp_level_typed(const ProcessView& p, const py::array& parents, const 
     msp_count<Out>(p, pb, pp, P, min_prob, chunk, offsets.data() + 1);
   }
   for (int64_t c = 0; c < n_chunks; ++c) offsets[c + 1] += offsets[c];
-  const int64_t M = offsets[static_cast<size_t>(n_chunks)];
-  auto beliefs = py::array_t<Out>({M, static_cast<int64_t>(p.S)});
-  auto probs = py::array_t<double>(M);
-  auto parent = py::array_t<int32_t>(M);
-  auto token = py::array_t<Tok>(M);
-  Out* b = beliefs.mutable_data();
-  double* pr = probs.mutable_data();
-  int32_t* pa = parent.mutable_data();
-  Tok* tk = token.mutable_data();
-  {
-    py::gil_scoped_release release;
-    msp_fill<Out, Tok>(p, pb, pp, P, min_prob, chunk, offsets.data(), b, pr, pa, tk, nullptr);
-  }
-  return py::make_tuple(beliefs, probs, parent, token);
+  return fill(offsets[static_cast<size_t>(n_chunks)], nullptr);
 }
 
 py::tuple msp_level(const py::array& T, const py::object& w, const py::array& parents, const py::array& parent_probs,
