@@ -29,6 +29,18 @@ def test_beliefs_mess3(benchmark, throughput, mess3_tokens):
     throughput("beliefs mess3", B * L, "updates")
 
 
+def test_beliefs_mess3_into_buffer(benchmark, throughput, mess3_tokens):
+    """Steady state of a training loop: the output buffer is reused, so no page faults."""
+    buf = np.empty((B, L, 3), np.float32)
+    benchmark.pedantic(cm.beliefs, args=(MESS3, mess3_tokens), kwargs=dict(out=buf), rounds=7, warmup_rounds=1)
+    throughput("beliefs mess3", B * L, "updates")
+
+
+def test_log_prob_mess3(benchmark, throughput, mess3_tokens):
+    benchmark.pedantic(cm.log_prob, args=(MESS3, mess3_tokens), rounds=7, warmup_rounds=1)
+    throughput("beliefs mess3", B * L, "updates")
+
+
 def test_beliefs_mess3_log_prob(benchmark, throughput, mess3_tokens):
     benchmark.pedantic(cm.beliefs, args=(MESS3, mess3_tokens), kwargs=dict(return_log_prob=True), rounds=7,
                        warmup_rounds=1)

@@ -47,9 +47,19 @@ std::string where(int64_t row, int64_t pos) {
   return "row " + std::to_string(row) + ", position " + std::to_string(pos);
 }
 
+// A caller-provided output array: float32/float64, C-contiguous, writeable, shape (B, L, S).
+void check_out(const py::array& out, int64_t B, int64_t L, int S) {
+  if (!out.dtype().is(py::dtype::of<float>()) && !out.dtype().is(py::dtype::of<double>()))
+    type_error("out must be a float32 or float64 array");
+  if (out.ndim() != 3 || out.shape(0) != B || out.shape(1) != L || out.shape(2) != S)
+    value_error("out must have shape (" + std::to_string(B) + ", " + std::to_string(L) + ", " + std::to_string(S) + ")");
+  if (!(out.flags() & py::array::c_style)) value_error("out must be C-contiguous");
+  if (!out.writeable()) value_error("out must be writeable");
+}
+
 template <typename Tok>
 py::tuple beliefs_typed(const ProcessView& p, const double* init, const py::array& tokens, py::object dtype,
-                        bool want_logp, bool nan_on_zero) {
+                        bool want_logp, bool nan_on_zero, py::object out_arg) {
   const int64_t B = tokens.shape(0), L = tokens.shape(1);
   const Tok* tok = static_cast<const Tok*>(tokens.data());
   ZeroProb bad;
@@ -72,7 +82,13 @@ py::tuple beliefs_typed(const ProcessView& p, const double* init, const py::arra
     return beliefs_cpu(p, init, tok, B, L, ptr, lp);
   };
   ZeroProb zero;
-  if (dtype.is_none()) {
+  if (!out_arg.is_none()) {
+    py::array a = out_arg.cast<py::array>();
+    check_out(a, B, L, p.S);
+    zero = a.dtype().is(py::dtype::of<float>()) ? run(static_cast<float*>(a.mutable_data()))
+                                                 : run(static_cast<double*>(a.mutable_data()));
+    out = a;
+  } else if (dtype.is_none()) {
     zero = run(static_cast<float*>(nullptr));
   } else if (float_kind(dtype.cast<std::string>()) == FloatKind::f32) {
     auto a = py::array_t<float>({B, L, static_cast<int64_t>(p.S)});
@@ -92,16 +108,16 @@ py::tuple beliefs_typed(const ProcessView& p, const double* init, const py::arra
 }
 
 py::tuple beliefs(const py::array& T, const py::object& w, const py::array& initial, const py::array& tokens,
-                  py::object dtype, bool want_logp, bool nan_on_zero, double zero_tol) {
+                  py::object dtype, bool want_logp, bool nan_on_zero, double zero_tol, py::object out) {
   const ProcessView p = view_process(T, w, zero_tol);
   const double* init = f64_data(initial, "initial", {p.S});
   if (tokens.ndim() != 2) value_error("tokens must have shape (B, L), got ndim " + std::to_string(tokens.ndim()));
   if (!(tokens.flags() & py::array::c_style)) value_error("tokens must be C-contiguous");
   const auto dt = tokens.dtype();
-  if (dt.is(py::dtype::of<uint8_t>())) return beliefs_typed<uint8_t>(p, init, tokens, dtype, want_logp, nan_on_zero);
-  if (dt.is(py::dtype::of<uint16_t>())) return beliefs_typed<uint16_t>(p, init, tokens, dtype, want_logp, nan_on_zero);
-  if (dt.is(py::dtype::of<int32_t>())) return beliefs_typed<int32_t>(p, init, tokens, dtype, want_logp, nan_on_zero);
-  if (dt.is(py::dtype::of<int64_t>())) return beliefs_typed<int64_t>(p, init, tokens, dtype, want_logp, nan_on_zero);
+  if (dt.is(py::dtype::of<uint8_t>())) return beliefs_typed<uint8_t>(p, init, tokens, dtype, want_logp, nan_on_zero, out);
+  if (dt.is(py::dtype::of<uint16_t>())) return beliefs_typed<uint16_t>(p, init, tokens, dtype, want_logp, nan_on_zero, out);
+  if (dt.is(py::dtype::of<int32_t>())) return beliefs_typed<int32_t>(p, init, tokens, dtype, want_logp, nan_on_zero, out);
+  if (dt.is(py::dtype::of<int64_t>())) return beliefs_typed<int64_t>(p, init, tokens, dtype, want_logp, nan_on_zero, out);
   type_error("tokens must be uint8, uint16, int32 or int64 at the extension boundary");
 }
 
@@ -274,7 +290,7 @@ py::dict build_info() {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "compmech compiled core (CPU kernels). Use the wrappers in compmech, not this module directly.";
   m.def("beliefs", &beliefs, py::arg("T"), py::arg("w"), py::arg("initial"), py::arg("tokens"), py::arg("dtype"),
-        py::arg("want_logp"), py::arg("nan_on_zero"), py::arg("zero_tol"));
+        py::arg("want_logp"), py::arg("nan_on_zero"), py::arg("zero_tol"), py::arg("out") = py::none());
   m.def("sample_hmm", &sample_hmm, py::arg("T"), py::arg("initial"), py::arg("batch"), py::arg("length"),
         py::arg("seed"), py::arg("row0"), py::arg("want_states"));
   m.def("sample_ghmm", &sample_ghmm, py::arg("T"), py::arg("w"), py::arg("initial"), py::arg("batch"),

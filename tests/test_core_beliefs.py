@@ -150,3 +150,29 @@ def test_rows_bit_identical_whatever_the_batch(name):
         br, lpr = cm.beliefs(proc, tokens[r], return_log_prob=True, dtype=np.float64)
         np.testing.assert_array_equal(br, b[r])
         np.testing.assert_allclose(lpr, lp[r], rtol=1e-13)  # lanes sum logs as mantissa * 2^k
+
+
+def test_out_buffer(mess3):
+    tokens = cm.sample(mess3, 20, 9, seed=6)
+    ref = cm.beliefs(mess3, tokens, dtype=np.float64)
+    buf = np.empty((20, 9, 3), np.float64)
+    got = cm.beliefs(mess3, tokens, out=buf)
+    assert got is buf
+    np.testing.assert_array_equal(buf, ref)
+    buf32 = torch.empty((20, 9, 3), dtype=torch.float32)
+    got = cm.beliefs(mess3, torch.from_numpy(tokens), out=buf32)
+    assert got is buf32
+    np.testing.assert_array_equal(buf32.numpy(), ref.astype(np.float32))
+    one = np.empty((9, 3), np.float32)
+    assert cm.beliefs(mess3, tokens[0], out=one) is one
+    np.testing.assert_array_equal(one, ref[0].astype(np.float32))
+    with pytest.raises(ValueError, match="out must have shape"):
+        cm.beliefs(mess3, tokens, out=np.empty((20, 9, 2), np.float32))
+    with pytest.raises(TypeError, match="out must be a float32 or float64"):
+        cm.beliefs(mess3, tokens, out=np.empty((20, 9, 3), np.int32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        cm.beliefs(mess3, tokens, out=np.empty((20, 9, 6), np.float32)[:, :, ::2])
+    ro = np.empty((20, 9, 3), np.float32)
+    ro.setflags(write=False)
+    with pytest.raises(ValueError, match="writeable"):
+        cm.beliefs(mess3, tokens, out=ro)
