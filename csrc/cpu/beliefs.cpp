@@ -153,33 +153,53 @@ void rows_lanes(const ProcessView& p, const double* init, const Tok* tokens, int
   }
 }
 
-template <bool GH, bool LOGP, typename Tok, typename Out>
-void row_generic(const ProcessView& p, const double* init, const Tok* tokens, int64_t row, int64_t L,
-                 Out* beliefs, double* logp, int64_t* fail, std::vector<double>& buf) {
+// Any S: R rows advanced together, their matrix-vector products interleaved term by term so
+// R independent accumulation chains hide the multiply-add latency (one row alone would wait
+// on its own chain). Per row the arithmetic order is fixed, so R does not change results.
+template <int R, bool GH, bool LOGP, typename Tok, typename Out>
+void rows_generic(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L,
+                  Out* beliefs, double* logp, int64_t* fail, std::vector<double>& buf) {
   const int S = p.S;
-  const double* w = GH ? p.w : nullptr;
-  buf.resize(2 * static_cast<size_t>(S));
+  buf.resize(2 * static_cast<size_t>(R) * S);
   double* eta = buf.data();
-  double* nxt = eta + S;
-  for (int j = 0; j < S; ++j) eta[j] = init[j];
-  double acc = 0.0;
-  *fail = -1;
-  for (int64_t t = 0; t < L; ++t) {
-    const int64_t x = static_cast<int64_t>(tokens[row * L + t]);
-    double norm = belief_step<0, double>(eta, p.T + x * S * S, w, nxt, S);
-    if (!(norm > p.zero_tol)) {
-      if (*fail < 0) *fail = t;
-      norm = kNaN;
-    }
-    const double inv = 1.0 / norm;
-    for (int j = 0; j < S; ++j) eta[j] = nxt[j] * inv;
-    if (beliefs) {
-      Out* dst = beliefs + (row * L + t) * S;
-      for (int j = 0; j < S; ++j) dst[j] = static_cast<Out>(eta[j]);
-    }
-    if (LOGP) acc += std::log(norm);
+  double* nxt = eta + static_cast<size_t>(R) * S;
+  double acc[R];
+  for (int r = 0; r < R; ++r) {
+    for (int j = 0; j < S; ++j) eta[r * S + j] = init[j];
+    acc[r] = 0.0;
+    fail[r] = -1;
   }
-  if (logp) logp[row] = *fail >= 0 ? -std::numeric_limits<double>::infinity() : acc;
+  for (int64_t t = 0; t < L; ++t) {
+    const double* Tx[R];
+    for (int r = 0; r < R; ++r) Tx[r] = p.T + static_cast<int64_t>(tokens[(r0 + r) * L + t]) * S * S;
+    for (int k = 0; k < R * S; ++k) nxt[k] = 0.0;
+    for (int i = 0; i < S; ++i)
+      for (int r = 0; r < R; ++r) {
+        const double e = eta[r * S + i];
+        const double* __restrict__ row = Tx[r] + static_cast<int64_t>(i) * S;
+        double* __restrict__ o = nxt + r * S;
+        for (int j = 0; j < S; ++j) o[j] += e * row[j];
+      }
+    for (int r = 0; r < R; ++r) {
+      const double* o = nxt + r * S;
+      double norm = 0.0;
+      for (int j = 0; j < S; ++j) norm += GH ? o[j] * p.w[j] : o[j];
+      if (!(norm > p.zero_tol)) {
+        if (fail[r] < 0) fail[r] = t;
+        norm = kNaN;
+      }
+      const double inv = 1.0 / norm;
+      double* er = eta + r * S;
+      for (int j = 0; j < S; ++j) er[j] = o[j] * inv;
+      if (beliefs) {
+        Out* dst = beliefs + ((r0 + r) * L + t) * S;
+        for (int j = 0; j < S; ++j) dst[j] = static_cast<Out>(er[j]);
+      }
+      if (LOGP) acc[r] += std::log(norm);
+    }
+  }
+  if (logp)
+    for (int r = 0; r < R; ++r) logp[r0 + r] = fail[r] >= 0 ? -std::numeric_limits<double>::infinity() : acc[r];
 }
 
 template <int SC, bool GH, bool LOGP, typename Tok, typename Out>
@@ -195,7 +215,10 @@ void run_rows(const ProcessView& p, const double* init, const Tok* tokens, int64
     for (; r < e; ++r) rows_fixed<SC, 1, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
   } else {
     std::vector<double> buf;
-    for (int64_t r = b; r < e; ++r) row_generic<GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, buf);
+    constexpr int R = 4;
+    int64_t r = b;
+    for (; r + R <= e; r += R) rows_generic<R, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, buf);
+    for (; r < e; ++r) rows_generic<1, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, buf);
   }
 }
 
