@@ -18,7 +18,7 @@ def _as_transition_array(T, name: str) -> np.ndarray:
     arr = np.asarray(T.detach().cpu().numpy() if hasattr(T, "detach") else T)
     if arr.dtype == object or arr.dtype.kind not in "biuf":
         raise TypeError(f"{name}: T must be a real numeric array, got dtype {arr.dtype}")
-    arr = np.array(arr, dtype=np.float64, copy=True)
+    arr = np.array(arr, dtype=np.float64, copy=True, order="C")
     if arr.ndim != 3:
         raise ValueError(f"{name}: T must have shape (V, S, S), got shape {arr.shape}")
     V, S, S2 = arr.shape
@@ -100,7 +100,11 @@ class Process:
         norm = v @ self.w
         if abs(norm) < 1e-12:
             raise ValueError(f"{self._label()}: stationary vector is orthogonal to w; cannot normalise")
-        return v / norm
+        v = v / norm
+        if not self.is_generalized:  # eigen-solver round-off (~1e-17) must not make it a non-distribution
+            v = np.where(v < 0, 0.0, v)
+            v = v / v.sum()
+        return v
 
     def check_initial(self, initial) -> np.ndarray:
         """Validate a starting belief (length S, finite, normalised); default: the stationary one."""

@@ -8,32 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "binding_checks.hpp"
 #include "cpu/msp_graph.hpp"
 
 namespace py = pybind11;
 using namespace compmech;
 
 namespace {
-
-[[noreturn]] void value_error(const std::string& msg) { throw py::value_error(msg); }
-[[noreturn]] void type_error(const std::string& msg) { throw py::type_error(msg); }
-
-const double* f64_data(const py::array& a, const char* name, std::vector<py::ssize_t> shape) {
-  if (!a.dtype().is(py::dtype::of<double>())) type_error(std::string(name) + " must be a float64 array");
-  if (a.ndim() != static_cast<py::ssize_t>(shape.size()))
-    value_error(std::string(name) + " must have " + std::to_string(shape.size()) + " dimensions, got " +
-                std::to_string(a.ndim()));
-  for (size_t d = 0; d < shape.size(); ++d)
-    if (a.shape(d) != shape[d])
-      value_error(std::string(name) + ": dimension " + std::to_string(d) + " must be " + std::to_string(shape[d]) +
-                  ", got " + std::to_string(a.shape(d)));
-  if (!(a.flags() & py::array::c_style)) value_error(std::string(name) + " must be C-contiguous");
-  const double* p = static_cast<const double*>(a.data());
-  for (py::ssize_t k = 0; k < a.size(); ++k)
-    if (!std::isfinite(p[k]))
-      value_error(std::string(name) + " contains a non-finite value at flat index " + std::to_string(k));
-  return p;
-}
 
 template <typename T>
 py::array_t<T> to_array(const std::vector<T>& v, std::vector<py::ssize_t> shape) {

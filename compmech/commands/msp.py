@@ -1,5 +1,6 @@
 """``compmech msp [NAME] --depth N --out fig.png``: enumerate the mixed-state tree of a process,
-print a summary and draw its belief geometry."""
+print a summary (with the deduplicated mixed-state graph) and draw its belief geometry
+(``--draw graph``: the mixed-state graph itself)."""
 from __future__ import annotations
 
 import time
@@ -16,6 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("--depth", type=int, default=10, help="tree depth (default 10)")
     p.add_argument("--out", default="msp.png", help="figure path (.png or .pdf; default msp.png)")
     p.add_argument("--min-prob", type=float, default=0.0, help="drop sequences less likely than this")
+    p.add_argument("--draw", choices=["beliefs", "graph"], default="beliefs",
+                   help="beliefs: every tree node in the simplex (default); graph: the deduplicated MSP graph")
     p.set_defaults(func=run)
 
 
@@ -34,14 +37,29 @@ def run(args) -> int:
     print(f"level sizes  {[len(l) for l in tree.levels]}")
     print(f"distinct beliefs at depth {tree.depth}: {uniq:,}")
     print(f"level prob sums: min {min(l.probs.sum() for l in tree.levels):.12f}")
-    from ..plot import simplex
+    from ..msp_graph import msp
+
+    t0 = time.perf_counter()
+    graph = msp(proc, max_depth=args.depth)
+    dt = time.perf_counter() - t0
+    print(f"graph        {graph.num_states:,} distinct mixed states to depth {args.depth}, {graph.num_edges:,} "
+          f"transitions, {int(graph.recurrent.sum())} recurrent ({dt * 1e3:.1f} ms)")
+    full = msp(proc, max_states=100_000)
+    print(f"full MSP     " + (f"finite: {full.num_states} mixed states" if full.is_complete else
+                              f"not finite within {full.num_states:,} states (truncated)"))
+    from ..plot import msp_graph as draw_graph, simplex
     import matplotlib.pyplot as plt
 
-    beliefs = np.concatenate([np.asarray(l.beliefs, np.float64) for l in tree.levels])
-    weights = np.concatenate([l.probs for l in tree.levels])
-    fig, ax = plt.subplots(figsize=(6, 6), dpi=150)
-    simplex(beliefs, weights=weights, ax=ax)
-    ax.set_title(f"{proc.name or 'process'}: mixed states to depth {tree.depth}")
+    if args.draw == "graph":
+        fig, ax = plt.subplots(figsize=(6, 6), dpi=150)
+        draw_graph(full if full.is_complete else graph, ax=ax)
+    else:
+        beliefs = np.concatenate([np.asarray(l.beliefs, np.float64) for l in tree.levels])
+        weights = np.concatenate([l.probs for l in tree.levels])
+        fig = plt.figure(figsize=(6, 6), dpi=150)
+        ax = fig.add_subplot(projection="3d" if beliefs.shape[1] == 4 else None)
+        simplex(beliefs, weights=weights, ax=ax)
+        ax.set_title(f"{proc.name or 'process'}: mixed states to depth {tree.depth}")
     fig.savefig(args.out, bbox_inches="tight")
     plt.close(fig)
     print(f"figure       {args.out}")

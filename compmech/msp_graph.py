@@ -1,0 +1,315 @@
+"""Deduplicated mixed-state presentation (MSP) graph: ``cm.msp(process, ...)``.
+
+Breadth-first search from the initial belief in the compiled core; a child belief within
+``tol`` (max-norm) of a belief already found is merged into it. The result holds the unique
+beliefs, the labelled transitions between them, each state's first-seen depth, and the
+transient/recurrent structure. For processes with a finite MSP (golden mean, even, Z1R,
+RRXOR, ...) the search ends by itself and ``is_complete`` is True; for infinite ones (Mess3,
+SNS, every generic HMM) it stops at ``max_depth``/``max_states`` with ``is_complete`` False.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _core
+from .process import HMM, Process, as_process
+
+#: ``max_states`` used when neither ``max_depth`` nor ``max_states`` is given.
+DEFAULT_MAX_STATES = 100_000
+
+
+def _check_limit(value, name, minimum):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum} or None, got {value!r}")
+    return int(value)
+
+
+@dataclass(eq=False)
+class MSPGraph:
+    """Deduplicated mixed-state presentation. State 0 is the initial belief.
+
+    Attributes:
+        process: the process it was built from.
+        beliefs: ``(K, S)`` float64 unique beliefs (``belief @ process.w == 1``), in BFS order;
+            ``beliefs[k]`` is the belief *after* any word that leads from state 0 to state ``k``
+            (state 0: the initial belief, before any token).
+        depth: ``(K,)`` int32 first-seen depth (length of the shortest word reaching the state).
+        expanded: ``(K,)`` bool, True where every out-transition was explored.
+        src, token, dst: ``(E,)`` int32 labelled transitions ``src --token--> dst``, sorted by
+            ``(src, token)``; at most one per (state, token) (the MSP is unifilar).
+        prob: ``(E,)`` float64 ``P(token | belief[src])``; for an expanded state they sum to 1.
+        merge_dist: ``(E,)`` max-norm distance between the belief an edge produced and the
+            state it was merged into (0 where the edge created the state). Distances near
+            round-off (< 1e-11) are exact coincidences; larger ones mean ``tol`` merged
+            genuinely different beliefs (e.g. SNS, whose beliefs converge like 1/n).
+        tol: the merging tolerance (max-norm).
+        is_complete: no unexplored frontier: the graph is the whole MSP (up to ``tol``).
+        hit_max_states / max_depth / max_states: why the search stopped, when it did.
+    """
+
+    process: Process
+    beliefs: np.ndarray
+    depth: np.ndarray
+    expanded: np.ndarray
+    src: np.ndarray
+    token: np.ndarray
+    dst: np.ndarray
+    prob: np.ndarray
+    merge_dist: np.ndarray
+    tol: float
+    max_depth: int | None
+    max_states: int
+    hit_max_states: bool
+    merges: int
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    # ---- sizes and flags -------------------------------------------------------------------
+    @property
+    def num_states(self) -> int:
+        return int(self.beliefs.shape[0])
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.src.shape[0])
+
+    @property
+    def is_complete(self) -> bool:
+        return bool(self.expanded.all())
+
+    @property
+    def max_merge_distance(self) -> float:
+        """Largest distance at which two beliefs were merged (0.0 when none)."""
+        return float(self.merge_dist.max()) if self.merge_dist.size else 0.0
+
+    @property
+    def frontier(self) -> np.ndarray:
+        """``(K,)`` bool: states whose out-transitions were not explored (empty when complete)."""
+        return ~self.expanded
+
+    def __len__(self) -> int:
+        return self.num_states
+
+    def __repr__(self) -> str:
+        status = "complete" if self.is_complete else (
+            f"truncated ({int(self.frontier.sum())} frontier states; "
+            + ("max_states reached" if self.hit_max_states else f"max_depth={self.max_depth}") + ")")
+        return (f"MSPGraph({self.process!r}, states={self.num_states}, edges={self.num_edges}, "
+                f"recurrent={int(self.recurrent.sum())}, {status})")
+
+    # ---- matrices --------------------------------------------------------------------------
+    def transition_matrix(self, sparse: bool = True):
+        """``(K, K)`` mixed-state transition matrix ``W[i, j] = sum_x P(x | i) [i -x-> j]``
+        (scipy CSR by default; dense ndarray with ``sparse=False``). Frontier rows are zero."""
+        import scipy.sparse as sp
+
+        K = self.num_states
+        W = sp.csr_matrix((self.prob, (self.src, self.dst)), shape=(K, K))
+        W.sum_duplicates()
+        return W if sparse else W.toarray()
+
+    def token_matrices(self) -> np.ndarray:
+        """Dense ``(V, K, K)`` labelled transition matrices of the MSP."""
+        V, K = self.process.vocab_size, self.num_states
+        T = np.zeros((V, K, K))
+        T[self.token, self.src, self.dst] = self.prob
+        return T
+
+    @property
+    def next_token_probs(self) -> np.ndarray:
+        """``(K, V)`` float64 ``P(x | belief)`` for every state (frontier states included)."""
+        p = self.process
+        return self.beliefs @ (p.T @ p.w).T
+
+    # ---- structure -------------------------------------------------------------------------
+    def _scc(self):
+        if "scc" not in self._cache:
+            from scipy.sparse.csgraph import connected_components
+
+            n, labels = connected_components(self.transition_matrix(), directed=True, connection="strong")
+            self._cache["scc"] = (n, labels)
+        return self._cache["scc"]
+
+    @property
+    def recurrent(self) -> np.ndarray:
+        """``(K,)`` bool: states in a closed strongly connected class of explored states. Exact
+        even for a truncated graph (a closed explored class is closed in the full MSP)."""
+        if "recurrent" not in self._cache:
+            n, labels = self._scc()
+            leaves = np.zeros(n, dtype=bool)  # class has an edge to another class
+            cross = labels[self.src] != labels[self.dst]
+            leaves[labels[self.src[cross]]] = True
+            unexplored = np.zeros(n, dtype=bool)
+            unexplored[labels[~self.expanded]] = True
+            closed = ~leaves & ~unexplored
+            self._cache["recurrent"] = closed[labels]
+        return self._cache["recurrent"]
+
+    @property
+    def transient(self) -> np.ndarray:
+        """``(K,)`` bool: states certainly not recurrent. Complete graph: ``~recurrent``.
+        Truncated graph: explored states that can reach a recurrent class they are not in;
+        the others are undecided (they may lie on a recurrent part not yet explored)."""
+        if self.is_complete:
+            return ~self.recurrent
+        if "transient" not in self._cache:
+            import scipy.sparse as sp
+            from scipy.sparse.csgraph import breadth_first_order
+
+            K = self.num_states
+            rec = np.flatnonzero(self.recurrent)
+            rows = np.concatenate([self.dst, np.full(rec.size, K)])
+            cols = np.concatenate([self.src, rec])
+            R = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(K + 1, K + 1))
+            reach = np.zeros(K + 1, dtype=bool)
+            reach[breadth_first_order(R, K, directed=True, return_predecessors=False)] = True
+            self._cache["transient"] = reach[:K] & ~self.recurrent
+        return self._cache["transient"]
+
+    @property
+    def recurrent_classes(self) -> list[np.ndarray]:
+        """State indices of each closed (recurrent) class, ordered by their smallest state."""
+        _, labels = self._scc()
+        rec = self.recurrent
+        classes = {}
+        for k in np.flatnonzero(rec):
+            classes.setdefault(labels[k], []).append(k)
+        return [np.asarray(v) for v in sorted(classes.values(), key=lambda v: v[0])]
+
+    def _require_complete(self, what: str):
+        if not self.is_complete:
+            raise ValueError(f"{what} needs a complete MSP, but this one is truncated "
+                             f"({int(self.frontier.sum())} frontier states); the process's MSP may be "
+                             f"infinite: raise max_states/max_depth or use an estimate")
+
+    @property
+    def stationary(self) -> np.ndarray:
+        """``(K,)`` long-run (Cesaro-averaged) distribution over mixed states, starting from
+        state 0: for each recurrent class, the probability of being absorbed into it times
+        its stationary distribution. Needs a complete graph."""
+        self._require_complete("MSPGraph.stationary")  # raises ValueError when truncated
+        if "stationary" not in self._cache:
+            self._cache["stationary"] = _limit_distribution(self)
+        return self._cache["stationary"]
+
+    def state_distribution(self, L: int) -> np.ndarray:
+        """``(L + 1, K)`` distribution over mixed states after 0..L tokens from state 0
+        (exact by propagation; rows lose mass into frontier states of a truncated graph)."""
+        L = _check_limit(L, "L", 0)
+        Wt = self.transition_matrix().T.tocsr()
+        out = np.zeros((L + 1, self.num_states))
+        mu = np.zeros(self.num_states)
+        mu[0] = 1.0
+        out[0] = mu
+        for t in range(1, L + 1):
+            mu = Wt @ mu
+            out[t] = mu
+        return out
+
+    # ---- conversions -----------------------------------------------------------------------
+    def as_hmm(self, *, name: str | None = None) -> HMM:
+        """The MSP as a unifilar HMM over mixed states (state k = belief k). Its stationary
+        distribution is not unique when the MSP has transient states; start it from state 0
+        (``initial=np.eye(K)[0]``) to reproduce the original process. Needs a complete graph."""
+        self._require_complete("as_hmm")
+        return HMM(self.token_matrices(), name=name or f"msp({self.process.name or 'process'})")
+
+    def to_networkx(self):
+        """``networkx.MultiDiGraph``: nodes ``0..K-1`` with attributes ``belief``, ``depth``,
+        ``recurrent``, ``expanded``; one edge per transition, keyed by token, with
+        attributes ``token`` and ``prob``."""
+        import networkx as nx
+
+        G = nx.MultiDiGraph(process=self.process.name, tol=self.tol, is_complete=self.is_complete)
+        rec = self.recurrent
+        for k in range(self.num_states):
+            G.add_node(k, belief=self.beliefs[k].copy(), depth=int(self.depth[k]),
+                       recurrent=bool(rec[k]), expanded=bool(self.expanded[k]))
+        for s, x, d, p in zip(self.src.tolist(), self.token.tolist(), self.dst.tolist(), self.prob.tolist()):
+            G.add_edge(s, d, key=x, token=x, prob=p)
+        return G
+
+
+def _limit_distribution(g: MSPGraph) -> np.ndarray:
+    """Cesaro limit of e_0 W^n for a complete MSP graph."""
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+
+    K = g.num_states
+    W = g.transition_matrix()
+    out = np.zeros(K)
+    rec = g.recurrent
+    trans = np.flatnonzero(~rec)
+    for cls in g.recurrent_classes:
+        Wc = W[cls][:, cls].toarray()
+        pi_c = _stationary_of(Wc)
+        if rec[0]:
+            absorb = 1.0 if 0 in set(cls.tolist()) else 0.0
+        else:
+            # a = (I - Q)^-1 R 1_c over transient states; we need the entry of state 0.
+            Q = W[trans][:, trans]
+            r = np.asarray(W[trans][:, cls].sum(axis=1)).ravel()
+            a = spla.spsolve(sp.identity(trans.size, format="csc") - Q.tocsc(), r)
+            a = np.atleast_1d(a)
+            absorb = float(a[np.searchsorted(trans, 0)])
+        out[cls] = absorb * pi_c
+    return out
+
+
+def _stationary_of(M: np.ndarray) -> np.ndarray:
+    """Stationary distribution of an irreducible stochastic matrix (least squares)."""
+    n = M.shape[0]
+    A = np.vstack([(M - np.eye(n)).T, np.ones((1, n))])
+    b = np.zeros(n + 1)
+    b[-1] = 1.0
+    pi, *_ = np.linalg.lstsq(A, b, rcond=None)
+    pi = np.clip(pi, 0, None)
+    return pi / pi.sum()
+
+
+def stationary_initial(proc: Process) -> np.ndarray:
+    """``proc.stationary`` as a starting belief: for an HMM, round-off negatives (~1e-17 from
+    the eigen-solver) are clipped and the vector renormalised."""
+    pi = np.array(proc.stationary, dtype=np.float64)
+    if not proc.is_generalized:
+        pi = np.clip(pi, 0.0, None)
+        pi /= pi.sum()
+    return pi
+
+
+def msp(process, *, max_depth=None, max_states=None, tol=1e-9, initial=None) -> MSPGraph:
+    """Deduplicated mixed-state presentation of ``process``.
+
+    Breadth-first from ``initial`` (default: the stationary distribution), in the compiled
+    core. A child belief within ``tol`` (max-norm) of a state already found is merged into the
+    earliest such state (whose belief is kept). States at depth ``max_depth`` are not expanded; a state is expanded only if all its
+    new children fit within ``max_states`` (the search stops at the first that does not).
+    With neither limit given, ``max_states`` defaults to ``DEFAULT_MAX_STATES`` (100000).
+    ``result.is_complete`` says whether the whole MSP was found.
+
+    Returns:
+        :class:`MSPGraph` with ``beliefs (K, S)``, transitions ``src/token/dst/prob (E,)``,
+        ``depth (K,)``, ``recurrent``/``transient`` masks, ``as_hmm()``, ``to_networkx()``.
+    """
+    proc = as_process(process)
+    max_depth = _check_limit(max_depth, "max_depth", 0)
+    max_states = _check_limit(max_states, "max_states", 1)
+    if max_states is None:
+        max_states = DEFAULT_MAX_STATES if max_depth is None else 2**31 - 1
+    try:
+        tol = float(tol)
+    except (TypeError, ValueError):
+        raise TypeError(f"tol must be a number, got {tol!r}") from None
+    if not (math.isfinite(tol) and 0 < tol < 1):
+        raise ValueError(f"tol must be in (0, 1), got {tol!r}")
+    init = proc.check_initial(initial)
+    w = np.ascontiguousarray(proc.w) if proc.is_generalized else None
+    r = _core.msp_graph(np.ascontiguousarray(proc.T), w, init, -1 if max_depth is None else max_depth, max_states, tol, proc.zero_tol)
+    return MSPGraph(process=proc, beliefs=r["beliefs"], depth=r["depth"], expanded=r["expanded"].astype(bool),
+                    src=r["src"], token=r["token"], dst=r["dst"], prob=r["prob"],
+                    merge_dist=r["dist"], tol=tol, max_depth=max_depth,
+                    max_states=max_states, hit_max_states=bool(r["hit_max_states"]), merges=int(r["merges"]))

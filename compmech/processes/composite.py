@@ -1,0 +1,120 @@
+"""Composite processes: mixtures (non-ergodic), products (independent factors with joint
+tokens) and a begin-of-sequence wrapper."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..process import GHMM, HMM, Process, as_process
+from ._registry import register
+
+
+class MixtureHMM(HMM):
+    """Block-diagonal HMM of several components. Its transition matrix has one stationary
+    distribution per component; ``.stationary`` is the one that picks component ``k`` with
+    probability ``weights[k]`` (the mixture's own stationary process), and is the default
+    ``initial`` everywhere."""
+
+    def __init__(self, T, weights, component_stationaries, *, name=None):
+        super().__init__(T, name=name)
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.weights.setflags(write=False)
+        self._mix_pi = np.concatenate([w * pi for w, pi in zip(self.weights, component_stationaries)])
+
+    def _compute_stationary(self) -> np.ndarray:
+        return self._mix_pi.copy()
+
+
+class _BOSMixin:
+    """Default ``initial`` is the begin-of-sequence state (not the stationary distribution)."""
+
+    bos_token: int
+    bos_state: int
+
+    @property
+    def initial(self) -> np.ndarray:
+        e = np.zeros(self.num_states)
+        e[self.bos_state] = 1.0
+        return e / (e @ self.w)
+
+    def check_initial(self, initial) -> np.ndarray:
+        if initial is None:
+            return np.ascontiguousarray(self.initial)
+        return super().check_initial(initial)
+
+
+class BOSHMM(_BOSMixin, HMM):
+    """HMM with a begin-of-sequence token and state; see :func:`with_bos`."""
+
+
+class BOSGHMM(_BOSMixin, GHMM):
+    """GHMM with a begin-of-sequence token and state; see :func:`with_bos`."""
+
+
+def _components(processes, what):
+    procs = [as_process(p) for p in processes]
+    if not procs:
+        raise ValueError(f"{what} needs at least one process")
+    return procs
+
+
+@register
+def mixture(processes, weights=None, *, name: str = "mixture") -> MixtureHMM:
+    """Non-ergodic mixture: pick component ``k`` with probability ``weights[k]`` (default
+    uniform) once, then emit from it forever. ``T`` is block-diagonal (states concatenated in
+    order); components may have different vocabularies (the joint vocabulary is the largest,
+    missing tokens have probability 0). Components must be HMMs (``w = 1``)."""
+    procs = _components(processes, "mixture")
+    for k, p in enumerate(procs):
+        if p.is_generalized and not np.allclose(p.w, 1.0):
+            raise TypeError(f"mixture: component {k} is a GHMM with w != 1; only HMM components are supported")
+    n = len(procs)
+    wts = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=np.float64)
+    if wts.shape != (n,):
+        raise ValueError(f"mixture: weights must have length {n} (one per component), got shape {wts.shape}")
+    if not np.all(np.isfinite(wts)) or np.any(wts < 0) or abs(wts.sum() - 1) > 1e-9:
+        raise ValueError(f"mixture: weights must be non-negative and sum to 1, got {wts.tolist()}")
+    V = max(p.vocab_size for p in procs)
+    S = sum(p.num_states for p in procs)
+    T = np.zeros((V, S, S))
+    off = 0
+    for p in procs:
+        s = p.num_states
+        T[: p.vocab_size, off:off + s, off:off + s] = p.T
+        off += s
+    return MixtureHMM(T, wts, [p.stationary for p in procs], name=name)
+
+
+@register
+def product(processes, *, name: str = "product") -> Process:
+    """Independent factors run side by side: joint state ``(s_1, ..., s_n)`` (row-major),
+    joint token ``x = ((x_1 V_2 + x_2) V_3 + x_3) ...`` (row-major over the factors'
+    vocabularies), ``T[x] = kron(T_1[x_1], ..., T_n[x_n])``. A GHMM if any factor is one."""
+    procs = _components(processes, "product")
+    T = procs[0].T
+    for p in procs[1:]:
+        V1, S1 = T.shape[:2]
+        V2, S2 = p.T.shape[:2]
+        T = np.einsum("aij,bkl->abikjl", T, p.T).reshape(V1 * V2, S1 * S2, S1 * S2)
+    cls = GHMM if any(p.is_generalized for p in procs) else HMM
+    return cls(T, name=name)
+
+
+@register
+def with_bos(process, *, name: str | None = None) -> Process:
+    """Add a begin-of-sequence token (index ``V``) and state (index ``S``): from the BOS state
+    the process emits BOS and moves to the original states with the stationary probabilities
+    ``pi``; BOS is never emitted again. The default ``initial`` of the result is the BOS state
+    (``.initial``), so ``cm.sample(with_bos(p), B, L, seed=s)[:, 1:]`` is distributed as
+    ``cm.sample(p, B, L - 1, ...)``; ``.stationary`` stays the true stationary distribution
+    (zero on BOS). ``.bos_token`` and ``.bos_state`` give the indices."""
+    p = as_process(process)
+    V, S = p.vocab_size, p.num_states
+    pi = p.stationary
+    T = np.zeros((V + 1, S + 1, S + 1))
+    T[:V, :S, :S] = p.T
+    T[V, S, :S] = pi  # from BOS: emit BOS, land in pi (for a GHMM, the quasi-state with pi @ w == 1)
+    cls = BOSGHMM if p.is_generalized else BOSHMM
+    out = cls(T, name=name or f"with_bos({p.name or 'process'})")
+    out.bos_token = V
+    out.bos_state = S
+    return out

@@ -1,0 +1,85 @@
+"""Generalised HMMs with quasi-probability (negative) entries, as used by Riechers, Elliott &
+Shai (2025), "Neural networks leverage nominally quantum and post-quantum representations",
+arXiv:2507.07432."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..process import GHMM
+from ._registry import register
+
+
+def _finite(name, value) -> float:
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+@register
+def tom_quantum(alpha: float = 1.0, beta: float = math.sqrt(51)) -> GHMM:
+    """Four-token, three-state GHMM of a qutrit measured in a fixed basis set ("Tom quantum",
+    arXiv:2507.07432; used there with alpha=1, beta=sqrt(51)). With ``g = 1/(4(a^2+b^2))``,
+    ``c = 1/4``, ``m = (a^2-b^2) g``, ``o = 2ab g``: T0=[[c,0,o],[0,m,0],[o,0,c]],
+    T1=[[c,0,-o],[0,m,0],[-o,0,c]], T2=[[c,o,0],[o,c,0],[0,0,m]], T3=[[c,-o,0],[-o,c,0],[0,0,m]]."""
+    a = _finite("alpha", alpha)
+    b = _finite("beta", beta)
+    if a * a + b * b == 0:
+        raise ValueError("alpha and beta must not both be 0")
+    g = 1.0 / (4.0 * (a * a + b * b))
+    c, m, o = 0.25, (a * a - b * b) * g, 2 * a * b * g
+    T = np.array([
+        [[c, 0, o], [0, m, 0], [o, 0, c]],
+        [[c, 0, -o], [0, m, 0], [-o, 0, c]],
+        [[c, o, 0], [o, c, 0], [0, 0, m]],
+        [[c, -o, 0], [-o, c, 0], [0, 0, m]],
+    ])
+    return GHMM(T, name="tom_quantum")
+
+
+@register
+def post_quantum(log_alpha: float = 1.0, beta: float = 0.5) -> GHMM:
+    """Three-token, three-state post-quantum GHMM (arXiv:2507.07432; used there with
+    log_alpha=1, beta=0.5). ``alpha = exp(log_alpha)``; needs ``alpha > 1 > beta > 0`` and
+    ``alpha + beta != 2``. T0 = outer([1,1,0], [1,-1,-1]), T1 = [[a,0,0],[0,1,0],[0,ln a,1]],
+    T2 the same with beta; all divided by the spectral radius of their sum."""
+    la = _finite("log_alpha", log_alpha)
+    b = _finite("beta", beta)
+    a = math.exp(la)
+    if not a > 1:
+        raise ValueError(f"post_quantum needs alpha = exp(log_alpha) > 1, got log_alpha={log_alpha!r}")
+    if not 0 < b < 1:
+        raise ValueError(f"post_quantum needs 0 < beta < 1, got {beta!r}")
+    if abs(a + b - 2) < 1e-12:
+        raise ValueError(f"post_quantum needs alpha + beta != 2, got alpha={a!r}, beta={b!r}")
+    T0 = np.outer([1.0, 1.0, 0.0], [1.0, -1.0, -1.0])
+    T1 = np.array([[a, 0, 0], [0, 1, 0], [0, math.log(a), 1]])
+    T2 = np.array([[b, 0, 0], [0, 1, 0], [0, math.log(b), 1]])
+    T = np.stack([T0, T1, T2])
+    rho = np.max(np.abs(np.linalg.eigvals(T.sum(0))))
+    return GHMM(T / rho, name="post_quantum")
+
+
+@register
+def fanizza(alpha: float = 2000.0, lam: float = 0.49) -> GHMM:
+    """Fanizza et al.'s two-token, four-state GHMM with no finite HMM presentation (used in
+    arXiv:2507.07432 with alpha=2000, lam=0.49). With
+    ``a = (1 - lam cos(alpha) + lam sin(alpha)) / (1 - 2 lam cos(alpha) + lam^2)`` and ``b`` the same
+    with ``-lam sin(alpha)``: ``pi0 = [1 - (2/(1-lam) - a - b)/4, 1/(2(1-lam)), -a/4, -b/4]``,
+    ``w = [1, 1-lam, 1+lam(sin-cos), 1-lam(sin+cos)]``, ``T0 = outer(w, pi0)``,
+    ``T1 = lam [[0,0,0,0],[0,1,0,0],[0,0,cos,-sin],[0,0,sin,cos]]``. Needs ``0 < lam < 1``."""
+    al = _finite("alpha", alpha)
+    lam = _finite("lam", lam)
+    if not 0 < lam < 1:
+        raise ValueError(f"fanizza needs 0 < lam < 1, got {lam!r}")
+    cs, sn = math.cos(al), math.sin(al)
+    den = 1 - 2 * lam * cs + lam * lam
+    a = (1 - lam * cs + lam * sn) / den
+    b = (1 - lam * cs - lam * sn) / den
+    pi0 = np.array([1 - (2 / (1 - lam) - a - b) / 4, 1 / (2 * (1 - lam)), -a / 4, -b / 4])
+    w = np.array([1.0, 1 - lam, 1 + lam * (sn - cs), 1 - lam * (sn + cs)])
+    T0 = np.outer(w, pi0)
+    T1 = lam * np.array([[0, 0, 0, 0], [0, 1, 0, 0], [0, 0, cs, -sn], [0, 0, sn, cs]])
+    return GHMM(np.stack([T0, T1]), name="fanizza")

@@ -1,0 +1,398 @@
+"""cm.measures: exact values on finite mixed-state presentations, checked against published
+and analytic values, and against independent routes (tree enumeration, propagation, dense
+Drazin inverse, Monte Carlo); estimates with error bars on infinite ones."""
+import math
+
+import numpy as np
+import pytest
+
+import compmech as cm
+from compmech import measures as M
+from compmech import processes as P
+from compmech.process import GHMM, HMM
+
+
+def H(*p):
+    p = np.asarray(p, dtype=float)
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+def tree_myopic(proc, L):
+    """h_mu(l), l = 1..L, by enumerating every word (the compiled MSP tree; no graph)."""
+    tree = cm.msp_tree(proc, L - 1)
+    out = []
+    for d in range(L):
+        lvl = tree.level(d)
+        q = np.clip(lvl.next_token_probs, 0, None)
+        q /= q.sum(axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            h = -np.where(q > 0, q * np.log2(q), 0).sum(axis=1)
+        out.append(float(lvl.probs @ h))
+    return np.array(out)
+
+
+# ---- published / analytic values ------------------------------------------------------------
+
+def test_golden_mean_values():
+    # Crutchfield & Feldman, "Regularities unseen, randomness observed", Chaos 13, 25 (2003):
+    # golden mean process h_mu = 2/3 bit, E = 0.2516 bits, C_mu = 0.9183 bits. Analytically
+    # (p = 1/2): pi = (2/3, 1/3), h_mu = pi_A H(1/2), C_mu = H(1/3); Markov order 1 so
+    # E = H(X_0) - h_mu = H(1/3) - 2/3; T = E (h_mu(L) = h_mu from L = 2); chi = C_mu - E = 2/3.
+    s = M.summary(P.golden_mean())
+    assert float(s["entropy_rate"]) == pytest.approx(2 / 3, abs=1e-12)
+    assert float(s["statistical_complexity"]) == pytest.approx(H(1 / 3, 2 / 3), abs=1e-12)
+    assert float(s["excess_entropy"]) == pytest.approx(H(1 / 3, 2 / 3) - 2 / 3, abs=1e-12)
+    assert float(s["excess_entropy"]) == pytest.approx(0.2516, abs=1e-4)
+    assert float(s["crypticity"]) == pytest.approx(2 / 3, abs=1e-12)
+    assert float(s["transient_information"]) == pytest.approx(H(1 / 3, 2 / 3) - 2 / 3, abs=1e-12)
+    # S = U(0) + U(1) + ... = C_mu + 0 (one symbol synchronises)
+    assert float(s["synchronization_information"]) == pytest.approx(H(1 / 3, 2 / 3), abs=1e-12)
+    assert float(s["markov_order"]) == 1 and float(s["cryptic_order"]) == 1
+    assert all(m.exact for m in s.measures.values())
+
+
+def test_even_process_values():
+    # Crutchfield & Feldman (2003) and Crutchfield, Ellison & Riechers, "Exact complexity"
+    # (arXiv:1309.3792): the even process has h_mu = 2/3 bit, E = C_mu = log2(3) - 2/3 =
+    # 0.9183 bits (chi = 0) and infinite Markov order (the run 1^n never synchronises).
+    s = M.summary(P.even())
+    assert float(s["entropy_rate"]) == pytest.approx(2 / 3, abs=1e-12)
+    assert float(s["excess_entropy"]) == pytest.approx(math.log2(3) - 2 / 3, abs=1e-12)
+    assert float(s["statistical_complexity"]) == pytest.approx(math.log2(3) - 2 / 3, abs=1e-12)
+    assert float(s["crypticity"]) == 0.0
+    assert float(s["markov_order"]) == math.inf
+    assert float(s["cryptic_order"]) == 0
+
+
+def test_zero_one_random_values():
+    # Crutchfield & Feldman (2003): Z1R has h_mu = 1/3 bit and E = C_mu = log2 3 bits (the phase
+    # is the only stored information, and the future reveals it). Every length-3 word fixes
+    # the phase ({010, 011}, {100, 110}, {001, 101}), "10" does not: Markov order 3.
+    s = M.summary(P.zero_one_random())
+    assert float(s["entropy_rate"]) == pytest.approx(1 / 3, abs=1e-12)
+    assert float(s["excess_entropy"]) == pytest.approx(math.log2(3), abs=1e-12)
+    assert float(s["statistical_complexity"]) == pytest.approx(math.log2(3), abs=1e-12)
+    assert float(s["markov_order"]) == 3 and float(s["cryptic_order"]) == 0
+
+
+def test_rrxor_values():
+    # RRXOR (Crutchfield & Feldman 2003): two fair bits and their XOR, so h_mu = 2/3 bit; the
+    # 5 causal states have pi = (1/3, 1/6, 1/6, 1/6, 1/6) and C_mu = 2.2516 bits; the future
+    # determines the current state (chi = 0, so E = C_mu); 0000... never synchronises (R = inf).
+    s = M.summary(P.rrxor())
+    assert float(s["entropy_rate"]) == pytest.approx(2 / 3, abs=1e-12)
+    c = H(1 / 3, *[1 / 6] * 4)
+    assert float(s["statistical_complexity"]) == pytest.approx(c, abs=1e-12)
+    assert float(s["statistical_complexity"]) == pytest.approx(2.2516, abs=1e-4)
+    assert float(s["excess_entropy"]) == pytest.approx(c, abs=1e-10)
+    assert float(s["markov_order"]) == math.inf
+    assert s.msp_states == 36
+
+
+def test_sns_entropy_rate_matches_the_renewal_formula():
+    # SNS (p = q = 1/2) is a renewal process: after each 1 it is in state A, and the number of
+    # 0s before the next 1 is n >= 1 with P(n) = n / 2^(n+1) (mean 3). For renewal processes
+    # h_mu = H[interval] / E[interval length] (Marzen & Crutchfield, "Informational and causal
+    # architecture of discrete-time renewal processes", Entropy 17, 4891 (2015)).
+    n = np.arange(1, 200)
+    pn = n / 2.0 ** (n + 1)
+    exact = H(*pn) / float((pn * (n + 1)).sum())
+    m = M.entropy_rate(P.sns(), max_tokens=1 << 20)
+    assert not m.exact and m.error > 0
+    assert "infinite" in m.note
+    assert abs(float(m) - exact) < 5 * m.error + 1e-4
+
+
+def test_sns_rate_and_excess_entropy_from_converged_exact_terms():
+    # SNS h_mu(L) converges to round-off within the explored depth: the rate is the renewal
+    # value to ~1e-12, and E is the sum of exact terms (cross-checked against tree enumeration
+    # with the independent renewal h_mu).
+    n = np.arange(1, 400)
+    pn = n / 2.0 ** (n + 1)
+    h_renewal = H(*pn) / float((pn * (n + 1)).sum())
+    m = M.entropy_rate(P.sns(), max_tokens=1 << 19)
+    assert not m.exact and m.error < 1e-9
+    assert float(m) == pytest.approx(h_renewal, abs=1e-10)
+    E = M.excess_entropy(P.sns(), max_tokens=1 << 19)
+    partial = float((tree_myopic(P.sns(), 20) - h_renewal).sum())
+    assert float(E) == pytest.approx(partial, abs=1e-4)
+    assert E.error < 1e-6
+
+
+def test_monte_carlo_continuation_of_the_excess_entropy_sum():
+    # the MC continuation (used while exact h_mu(L) has not converged) against exact terms
+    proc = P.mess3()
+    exact = M.myopic_entropy(proc, 11)
+    assert exact.exact
+    exact = np.asarray(exact)
+    h = M._extrapolate_rate(exact)[0]
+    L0 = 5
+    mc, se, L1, tail = M._mc_excess(proc, L0, h, seed=3, max_tokens=1 << 21)
+    assert L1 >= 37 and 0 < se < 0.02
+    ref = float((exact[L0:] - h).sum()) + M._geometric_tail(exact, h)[0]
+    assert abs(mc - ref) < 5 * se + tail + 1e-6
+
+
+def test_mess3_entropy_rate_estimates_agree():
+    # Infinite MSP: the SMB estimate must agree with the geometric limit of the exact h_mu(L),
+    # and the reported value (whichever route is more precise) with both.
+    proc = P.mess3()
+    hL = M.myopic_entropy(proc, 11)
+    assert hL.exact
+    ext, err = M._extrapolate_rate(np.asarray(hL))
+    assert err < 1e-5
+    smb, se, n = M._smb_entropy_rate(proc, max_tokens=1 << 21)
+    assert 0 < se < 5e-4 and n > 1e6
+    assert abs(smb - ext) < 5 * se
+    m = M.entropy_rate(proc, max_tokens=1 << 21)
+    assert not m.exact and 0 < m.error <= se and "infinite" in m.note
+    assert abs(float(m) - ext) < 5 * m.error + 1e-9 and abs(float(m) - smb) < 5 * se
+    # the extrapolation against an exact value one level deeper (3^11 words)
+    deep = M.myopic_entropy(proc, 12, max_states=300_000, tol=1e-13)
+    assert deep.exact
+    assert abs(float(np.asarray(deep)[-1]) - ext) < abs(float(np.asarray(hL)[-1]) - ext)
+    # h_mu(L) is exact up to the explored depth, Monte Carlo (with error bars) beyond
+    g = M.myopic_entropy(proc, 14, max_states=3**9)
+    assert not g.exact
+    k = int(np.flatnonzero(np.asarray(g.error) > 0)[0])
+    np.testing.assert_allclose(np.asarray(g)[:k], np.asarray(hL)[:k], atol=1e-12)
+    assert np.all(np.abs(np.asarray(g)[k:] - ext) < 6 * np.asarray(g.error)[k:] + 1e-4)
+    E = M.excess_entropy(proc, max_tokens=1 << 20)
+    assert not E.exact and E.error < 1e-3
+    assert M.statistical_complexity(proc).exact is False
+    assert math.isnan(float(M.statistical_complexity(proc)))
+
+
+# ---- independent routes ---------------------------------------------------------------------
+
+FINITE = [P.golden_mean(0.3), P.even(0.4), P.rrxor(), P.zero_one_random(0.3),
+          P.random_epsilon_machine(6, 2, seed=11, sparsity=0.5), P.random_epsilon_machine(5, 3, seed=9, sparsity=0.5),
+          P.leaky_rrxor(eps=0.0)]
+
+
+@pytest.mark.parametrize("proc", FINITE, ids=lambda p: p.name)
+def test_myopic_entropy_graph_vs_tree(proc):
+    L = 9
+    m = M.myopic_entropy(proc, L)
+    assert m.exact
+    np.testing.assert_allclose(np.asarray(m), tree_myopic(proc, L), atol=1e-11)
+    b = M.block_entropy(proc, L)
+    np.testing.assert_allclose(np.asarray(b), np.concatenate([[0], np.cumsum(tree_myopic(proc, L))]), atol=1e-10)
+
+
+@pytest.mark.parametrize("proc", [P.mess3(), P.random_hmm(4, 3, seed=1), P.tom_quantum(), P.post_quantum()],
+                         ids=lambda p: p.name)
+def test_myopic_entropy_on_infinite_msps_is_exact_to_the_explored_depth(proc):
+    m = M.myopic_entropy(proc, 7)
+    assert m.exact
+    np.testing.assert_allclose(np.asarray(m), tree_myopic(proc, 7), atol=1e-10)
+
+
+@pytest.mark.parametrize("proc", FINITE, ids=lambda p: p.name)
+def test_closed_forms_vs_propagation_and_dense_drazin(proc):
+    a = M._analyse(proc)
+    assert a.finite
+    E = float(M.excess_entropy(a))
+    T = float(M.transient_information(a))
+    hm = float(M.entropy_rate(a))
+    L = 3000
+    hL = a.propagate(a.h, L)
+    assert hL[-1] == pytest.approx(hm, abs=1e-12)
+    # E = sum (h_mu(L) - h_mu), T = sum_{L>=0} (E + h_mu L - H(L)): direct sums
+    assert E == pytest.approx(float((hL - hm).sum()), abs=1e-9)
+    HL = np.concatenate([[0.0], np.cumsum(hL)])
+    assert T == pytest.approx(float((E + hm * np.arange(L + 1) - HL).sum()), abs=1e-7)
+    E2, T2 = M._dense_drazin_series(a, a.h)
+    assert E == pytest.approx(E2, abs=1e-10) and T == pytest.approx(T2, abs=1e-9)
+    # S = sum_L U(L) with U the causal-state uncertainty
+    U = M.state_uncertainty(a, L)
+    S = M.synchronization_information(a)
+    assert float(U.value[0]) == pytest.approx(float(M.statistical_complexity(a)), abs=1e-12)
+    assert np.all(np.diff(U.value) <= 1e-12)
+    if math.isfinite(float(S)):
+        assert float(S) == pytest.approx(float(np.sum(U.value)), abs=1e-7)
+    # S - T = sum_L H[S_L | X_{0:inf}] >= 0; equality iff chi = 0
+    if math.isfinite(float(S)):
+        assert float(S) - T >= -1e-9
+        if float(M.crypticity(a)) == 0:
+            assert float(S) == pytest.approx(T, abs=1e-8)
+    # Markov order: h_mu(L) = h_mu from L = R + 1 on (and not before)
+    R = float(M.markov_order(a))
+    if math.isfinite(R):
+        R = int(R)
+        assert np.all(np.abs(hL[R:] - hm) < 1e-12)
+        if R > 0:
+            assert hL[R - 1] - hm > 1e-9
+    else:  # some word of length 12 leaves the observer unsure of the causal state
+        em = cm.epsilon_machine(proc)
+        lvl = cm.msp_tree(em, 12).level(12)
+        assert np.any(lvl.beliefs.max(axis=1) < 1 - 1e-9)
+    k = float(M.cryptic_order(a))
+    assert k <= R
+
+
+def test_unifilar_presentations_give_exact_rate_and_complexity_even_with_infinite_msp():
+    proc = P.random_epsilon_machine(5, 2, seed=3)  # does not synchronise exactly: infinite MSP
+    assert not cm.msp(proc, max_states=5000).is_complete
+    pi = proc.stationary
+    q = proc.T.sum(axis=2).T  # (S, V) next-token distribution per state
+    h = float(pi @ [H(*row) for row in q])
+    m = M.entropy_rate(proc)
+    assert m.exact and float(m) == pytest.approx(h, abs=1e-12)
+    c = M.statistical_complexity(proc)
+    assert c.exact and float(c) == pytest.approx(H(*pi), abs=1e-12)
+    # the Monte Carlo route agrees with the exact value
+    est = M._smb_entropy_rate(proc, max_tokens=1 << 19)
+    assert abs(est[0] - h) < 5 * est[1]
+
+
+def test_myopic_entropy_to_ten_thousand_is_fast():
+    import time
+
+    proc = P.rrxor()
+    M.myopic_entropy(proc, 10)  # warm-up (graph, scipy import)
+    t = time.perf_counter()
+    m = M.myopic_entropy(proc, 10**4)
+    assert time.perf_counter() - t < 1.0
+    assert m.value.shape == (10**4,)
+    assert m.value[-1] == pytest.approx(2 / 3, abs=1e-12)
+    assert np.all(np.diff(m.value) <= 1e-12)  # non-increasing for a stationary process
+
+
+def _relabel(proc, seed):
+    rng = np.random.default_rng(seed)
+    ps, px = rng.permutation(proc.num_states), rng.permutation(proc.vocab_size)
+    T = np.ascontiguousarray(proc.T[px][:, ps][:, :, ps])
+    return HMM(T, name=proc.name)
+
+
+@pytest.mark.parametrize("proc", [P.rrxor(), P.random_epsilon_machine(6, 2, seed=11, sparsity=0.5),
+                                  P.zero_one_random(0.3)],
+                         ids=lambda p: p.name)
+def test_invariance_under_relabelling_states_and_tokens(proc):
+    a, b = M.summary(proc), M.summary(_relabel(proc, 11))
+    for k in a.measures:
+        assert float(b[k]) == pytest.approx(float(a[k]), abs=1e-9), k
+    np.testing.assert_allclose(np.asarray(M.myopic_entropy(_relabel(proc, 5), 12)),
+                               np.asarray(M.myopic_entropy(proc, 12)), atol=1e-12)
+
+
+def test_ghmm_presentation_gives_the_same_measures():
+    # A similarity transform T' = A^-1 T A (negative entries) generates the same process.
+    base = P.golden_mean(0.3)
+    A = np.array([[1.0, 0.4], [-0.3, 1.2]])
+    T = np.einsum("ab,xbc,cd->xad", np.linalg.inv(A), base.T, A)
+    g = GHMM(T)
+    assert g.T.min() < 0
+    a, b = M.summary(base), M.summary(g)
+    for k in a.measures:
+        assert float(b[k]) == pytest.approx(float(a[k]), abs=1e-9), k
+
+
+def test_mixture_and_product_identities():
+    gm, z1r = P.golden_mean(), P.zero_one_random()
+    T = np.zeros((4, 3, 3))
+    T[2:] = z1r.T  # Z1R on tokens 2, 3: the first token reveals the component
+    w = np.array([0.3, 0.7])
+    mix = P.mixture([gm, HMM(T)], w)
+    s_mix, s_gm, s_z = M.summary(mix), M.summary(gm), M.summary(z1r)
+    # E and C_mu of a mixture of distinguishable ergodic components: sum w_i X_i + H(w)
+    for k in ("excess_entropy", "statistical_complexity"):
+        assert float(s_mix[k]) == pytest.approx(w @ [float(s_gm[k]), float(s_z[k])] + H(*w), abs=1e-10), k
+    assert float(s_mix["entropy_rate"]) == pytest.approx(w @ [2 / 3, 1 / 3], abs=1e-12)
+    # independent factors: h_mu, E and C_mu add
+    prod = P.product([gm, P.even()])
+    s_p, s_e = M.summary(prod), M.summary(P.even())
+    for k in ("entropy_rate", "excess_entropy", "statistical_complexity"):
+        assert float(s_p[k]) == pytest.approx(float(s_gm[k]) + float(s_e[k]), abs=1e-10), k
+
+
+def test_measures_are_of_the_stationary_process():
+    # with_bos defaults to starting at BOS; measures still describe the stationary process
+    base = P.rrxor()
+    a, b = M.summary(base), M.summary(P.with_bos(base))
+    for k in a.measures:
+        assert float(b[k]) == pytest.approx(float(a[k]), abs=1e-10), k
+
+
+def test_epsilon_machine_minimises():
+    gm = P.golden_mean(0.3)
+    # split state A into two identical copies: a non-minimal unifilar presentation
+    T = np.zeros((2, 3, 3))
+    T[0, 0, 0], T[0, 0, 1] = 0.7 / 2, 0.7 / 2   # A1 -0-> A1 / A2
+    T[0, 1, 0], T[0, 1, 1] = 0.7 / 2, 0.7 / 2   # A2 the same
+    T[1, 0, 2] = T[1, 1, 2] = 0.3               # A -1-> B
+    T[0, 2, 0] = T[0, 2, 1] = 0.5               # B -0-> A1 / A2
+    big = HMM(T)
+    em = cm.epsilon_machine(big)  # not unifilar: goes through the MSP
+    assert em.num_states == 2
+    ref = cm.epsilon_machine(gm)
+    np.testing.assert_allclose(np.sort(em.stationary), np.sort(ref.stationary), atol=1e-12)
+    assert float(M.statistical_complexity(big)) == pytest.approx(float(M.statistical_complexity(gm)), abs=1e-12)
+    # a unifilar but redundant machine: two copies of the golden mean cycle
+    U = np.zeros((2, 4, 4))
+    U[0, 0, 2], U[1, 0, 1], U[0, 1, 2] = 0.7, 0.3, 1.0
+    U[0, 2, 0], U[1, 2, 3], U[0, 3, 0] = 0.7, 0.3, 1.0
+    em2 = cm.epsilon_machine(HMM(U))
+    assert em2.num_states == 2 and em2.state_map.tolist() == [0, 1, 0, 1]
+    # a random epsilon-machine is already minimal
+    r = P.random_epsilon_machine(6, 2, seed=9)
+    assert cm.epsilon_machine(r).num_states == 6
+    with pytest.raises(ValueError, match="not finite"):
+        cm.epsilon_machine(P.mess3(), max_states=1000)
+
+
+def test_measure_objects_and_errors():
+    m = M.entropy_rate(P.coin(0.5))
+    assert float(m) == 1.0 and m.exact and m.units == "bits" and str(m) == "1 bits"
+    b = M.block_entropy(P.coin(0.25), 4)
+    np.testing.assert_allclose(np.asarray(b), np.arange(5) * H(0.25, 0.75))
+    assert M.block_entropy(P.coin(), 0).value.tolist() == [0.0]
+    with pytest.raises(ValueError, match="L must be"):
+        M.myopic_entropy(P.coin(), 0)
+    with pytest.raises(ValueError, match="L must be"):
+        M.state_uncertainty(P.coin(), -1)
+    s = M.summary(P.golden_mean())
+    text = s.table()
+    for k in ("entropy_rate", "excess_entropy", "statistical_complexity", "markov_order"):
+        assert k in text
+    sm = M.summary(P.mess3(), max_tokens=1 << 18)
+    assert "truncated" in sm.table() and "±" in sm.table()
+
+
+def test_cli_measures(capsys):
+    from compmech.cli import main
+
+    assert main(["measures", "golden_mean", "-p", "p=0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "excess_entropy" in out and "0.251629" in out and "exact" in out
+    assert main(["measures", "rrxor", "--json", "--myopic", "4"]) == 0
+    import json
+
+    data = json.loads(capsys.readouterr().out)
+    assert data["msp_states"] == 36 and data["measures"]["statistical_complexity"]["exact"]
+    assert data["measures"]["markov_order"]["value"] == "inf"
+    assert len(data["myopic_entropy"]["value"]) == 4
+    assert main(["measures", "mess3", "--tokens", "200000"]) == 0
+    out = capsys.readouterr().out
+    assert "±" in out and "n/a" in out
+    assert main(["measures", "golden_mean", "-p", "p=2"]) == 2
+    assert "p must be" in capsys.readouterr().err
+
+
+def test_cli_msp_draws(tmp_path, capsys):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from compmech.cli import main
+
+    for name, draw in [("rrxor", "graph"), ("random_hmm", "beliefs")]:
+        out = tmp_path / f"{name}.png"
+        args = ["msp", name, "--depth", "6", "--out", str(out), "--draw", draw]
+        if name == "random_hmm":
+            args += ["-p", "num_states=4"]  # S = 4: tetrahedron
+        assert main(args) == 0
+        assert out.stat().st_size > 1000
+    text = capsys.readouterr().out
+    assert "finite: 36 mixed states" in text
