@@ -49,6 +49,8 @@ def as_tokens(tokens, vocab_size: int):
     was_1d = arr.ndim == 1
     if was_1d:
         arr = arr[None, :]
+    if arr.dtype.type in _KERNEL_TOKEN_DTYPES and (not arr.dtype.isnative or arr.dtype.metadata):
+        arr = arr.astype(arr.dtype.newbyteorder("=").type)  # plain native dtype for the kernel
     if arr.dtype.type not in _KERNEL_TOKEN_DTYPES:
         if arr.dtype.kind == "u" and arr.size and arr.max() >= vocab_size:
             r, t = np.unravel_index(int(np.argmax(arr >= vocab_size)), arr.shape)
@@ -58,8 +60,8 @@ def as_tokens(tokens, vocab_size: int):
     return np.ascontiguousarray(arr), was_1d, was_torch
 
 
-def check_count(value, name: str) -> int:
-    """A non-negative Python integer (numpy/torch integer scalars accepted)."""
+def check_count(value, name: str, limit: int = 1 << 63) -> int:
+    """A non-negative Python integer below ``limit`` (numpy/torch integer scalars accepted)."""
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, got bool")
     try:
@@ -68,16 +70,28 @@ def check_count(value, name: str) -> int:
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
     if v < 0:
         raise ValueError(f"{name} must be >= 0, got {v}")
+    if v >= limit:
+        raise ValueError(f"{name} must be < 2**{limit.bit_length() - 1}, got {v}")
     return v
 
 
 def check_seed(seed) -> int:
     if seed is None:
         raise TypeError("seed is required (an integer in [0, 2**64)): sampling is reproducible by design")
-    s = check_count(seed, "seed")
-    if s >= 1 << 64:
-        raise ValueError(f"seed must be < 2**64, got {s}")
-    return s
+    return check_count(seed, "seed", limit=1 << 64)
+
+
+def check_nonneg_float(value, name: str) -> float:
+    """A finite real number >= 0."""
+    if isinstance(value, (bool, np.bool_)) or not np.isscalar(value) or not np.isreal(value):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    if not np.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v
 
 
 def float_dtype_name(dtype) -> str:

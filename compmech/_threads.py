@@ -7,7 +7,14 @@ from . import _core
 def set_num_threads(n: int | None) -> None:
     """Use ``n`` threads in compiled kernels; ``None`` or 0 restores the default
     (env ``COMPMECH_NUM_THREADS``, else all cores)."""
-    _core.set_num_threads(0 if n is None else int(n))
+    if n is None:
+        n = 0
+    if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
+        raise TypeError(f"set_num_threads: n must be an integer or None, got {type(n).__name__}")
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"set_num_threads: n must be >= 1 (or 0/None for the default), got {n}")
+    _core.set_num_threads(n)
 
 
 def get_num_threads() -> int:

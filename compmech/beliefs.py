@@ -16,6 +16,8 @@ def _out_array(out, arr, was_1d, S):
         return None
     buf = to_numpy(out, "out")
     want = (arr.shape[1], S) if was_1d else (arr.shape[0], arr.shape[1], S)
+    if buf.dtype.kind == "f" and not buf.dtype.isnative:
+        raise ValueError("out must have the machine's native byte order")
     if buf.shape != want:
         raise ValueError(f"out must have shape {want}, got {buf.shape}")
     if np.may_share_memory(buf, arr):
@@ -51,7 +53,9 @@ def beliefs(process, tokens, *, initial=None, dtype=np.float32, return_log_prob=
         initial: belief before the first token, ``(S,)``; default ``process.stationary``.
         dtype: float32 (default) or float64 output. Arithmetic is float64 throughout.
         return_log_prob: also return the natural-log probability of each whole sequence
-            (accumulated in float64), ``(B,)`` (a 0-d array for ``(L,)`` input).
+            (accumulated in float64), ``(B,)`` (a 0-d array for ``(L,)`` input). Beliefs are
+            bit-identical whatever the batch; log-probabilities may differ in the last
+            digits (relative ~1e-14) depending on which SIMD path a row takes.
         on_zero: ``"raise"`` (default): a token with zero probability under the current belief
             raises ValueError naming its row and position. ``"nan"``: that row's beliefs are NaN
             from there on and its log-probability is ``-inf``.

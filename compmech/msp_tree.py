@@ -12,7 +12,7 @@ from typing import Iterator
 import numpy as np
 
 from . import _core
-from ._arrays import check_count, float_dtype_name, smallest_uint
+from ._arrays import check_count, check_nonneg_float, float_dtype_name, smallest_uint
 from .process import Process, as_process
 
 
@@ -107,10 +107,7 @@ def _expand(proc: Process, lvl: MSPLevel, min_prob: float, expect_full: bool = F
 
 
 def _check_args(depth, min_prob):
-    depth = check_count(depth, "depth")
-    if not np.isfinite(min_prob) or min_prob < 0:
-        raise ValueError(f"min_prob must be a finite number >= 0, got {min_prob}")
-    return depth, float(min_prob)
+    return check_count(depth, "depth"), check_nonneg_float(min_prob, "min_prob")
 
 
 def msp_tree(process, depth, *, dtype=np.float64, min_prob=0.0, initial=None) -> MSPTree:
@@ -121,7 +118,9 @@ def msp_tree(process, depth, *, dtype=np.float64, min_prob=0.0, initial=None) ->
     descendants of dropped ones. With ``min_prob=0`` each level's probabilities sum to 1.
     Within a level, sequences are in lexicographic order. ``tree.level(d).beliefs[k]`` is the
     belief *after* ``tree.level(d).sequences[k]``; level 0 holds ``initial`` (default
-    ``process.stationary``). Beliefs are stored in ``dtype``; probabilities in float64.
+    ``process.stationary``). Beliefs are stored in ``dtype``; probabilities in float64. With
+    ``dtype=float32`` each level is computed from the float32-rounded beliefs of the previous
+    one, so probabilities then carry float32 relative error (~1e-7 per level).
 
     For a level too large to hold at once, see :func:`msp_level_chunks`.
     """

@@ -183,12 +183,20 @@ class GHMM(Process):
     def __init__(self, T, *, name: str | None = None):
         arr = _as_transition_array(T, name or "GHMM")
         M = arr.sum(axis=0)
-        eig = np.linalg.eigvals(M)
-        k = int(np.argmax(np.abs(eig)))
-        rho = eig[k]
-        if abs(rho.imag) > 1e-9 * max(1.0, abs(rho)) or rho.real <= 0:
-            raise ValueError(f"GHMM: the largest-modulus eigenvalue of T.sum(0) is {rho}; it must be real and positive")
-        self.scale = float(rho.real)
+        if np.allclose(M.sum(axis=1), 1.0, rtol=0, atol=1e-12):
+            rho = 1.0  # row-stochastic (every HMM): w = ones, even for periodic chains
+        else:
+            # Periodic processes have several eigenvalues on the spectral circle: pick the real
+            # positive one among them, whatever order the eigen-solver returns them in.
+            eig = np.linalg.eigvals(M)
+            radius = np.abs(eig).max()
+            top = eig[np.abs(eig) >= radius * (1 - 1e-9)]
+            real_pos = top[(np.abs(top.imag) <= 1e-9 * radius) & (top.real > 0)]
+            if radius <= 0 or real_pos.size == 0:
+                raise ValueError(f"GHMM: T.sum(0) has no real positive eigenvalue of largest modulus "
+                                 f"(largest-modulus eigenvalues: {np.round(top, 12)})")
+            rho = float(real_pos.real.max())
+        self.scale = float(rho)
         if abs(self.scale - 1.0) > 1e-12:
             arr = arr / self.scale
             M = M / self.scale

@@ -39,7 +39,7 @@ def sample(process, batch, length, *, seed, initial=None, return_states=False, r
     B = check_count(batch, "batch")
     L = check_count(length, "length")
     seed = check_seed(seed)
-    row0 = check_count(row_offset, "row_offset")
+    row0 = check_count(row_offset, "row_offset", limit=1 << 64)
     if row0 + B >= 1 << 64:
         raise ValueError("row_offset + batch must be < 2**64")
     init = proc.check_initial(initial)

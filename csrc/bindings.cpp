@@ -21,6 +21,13 @@ void register_graph(py::module_& m);  // bindings_graph.cpp
 
 namespace {
 
+template <typename F>
+bool all_finite(const F* p, py::ssize_t n) {
+  for (py::ssize_t k = 0; k < n; ++k)
+    if (!std::isfinite(p[k])) return false;
+  return true;
+}
+
 ProcessView view_process(const py::array& T, const py::object& w, double zero_tol) {
   if (T.ndim() != 3) value_error("T must have shape (V, S, S), got ndim " + std::to_string(T.ndim()));
   const py::ssize_t V = T.shape(0), S = T.shape(1);
@@ -257,6 +264,14 @@ py::tuple msp_level(const py::array& T, const py::object& w, const py::array& pa
     value_error("parent beliefs must have shape (P, S) with S = " + std::to_string(p.S));
   if (!(parents.flags() & py::array::c_style)) value_error("parent beliefs must be C-contiguous");
   const double* pp = f64_data(parent_probs, "parent probabilities", {parents.shape(0)});
+  for (py::ssize_t k = 0; k < parents.shape(0); ++k)
+    if (!(pp[k] >= 0.0)) value_error("parent probabilities must be >= 0 (entry " + std::to_string(k) + ")");
+  const bool finite = parents.dtype().is(py::dtype::of<float>())
+                          ? all_finite(static_cast<const float*>(parents.data()), parents.size())
+                          : parents.dtype().is(py::dtype::of<double>())
+                                ? all_finite(static_cast<const double*>(parents.data()), parents.size())
+                                : true;
+  if (!finite) value_error("parent beliefs contain a non-finite value");
   if (!(min_prob >= 0.0) || !std::isfinite(min_prob)) value_error("min_prob must be a finite number >= 0");
   const bool small_v = p.V <= 256;
   if (parents.dtype().is(py::dtype::of<float>()))

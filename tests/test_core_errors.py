@@ -44,7 +44,7 @@ def test_non_unique_stationary_is_an_error_not_a_guess():
 
 
 def test_ghmm_validation():
-    with pytest.raises(ValueError, match="real and positive"):
+    with pytest.raises(ValueError, match="no real positive eigenvalue"):
         cm.GHMM(np.array([[[0.0, 1.0], [-1.0, 0.0]]]))  # eigenvalues ±i
     g = cm.GHMM(2.0 * cm.processes.mess3().T)
     assert np.isclose(g.scale, 2.0) and np.allclose(g.T.sum(0).sum(1), 1)
@@ -138,3 +138,53 @@ def test_extension_checks_its_own_arguments():
         _core.sample_hmm(-T, init, 1, 1, 0, 0, False)
     with pytest.raises(ValueError, match="parent beliefs must have shape"):
         _core.msp_level(T, None, np.ones((1, 2)), np.ones(1), 0.0, 0.0, False)
+
+
+def test_tiny_but_possible_probabilities_stay_finite():
+    """A token of subnormal probability (1/p would overflow) is possible, not an error."""
+    eps = 1e-310
+    T = np.zeros((2, 2, 2))
+    T[0] = 0.5
+    T[1, 0] = eps / 2
+    T[0, 0] *= 1 - eps
+    proc = cm.HMM(T)
+    seq = [0, 0, 1, 0, 0, 0]
+    lp = cm.log_prob(proc, seq)
+    ref = np.log(proc.stationary @ T[0] @ T[0] @ T[1] @ T[0] @ T[0] @ T[0] @ np.ones(2))
+    assert np.isfinite(lp) and np.isclose(lp, ref, rtol=1e-9)
+    assert np.all(np.isfinite(cm.beliefs(proc, np.tile(seq, (20, 1)))))  # SIMD lanes path too
+    lvl = cm.msp_tree(proc, 2).level(2)
+    assert np.all(np.isfinite(lvl.beliefs)) and np.all(np.isfinite(lvl.probs))
+    assert np.isclose(lvl.probs.sum(), 1.0)
+
+
+def test_periodic_hmm_is_a_ghmm_with_unit_w():
+    for name in ("zero_one_random", "matching_parens", "rrxor"):
+        hmm = cm.processes.get(name)
+        g = cm.GHMM(hmm.T)
+        np.testing.assert_array_equal(g.w, np.ones(hmm.num_states))
+        assert g.scale == 1.0
+
+
+def test_non_native_byte_order_and_metadata(mess3):
+    tokens = np.array([[0, 1, 2]])
+    ref = cm.beliefs(mess3, tokens)
+    np.testing.assert_array_equal(cm.beliefs(mess3, tokens.astype(">i8")), ref)
+    np.testing.assert_array_equal(cm.beliefs(mess3, tokens.astype(np.dtype(np.int64, metadata={"a": 1}))), ref)
+    with pytest.raises(ValueError, match="native byte order"):
+        cm.beliefs(mess3, tokens, out=np.empty((1, 3, 3), ">f8"))
+
+
+def test_argument_type_errors(mess3):
+    with pytest.raises(TypeError, match="min_prob must be a real number"):
+        cm.msp_tree(mess3, 2, min_prob="a")
+    with pytest.raises(TypeError, match="min_prob must be a real number"):
+        cm.msp_tree(mess3, 2, min_prob=np.array([0.1, 0.2]))
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        cm.set_num_threads(-5)
+    with pytest.raises(ValueError, match="batch must be < 2"):
+        cm.sample(mess3, 2**63, 1, seed=0)
+    with pytest.raises(ValueError, match="parent probabilities must be >= 0"):
+        _core.msp_level(mess3.T, None, np.full((1, 3), 1 / 3), -np.ones(1), 0.0, 0.0, False)
+    with pytest.raises(ValueError, match="parent beliefs contain a non-finite"):
+        _core.msp_level(mess3.T, None, np.full((1, 3), np.nan), np.ones(1), 0.0, 0.0, False)

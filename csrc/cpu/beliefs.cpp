@@ -37,7 +37,7 @@ void rows_fixed(const ProcessView& p, const double* init, const Tok* tokens, int
         if (fail[r] < 0) fail[r] = t;
         norm = kNaN;  // poisons the rest of the row: NaN beliefs, and the caller raises or reports
       }
-      const double inv = 1.0 / norm;
+      const double inv = safe_inverse(norm, nxt, SC);
       for (int j = 0; j < SC; ++j) eta[r][j] = nxt[j] * inv;
       if (beliefs) {
         Out* dst = beliefs + (row * L + t) * SC;
@@ -130,7 +130,7 @@ void rows_lanes(const ProcessView& p, const double* init, const Tok* tokens, int
           }
         }
       }
-      const vd4 inv = 1.0 / norm;
+      const vd4 inv = safe_inverse_lanes(norm, nxt, SC);
       for (int j = 0; j < SC; ++j) eta[g][j] = nxt[j] * inv;
       if (beliefs) store_lanes<SC>(eta[g], beliefs + (rb * L + t) * SC, L * SC);
       if (LOGP) {
@@ -188,7 +188,7 @@ void rows_generic(const ProcessView& p, const double* init, const Tok* tokens, i
         if (fail[r] < 0) fail[r] = t;
         norm = kNaN;
       }
-      const double inv = 1.0 / norm;
+      const double inv = safe_inverse(norm, nxt + r * S, S);
       double* er = eta + r * S;
       for (int j = 0; j < S; ++j) er[j] = o[j] * inv;
       if (beliefs) {

@@ -195,7 +195,7 @@ MSPGraph msp_graph_cpu(const ProcessView& p, const double* init, int64_t max_dep
             const double cond = belief_step<0, double>(eta, p.T + static_cast<int64_t>(x) * S * S, p.w, out, S);
             cprob[i * V + x] = cond;
             if (cond > p.zero_tol) {
-              const double inv = 1.0 / cond;
+              const double inv = safe_inverse(cond, out, S);
               for (int j = 0; j < S; ++j) out[j] *= inv;
             }
           }

@@ -46,7 +46,7 @@ int64_t fill_chunk(const ProcessView& p, const Out* pb, const double* pp, int64_
   double* nxt = nxt_buf.data();
   int64_t k = offset;
   expand_range<SC, GH>(p, pb, pp, b, e, min_prob, nxt, [&](int64_t i, int x, double cond, double pc) {
-    const double inv = 1.0 / cond;
+    const double inv = safe_inverse(cond, nxt, S);
     Out* dst = beliefs + k * S;
     for (int j = 0; j < S; ++j) dst[j] = static_cast<Out>(nxt[j] * inv);
     probs[k] = pc;
@@ -77,7 +77,7 @@ bool fill_full(const ProcessView& p, const Out* pb, const double* pp, int64_t b,
       const vd4 cond = belief_step<SC, vd4>(eta, p.T + static_cast<int64_t>(x) * SC * SC, w, nxt, SC);
       const vd4 pc = ppv * cond;
       if (!all_lanes((cond > p.zero_tol) & (pc > 0.0) & (pc >= min_prob))) return false;
-      const vd4 inv = 1.0 / cond;
+      const vd4 inv = safe_inverse_lanes(cond, nxt, SC);
       for (int j = 0; j < SC; ++j) nxt[j] *= inv;
       const int64_t k0 = i * V + x;
       store_lanes<SC>(nxt, beliefs + k0 * SC, static_cast<int64_t>(V) * SC);
@@ -95,7 +95,7 @@ bool fill_full(const ProcessView& p, const Out* pb, const double* pp, int64_t b,
       const double pc = pp[i] * cond;
       if (!keep(cond, pc)) return false;
       const int64_t k = i * V + x;
-      const double inv = 1.0 / cond;  // same arithmetic as the lanes above: bit-identical
+      const double inv = safe_inverse(cond, nxt, SC);  // same arithmetic as the lanes above: bit-identical
       for (int j = 0; j < SC; ++j) beliefs[k * SC + j] = static_cast<Out>(nxt[j] * inv);
       probs[k] = pc;
       parent[k] = static_cast<int32_t>(i);

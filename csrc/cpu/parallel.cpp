@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <exception>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -61,7 +62,11 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
   };
   std::vector<std::thread> pool;
   pool.reserve(static_cast<size_t>(nt - 1));
-  for (int i = 1; i < nt; ++i) pool.emplace_back(worker);
+  try {
+    for (int i = 1; i < nt; ++i) pool.emplace_back(worker);
+  } catch (const std::system_error&) {
+    // could not start more threads: the ones running and this one share the work
+  }
   worker();
   for (auto& t : pool) t.join();
   for (auto& e : errors)

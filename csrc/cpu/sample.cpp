@@ -251,15 +251,18 @@ ZeroProb sample_ghmm_cpu(const ProcessView& p, const double* init, int64_t B, in
         if ((t & 3) == 0) rnd = philox_block(seed, row0 + row, kDomainTokens, static_cast<uint32_t>(t >> 2));
         next_token_probs<double>(eta.data(), Tw.data(), V, S, probs.data());
         double total = 0.0;
-        for (int x = 0; x < V; ++x) total += probs[x] > 0 ? probs[x] : 0.0;
-        const int x = total > p.zero_tol ? categorical_draw<double>(probs.data(), V, total, u32_to_unit(rnd.v[t & 3])) : -1;
+        for (int x = 0; x < V; ++x) total += probs[x] > p.zero_tol ? probs[x] : 0.0;
+        const int x = total > p.zero_tol
+                          ? categorical_draw<double>(probs.data(), V, total, u32_to_unit(rnd.v[t & 3]), p.zero_tol)
+                          : -1;
         double norm = x >= 0 ? belief_step<0, double>(eta.data(), p.T + static_cast<int64_t>(x) * S * S, p.w, nxt.data(), S) : 0.0;
         if (!(norm > p.zero_tol)) {
           fail[static_cast<size_t>(row)] = t;
           break;
         }
         tokens[row * L + t] = static_cast<Tok>(x);
-        for (int j = 0; j < S; ++j) eta[j] = nxt[j] / norm;
+        const double inv = safe_inverse(norm, nxt.data(), S);  // as in the beliefs kernel: same bits
+        for (int j = 0; j < S; ++j) eta[j] = nxt[j] * inv;
         if (beliefs)
           for (int j = 0; j < S; ++j) beliefs[(row * L + t) * S + j] = static_cast<Out>(eta[j]);
       }

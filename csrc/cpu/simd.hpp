@@ -9,6 +9,7 @@
 #endif
 
 #include "compmech/common.hpp"
+#include "compmech/kernels.hpp"
 
 namespace compmech {
 
@@ -28,6 +29,17 @@ CM_HD bool any_lane(vl4 m) {
 #else
   return m[0] || m[1] || m[2] || m[3];
 #endif
+}
+
+// Lane-wise safe_inverse (see kernels.hpp): rescales only the lanes whose norm is tiny.
+inline vd4 safe_inverse_lanes(vd4 norm, vd4* out, int n) {
+  const vl4 tiny = norm < kTinyNorm;
+  if (any_lane(tiny)) {
+    const vd4 s = tiny ? vd4{} + kTinyScale : vd4{} + 1.0;
+    for (int j = 0; j < n; ++j) out[j] *= s;
+    norm *= s;
+  }
+  return 1.0 / norm;
 }
 
 // Writes lane l's belief (S values, one per vector in e) to dst + l * stride.

@@ -33,6 +33,22 @@ CM_HD C belief_step(const E* eta, const double* Tx, const double* w, C* out, int
   return norm;
 }
 
+// 1/norm overflows for a subnormal norm (below ~5.6e-309), yet such a token is possible. Every
+// path normalises as out * (1 / norm) after scaling out and norm by 2^600 (exact) when norm is
+// below kTinyNorm, so tiny probabilities stay finite and all paths stay bit-identical.
+constexpr double kTinyNorm = 1e-290;
+constexpr double kTinyScale = 0x1p600;
+
+// Returns 1 / norm, first rescaling out[0..n) when norm is tiny.
+template <typename C>
+CM_HD C safe_inverse(C norm, C* out, int n) {
+  if (norm < kTinyNorm) {
+    for (int j = 0; j < n; ++j) out[j] *= kTinyScale;
+    norm *= kTinyScale;
+  }
+  return C(1) / norm;
+}
+
 // P(x | eta) for every token x, given Tw[x, i] = (T[x] w)_i (precomputed): probs[x] = eta . Tw[x].
 template <typename C, typename E>
 CM_HD void next_token_probs(const E* eta, const double* Tw, int V, int S, C* probs) {
@@ -52,15 +68,15 @@ CM_HD uint32_t alias_draw(uint32_t r, uint32_t K, const uint32_t* thresh, const 
   return frac < thresh[bucket] ? bucket : alias[bucket];
 }
 
-// Inverse-CDF draw from unnormalised non-negative weights p[0..V-1] with total `total`;
-// negative entries (GHMM round-off) count as zero. Never returns an index with weight <= 0
-// unless all weights are <= 0 (caller checks total > 0).
+// Inverse-CDF draw from unnormalised weights p[0..V-1] with total `total` (the sum of the
+// weights above `tol`); weights <= tol (GHMM round-off, or below its zero tolerance) count as
+// zero. Never returns such an index unless all are (the caller checks total > 0).
 template <typename C>
-CM_HD int categorical_draw(const C* p, int V, C total, double u) {
+CM_HD int categorical_draw(const C* p, int V, C total, double u, C tol) {
   C target = static_cast<C>(u) * total;
   int last = -1;
   for (int x = 0; x < V; ++x) {
-    const C px = p[x] > C(0) ? p[x] : C(0);
+    const C px = p[x] > tol ? p[x] : C(0);
     if (px > C(0)) {
       last = x;
       if (target < px) return x;
