@@ -1,0 +1,110 @@
+"""``compmech train [--config FILE] --out DIR [overrides]``: train a model on a process.
+
+The configuration is a :class:`compmech.train.TrainConfig`, read from a JSON or TOML file
+(``--config``) and/or overridden on the command line (``--set key=value``, repeatable; nested
+model fields as ``model.d_model=128``). ``--resume`` continues from ``DIR/checkpoint.pt``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ._params import parse_params
+
+
+def load_config_file(path) -> dict:
+    """A JSON or TOML file → dict (TOML needs Python >= 3.11 or the ``tomli`` package)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = path.read_text()
+    if path.suffix.lower() == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # pragma: no cover - Python < 3.11
+            import tomli as tomllib
+        return tomllib.loads(text)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"config file {path}: invalid JSON ({exc})") from None
+
+
+def apply_overrides(base: dict, pairs) -> dict:
+    """``["lr=0.01", "model.d_model=128", "bos=true"]`` applied to a config dict."""
+    out = json.loads(json.dumps(base))
+    for key, val in parse_params(pairs).items():
+        if isinstance(val, str) and val.lower() in ("true", "false"):
+            val = val.lower() == "true"
+        elif isinstance(val, str) and val.lower() in ("none", "null"):
+            val = None
+        *parents, leaf = key.split(".")
+        d = out
+        for p in parents:
+            d = d.setdefault(p, {})
+        d[leaf] = val
+    return out
+
+
+def add_common_train_args(p) -> None:
+    p.add_argument("--config", help="TrainConfig as a JSON or TOML file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (repeatable), e.g. --set lr=0.01 --set model.n_layers=2")
+    p.add_argument("--tokens", type=float, help="training budget in predicted tokens (e.g. 2e7)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="torch device: cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: all usable cores)")
+    p.add_argument("--data", choices=["exact", "stream"], help="exact: all sequences by probability; stream: fresh samples")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the training step")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(args, base: dict) -> "TrainConfig":
+    from ..train import TrainConfig
+
+    d = dict(base)
+    if args.config:
+        d.update(load_config_file(args.config))
+    for attr, key in (("tokens", "tokens"), ("batch_size", "batch_size"), ("lr", "lr"), ("seed", "seed"),
+                      ("device", "device"), ("threads", "threads"), ("data", "data"), ("compile", "compile")):
+        v = getattr(args, attr, None)
+        if v is not None:
+            d[key] = int(v) if key == "tokens" else v
+    d = apply_overrides(d, args.set)
+    return TrainConfig.from_dict(d)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a transformer (or GRU/LSTM) on a process", description=__doc__)
+    add_common_train_args(p)
+    p.add_argument("--process", help="process name (default mess3)")
+    p.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
+                   help="process parameter, repeatable (e.g. -p x=0.05 -p alpha=0.85)")
+    p.add_argument("--out", required=True, help="run directory (config.json, metrics.jsonl, checkpoints)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    base = {}
+    if args.process:
+        base["process"] = args.process
+        base["process_params"] = parse_params(args.param)
+    elif args.param:
+        base["process_params"] = parse_params(args.param)
+    cfg = config_from_args(args, base)
+    from ..train import train
+
+    print(f"training {cfg.process} {cfg.process_params}: {cfg.steps:,} steps x {cfg.tokens_per_step:,} tokens "
+          f"= {cfg.steps * cfg.tokens_per_step:,} tokens -> {args.out}")
+    res = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    f = res.final
+    print(f"trained {f['tokens']:,} tokens in {f['train_seconds']:.1f} s ({f['tokens_per_s']:,.0f} tokens/s)")
+    if "eval" in f:
+        ev = f["eval"]
+        print("loss / optimum per position: " + " ".join(f"{r:.5f}" for r in ev["ratio"]))
+        print(f"worst ratio {ev['worst_ratio']:.5f}")
+    Path(args.out, "final.json").write_text(json.dumps(f, indent=2) + "\n")
+    print(f"checkpoint {Path(args.out) / 'checkpoint.pt'}")
+    return 0
