@@ -98,6 +98,12 @@ def test_msp_tree_mess3_depth16_f64(benchmark, throughput):
     throughput("msp tree mess3", _nodes(DEPTH), "nodes")
 
 
+def test_msp_tree_mess3_depth13_f64(benchmark, throughput):
+    """Same depth as the numpy baseline: 2.4 M nodes, no multi-GB allocation."""
+    benchmark.pedantic(cm.msp_tree, args=(MESS3, DEPTH_NP), rounds=5, warmup_rounds=1)
+    throughput("msp tree mess3", _nodes(DEPTH_NP), "nodes")
+
+
 def test_msp_tree_mess3_numpy(benchmark, throughput):
     benchmark.pedantic(msp_numpy, args=(MESS3.T, MESS3.stationary, DEPTH_NP), rounds=3)
     throughput("msp tree mess3", _nodes(DEPTH_NP), "nodes", baseline=True)
