@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "cpu/launchers.hpp"
+
 namespace compmech {
 namespace py = pybind11;
 
@@ -30,6 +32,22 @@ inline const double* f64_data(const py::array& a, const char* name, std::vector<
   for (py::ssize_t k = 0; k < a.size(); ++k)
     if (!std::isfinite(p[k]))
       value_error(std::string(name) + " contains a non-finite value at flat index " + std::to_string(k));
+  return p;
+}
+
+// Checked view of a process handed to the extension: T (V, S, S) float64, w (S,) or None.
+inline ProcessView view_process(const py::array& T, const py::object& w, double zero_tol) {
+  if (T.ndim() != 3) value_error("T must have shape (V, S, S), got ndim " + std::to_string(T.ndim()));
+  const py::ssize_t V = T.shape(0), S = T.shape(1);
+  if (V < 1 || V > 65535) value_error("T: vocabulary size V must be in [1, 65535], got " + std::to_string(V));
+  if (S < 1 || S > (1 << 24)) value_error("T: number of states S must be in [1, 2^24], got " + std::to_string(S));
+  ProcessView p{};
+  p.T = f64_data(T, "T", {V, S, S});
+  p.w = w.is_none() ? nullptr : f64_data(w.cast<py::array>(), "w", {S});
+  p.V = static_cast<int>(V);
+  p.S = static_cast<int>(S);
+  if (!(zero_tol >= 0.0) || !std::isfinite(zero_tol)) value_error("zero_tol must be a finite number >= 0");
+  p.zero_tol = zero_tol;
   return p;
 }
 

@@ -25,17 +25,8 @@ py::array_t<T> to_array(const std::vector<T>& v, std::vector<py::ssize_t> shape)
 
 py::dict msp_graph(const py::array& T, const py::object& w, const py::array& initial, int64_t max_depth,
                    int64_t max_states, double tol, double zero_tol) {
-  if (T.ndim() != 3) value_error("T must have shape (V, S, S), got ndim " + std::to_string(T.ndim()));
-  const py::ssize_t V = T.shape(0), S = T.shape(1);
-  if (V < 1 || V > 65535) value_error("T: vocabulary size V must be in [1, 65535], got " + std::to_string(V));
-  if (S < 1 || S > (1 << 24)) value_error("T: number of states S must be in [1, 2^24], got " + std::to_string(S));
-  ProcessView p{};
-  p.T = f64_data(T, "T", {V, S, S});
-  p.w = w.is_none() ? nullptr : f64_data(w.cast<py::array>(), "w", {S});
-  p.V = static_cast<int>(V);
-  p.S = static_cast<int>(S);
-  if (!(zero_tol >= 0.0) || !std::isfinite(zero_tol)) value_error("zero_tol must be a finite number >= 0");
-  p.zero_tol = zero_tol;
+  const ProcessView p = view_process(T, w, zero_tol);
+  const py::ssize_t S = p.S;
   const double* init = f64_data(initial, "initial", {S});
   if (max_depth < -1) value_error("max_depth must be >= 0 (or -1 for unbounded), got " + std::to_string(max_depth));
   if (max_states < 1 || max_states > 2147483647LL)

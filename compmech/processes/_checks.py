@@ -20,3 +20,12 @@ def positive_int(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or int(value) != value or int(value) < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def dirichlet_params(concentration, sparsity) -> tuple[float, float]:
+    """Parameters of the random-process generators: concentration > 0, sparsity in [0, 1)."""
+    if not concentration > 0:
+        raise ValueError(f"concentration must be > 0, got {concentration}")
+    if not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    return float(concentration), float(sparsity)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..process import HMM
-from ._checks import positive_int, prob
+from ._checks import dirichlet_params, positive_int, prob
 from ._registry import register
 from .standard import rrxor
 
@@ -58,10 +58,7 @@ def random_epsilon_machine(num_states: int = 4, vocab_size: int = 2, seed: int =
     of its own process), so ``epsilon_machine`` of it has ``num_states`` states."""
     S = positive_int("num_states", num_states)
     V = positive_int("vocab_size", vocab_size)
-    if not concentration > 0:
-        raise ValueError(f"concentration must be > 0, got {concentration}")
-    if not 0 <= sparsity < 1:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    concentration, sparsity = dirichlet_params(concentration, sparsity)
     rng = np.random.default_rng([int(seed), 2])
     allowed = rng.random((S, V)) >= sparsity
     keep = rng.integers(0, V, size=S)

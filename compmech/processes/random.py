@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..process import GHMM, HMM
-from ._checks import positive_int
+from ._checks import dirichlet_params, positive_int
 from ._registry import register
 
 
@@ -16,10 +16,7 @@ def random_hmm(num_states: int = 3, vocab_size: int = 2, seed: int = 0, concentr
     state ``(i + 1) mod S``, so the chain stays irreducible)."""
     S = positive_int("num_states", num_states)
     V = positive_int("vocab_size", vocab_size)
-    if not concentration > 0:
-        raise ValueError(f"concentration must be > 0, got {concentration}")
-    if not 0 <= sparsity < 1:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    concentration, sparsity = dirichlet_params(concentration, sparsity)
     rng = np.random.default_rng(seed)
     rows = rng.dirichlet(np.full(V * S, concentration), size=S)  # (S, V*S), outcome x*S + j
     if sparsity:
