@@ -188,3 +188,14 @@ def test_argument_type_errors(mess3):
         _core.msp_level(mess3.T, None, np.full((1, 3), 1 / 3), -np.ones(1), 0.0, 0.0, False)
     with pytest.raises(ValueError, match="parent beliefs contain a non-finite"):
         _core.msp_level(mess3.T, None, np.full((1, 3), np.nan), np.ones(1), 0.0, 0.0, False)
+
+
+def test_import_stays_light():
+    """`import compmech` must not pull in torch, matplotlib, scikit-learn (or networkx/scipy)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, compmech; heavy = [m for m in ('torch', 'matplotlib', 'sklearn', 'networkx', 'scipy') "
+            "if m in sys.modules]; print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout.strip()}"
