@@ -106,7 +106,7 @@ def epsilon_machine(process, *, max_states: int = 100_000, tol: float = 1e-9) ->
     distribution; it must be complete (a finite MSP), and its recurrent part, minimised, is the
     epsilon-machine. Raises ValueError when the MSP is infinite (or larger than ``max_states``).
     """
-    from .msp_graph import msp, stationary_initial
+    from .msp_graph import msp
 
     proc = as_process(process)
     label = f"epsilon_machine({proc.name or 'process'})"
@@ -122,7 +122,7 @@ def epsilon_machine(process, *, max_states: int = 100_000, tol: float = 1e-9) ->
             raise ValueError("stationary support is not closed under transitions")  # pragma: no cover
         labels = minimize_unifilar(s, prob[keep])
         return _build(s, prob[keep], labels, pi[keep], label, source_states=keep)
-    g = msp(proc, max_states=max_states, tol=tol, initial=stationary_initial(proc))
+    g = msp(proc, max_states=max_states, tol=tol, initial=proc.stationary)
     if not g.is_complete:
         raise ValueError(f"epsilon_machine: the mixed-state graph of {proc!r} is not finite within "
                          f"max_states={max_states} (it has {int(g.frontier.sum())} unexplored states); "

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .epsilon_machine import epsilon_machine
-from .msp_graph import MSPGraph, msp, stationary_initial
+from .msp_graph import MSPGraph, msp
 from .process import Process, as_process
 
 LN2 = math.log(2.0)
@@ -285,7 +285,7 @@ def _analyse(process, max_states=DEFAULT_MAX_STATES, tol=1e-9) -> _Analysis:
     proc = as_process(process)
     # measures are of the stationary process: start from .stationary even where a process
     # defaults to another initial belief (with_bos)
-    return _Analysis(proc, msp(proc, max_states=max_states, tol=tol, initial=stationary_initial(proc)))
+    return _Analysis(proc, msp(proc, max_states=max_states, tol=tol, initial=proc.stationary))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -579,7 +579,7 @@ def _causal(a: _Analysis, max_states, tol) -> _Causal | None:
             a.cache["causal"] = None
         else:
             em = epsilon_machine(a.process, max_states=max_states, tol=tol)
-            ga = _Analysis(em, msp(em, max_states=max_states, tol=tol, initial=stationary_initial(em)))
+            ga = _Analysis(em, msp(em, max_states=max_states, tol=tol, initial=em.stationary))
             a.cache["causal"] = _Causal(em, ga, _entropy_bits(np.clip(ga.graph.beliefs, 0, None)))
     return a.cache["causal"]
 

@@ -271,16 +271,6 @@ def _stationary_of(M: np.ndarray) -> np.ndarray:
     return pi / pi.sum()
 
 
-def stationary_initial(proc: Process) -> np.ndarray:
-    """``proc.stationary`` as a starting belief: for an HMM, round-off negatives (~1e-17 from
-    the eigen-solver) are clipped and the vector renormalised."""
-    pi = np.array(proc.stationary, dtype=np.float64)
-    if not proc.is_generalized:
-        pi = np.clip(pi, 0.0, None)
-        pi /= pi.sum()
-    return pi
-
-
 def msp(process, *, max_depth=None, max_states=None, tol=1e-9, initial=None) -> MSPGraph:
     """Deduplicated mixed-state presentation of ``process``.
 

@@ -233,7 +233,7 @@ class GHMM(Process):
 
 
 def as_process(process) -> Process:
-    """Accept an HMM/GHMM or anything with a `.T` (V, S, S) of an HMM."""
+    """The process itself if it is an HMM/GHMM; TypeError otherwise."""
     if isinstance(process, Process):
         return process
     raise TypeError(f"expected a compmech.HMM or compmech.GHMM, got {type(process).__name__}")
