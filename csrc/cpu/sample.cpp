@@ -6,66 +6,13 @@
 #include <immintrin.h>
 #endif
 
+#include "compmech/alias.hpp"
 #include "compmech/kernels.hpp"
 #include "launchers.hpp"
 #include "parallel.hpp"
 
 namespace compmech {
 namespace {
-
-// Vose's alias tables for n_dist distributions over K outcomes each (weights need not sum to
-// 1). Thresholds are 32-bit fixed point; a full bucket aliases to itself.
-struct AliasTables {
-  uint32_t K = 0;
-  std::vector<uint32_t> thresh, alias;
-};
-
-AliasTables build_alias(const double* weights, int64_t n_dist, uint32_t K) {
-  AliasTables a;
-  a.K = K;
-  a.thresh.assign(static_cast<size_t>(n_dist) * K, 0);
-  a.alias.assign(static_cast<size_t>(n_dist) * K, 0);
-  std::vector<double> q(K);
-  std::vector<uint32_t> small, large;
-  for (int64_t d = 0; d < n_dist; ++d) {
-    const double* wd = weights + d * K;
-    double total = 0.0;
-    for (uint32_t k = 0; k < K; ++k) total += wd[k];
-    small.clear();
-    large.clear();
-    for (uint32_t k = 0; k < K; ++k) {
-      q[k] = total > 0 ? wd[k] * K / total : 1.0;
-      (q[k] < 1.0 ? small : large).push_back(k);
-    }
-    uint32_t* th = a.thresh.data() + d * K;
-    uint32_t* al = a.alias.data() + d * K;
-    while (!small.empty() && !large.empty()) {
-      const uint32_t s = small.back(), l = large.back();
-      small.pop_back();
-      th[s] = static_cast<uint32_t>(std::floor(q[s] * 4294967296.0));
-      al[s] = l;
-      q[l] -= 1.0 - q[s];
-      if (q[l] < 1.0) {
-        large.pop_back();
-        small.push_back(l);
-      }
-    }
-    // Leftovers are full buckets up to round-off. A leftover with q == 0 exactly (a zero
-    // weight) must never be drawn, so it points at some bucket with positive weight.
-    for (uint32_t k : large) { th[k] = 0xFFFFFFFFu; al[k] = k; }
-    for (uint32_t k : small) {
-      th[k] = 0xFFFFFFFFu;
-      al[k] = k;
-      if (wd[k] <= 0.0) {
-        uint32_t best = 0;
-        for (uint32_t m = 0; m < K; ++m) if (wd[m] > wd[best]) best = m;
-        th[k] = 0;
-        al[k] = best;
-      }
-    }
-  }
-  return a;
-}
 
 // Philox4x32-10 for 8 consecutive rows at once (same counter layout as philox_block), writing
 // out[k * 8 + l] = word k of row row0 + l. AVX2 multiplies 4 lanes per instruction; the scalar
@@ -190,33 +137,18 @@ template <typename Tok, typename St>
 void sample_hmm_cpu(const ProcessView& p, const double* init, int64_t B, int64_t L, uint64_t seed,
                     uint64_t row0, Tok* tokens, St* states) {
   const int V = p.V, S = p.S;
-  const uint32_t K = static_cast<uint32_t>(V) * static_cast<uint32_t>(S);
-  // Outcome o = x * S + j of leaving state i: weight T[x, i, j].
-  std::vector<double> joint(static_cast<size_t>(S) * K);
-  for (int i = 0; i < S; ++i)
-    for (int x = 0; x < V; ++x)
-      for (int j = 0; j < S; ++j)
-        joint[static_cast<size_t>(i) * K + static_cast<size_t>(x) * S + j] =
-            p.T[(static_cast<int64_t>(x) * S + i) * S + j];
-  const AliasTables tr = build_alias(joint.data(), S, K);
-  const AliasTables ia = build_alias(init, 1, static_cast<uint32_t>(S));
+  const HmmTables h = build_hmm_tables(p.T, init, V, S);
+  const AliasTables& tr = h.trans;
+  const AliasTables& ia = h.init;
+  const uint32_t K = tr.K;
   std::vector<uint16_t> tok_of(K);
   std::vector<uint32_t> st_of(K);
   for (uint32_t o = 0; o < K; ++o) {
     tok_of[o] = static_cast<uint16_t>(o / S);
     st_of[o] = o % S;
   }
-  const bool use_packed = V <= 256 && S <= 256;
-  std::vector<uint64_t> packed;
-  if (use_packed) {
-    packed.resize(tr.thresh.size());
-    for (size_t idx = 0; idx < packed.size(); ++idx) {
-      const uint32_t self = static_cast<uint32_t>(idx % K), other = tr.alias[idx];
-      const uint64_t self_code = (static_cast<uint64_t>(tok_of[self]) << 8) | st_of[self];
-      const uint64_t alias_code = (static_cast<uint64_t>(tok_of[other]) << 8) | st_of[other];
-      packed[idx] = (static_cast<uint64_t>(tr.thresh[idx]) << 32) | (alias_code << 16) | self_code;
-    }
-  }
+  const bool use_packed = HmmTables::packable(V, S);
+  const std::vector<uint64_t>& packed = h.packed;
   const int64_t grain = std::max<int64_t>(16, ((262144 / std::max<int64_t>(L, 1)) + 15) / 16 * 16);
   parallel_for(B, grain, [&](int64_t b, int64_t e) {
     constexpr int R = 16;

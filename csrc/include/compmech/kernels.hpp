@@ -1,10 +1,12 @@
 // Kernel bodies: one small inline function per operation, shared by the CPU launchers
-// (csrc/cpu) and, later, the CUDA launchers, so CPU tests exercise the GPU's arithmetic.
+// (csrc/cpu) and the CUDA kernels (csrc/cuda), so CPU tests exercise the GPU's arithmetic.
 //
 // Conventions (see DESIGN.md): T is (V, S, S) row-major, T[x, i, j] = P(x, j | i).
 // Beliefs are kept normalised so that eta . w == 1 (w = ones for HMMs); then
 // P(x | eta) = eta T[x] w and the next belief is eta T[x] / P(x | eta).
 #pragma once
+#include <cmath>
+
 #include "compmech/common.hpp"
 #include "compmech/philox.hpp"
 
@@ -49,14 +51,18 @@ CM_HD C safe_inverse(C norm, C* out, int n) {
   return C(1) / norm;
 }
 
-// P(x | eta) for every token x, given Tw[x, i] = (T[x] w)_i (precomputed): probs[x] = eta . Tw[x].
+// P(x | eta) = eta . Tw[x], given Tw[x, i] = (T[x] w)_i (precomputed).
+template <typename C, typename E>
+CM_HD C token_prob(const E* eta, const double* Tw, int x, int S) {
+  C p = C(0);
+  for (int i = 0; i < S; ++i) p += static_cast<C>(eta[i]) * static_cast<C>(Tw[static_cast<int64_t>(x) * S + i]);
+  return p;
+}
+
+// P(x | eta) for every token x.
 template <typename C, typename E>
 CM_HD void next_token_probs(const E* eta, const double* Tw, int V, int S, C* probs) {
-  for (int x = 0; x < V; ++x) {
-    C p = C(0);
-    for (int i = 0; i < S; ++i) p += static_cast<C>(eta[i]) * static_cast<C>(Tw[static_cast<int64_t>(x) * S + i]);
-    probs[x] = p;
-  }
+  for (int x = 0; x < V; ++x) probs[x] = token_prob<C>(eta, Tw, x, S);
 }
 
 // Walker alias draw over K outcomes from one 32-bit word: the high part of r*K picks the
@@ -68,15 +74,17 @@ CM_HD uint32_t alias_draw(uint32_t r, uint32_t K, const uint32_t* thresh, const 
   return frac < thresh[bucket] ? bucket : alias[bucket];
 }
 
-// Inverse-CDF draw from unnormalised weights p[0..V-1] with total `total` (the sum of the
+// Inverse-CDF draw from unnormalised weights prob(0..V-1) with total `total` (the sum of the
 // weights above `tol`); weights <= tol (GHMM round-off, or below its zero tolerance) count as
-// zero. Never returns such an index unless all are (the caller checks total > 0).
-template <typename C>
-CM_HD int categorical_draw(const C* p, int V, C total, double u, C tol) {
+// zero. Never returns such an index unless all are (the caller checks total > 0). `prob` is a
+// callable so the GPU can recompute weights instead of holding V of them per thread.
+template <typename C, typename P>
+CM_HD int categorical_draw_fn(P&& prob, int V, C total, double u, C tol) {
   C target = static_cast<C>(u) * total;
   int last = -1;
   for (int x = 0; x < V; ++x) {
-    const C px = p[x] > tol ? p[x] : C(0);
+    const C px0 = prob(x);
+    const C px = px0 > tol ? px0 : C(0);
     if (px > C(0)) {
       last = x;
       if (target < px) return x;
@@ -85,5 +93,31 @@ CM_HD int categorical_draw(const C* p, int V, C total, double u, C tol) {
   }
   return last;  // round-off pushed target past the end: the last possible token
 }
+
+template <typename C>
+CM_HD int categorical_draw(const C* p, int V, C total, double u, C tol) {
+  return categorical_draw_fn<C>([p](int x) { return p[x]; }, V, total, u, tol);
+}
+
+// Natural-log probability of a sequence accumulated as mantissa * 2^expo: one multiply and a
+// few bit operations per token instead of a log (norms below kTinyNorm, where the product
+// could underflow, are logged directly into `extra`). Same formula as the CPU lane path.
+struct LogProbAcc {
+  double mant = 1.0;
+  int64_t expo = 0;
+  double extra = 0.0;
+
+  CM_HD void add(double norm) {
+    if (norm < kTinyNorm) {
+      extra += log(norm);
+      return;
+    }
+    int64_t bits = bits_of(mant * norm);
+    expo += ((bits >> 52) & 0x7FF) - 1023;
+    bits = (bits & 0x000FFFFFFFFFFFFFLL) | 0x3FF0000000000000LL;
+    mant = double_of(bits);
+  }
+  CM_HD double value() const { return log(mant) + static_cast<double>(expo) * 0.69314718055994530942 + extra; }
+};
 
 }  // namespace compmech
