@@ -11,6 +11,11 @@ import numpy as np
 _KERNEL_TOKEN_DTYPES = (np.uint8, np.uint16, np.int32, np.int64)
 
 
+def is_cuda(x) -> bool:
+    """True for a torch tensor on a CUDA device."""
+    return is_torch(x) and x.device.type == "cuda"
+
+
 def is_torch(x) -> bool:
     """True for a torch.Tensor, without importing torch when it is not loaded already."""
     torch = sys.modules.get("torch")
@@ -22,8 +27,8 @@ def to_numpy(x, name: str) -> np.ndarray:
     if is_torch(x):
         if x.device.type != "cpu":
             raise ValueError(
-                f"{name} is on device {x.device}; this build of compmech runs on the CPU only "
-                f"(move it with .cpu(), or see compmech.build_info())")
+                f"{name} is on device {x.device}; compmech runs on CPU arrays and CUDA tensors "
+                f"(move it with .cpu(), or put every tensor of the call on the same CUDA device)")
         return x.detach().resolve_conj().resolve_neg().numpy()
     return np.asarray(x)
 
@@ -95,6 +100,9 @@ def check_nonneg_float(value, name: str) -> float:
 
 
 def float_dtype_name(dtype) -> str:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(dtype, torch.dtype):
+        dtype = str(dtype).replace("torch.", "")
     dt = np.dtype(dtype)
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"dtype must be float32 or float64, got {dt}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._arrays import as_tokens, float_dtype_name, like_input, to_numpy
+from ._arrays import as_tokens, float_dtype_name, is_cuda, like_input, to_numpy
 from .process import as_process
 
 _ON_ZERO = ("raise", "nan")
@@ -29,8 +29,14 @@ def _run(process, tokens, initial, dtype, want_logp, on_zero, out=None):
     proc = as_process(process)
     if on_zero not in _ON_ZERO:
         raise ValueError(f"on_zero must be one of {_ON_ZERO}, got {on_zero!r}")
-    arr, was_1d, was_torch = as_tokens(tokens, proc.vocab_size)
     init = proc.check_initial(initial)
+    if is_cuda(tokens):
+        from . import _cuda_ops
+
+        if out is not None and not is_cuda(out):
+            raise ValueError(f"out must be on the tokens' device {tokens.device}, got {type(out).__name__} on the CPU")
+        return _cuda_ops.beliefs(proc, tokens, init, dtype, want_logp, on_zero == "nan", out)
+    arr, was_1d, was_torch = as_tokens(tokens, proc.vocab_size)
     w = proc.w if proc.is_generalized else None
     buf = _out_array(out, arr, was_1d, proc.num_states)
     b, lp = _core.beliefs(proc.T, w, init, arr, dtype, want_logp, on_zero == "nan", proc.zero_tol, buf)
@@ -49,7 +55,9 @@ def beliefs(process, tokens, *, initial=None, dtype=np.float32, return_log_prob=
 
     Args:
         process: a :class:`compmech.HMM` or :class:`compmech.GHMM`.
-        tokens: ``(B, L)`` or ``(L,)`` integers in ``[0, V)``; any integer dtype; numpy or torch (CPU).
+        tokens: ``(B, L)`` or ``(L,)`` integers in ``[0, V)``; any integer dtype; numpy, torch CPU
+            or torch CUDA. CUDA tokens run on their GPU (on torch's current stream; S <= 64) and
+            give CUDA tensors there; the call waits for the kernel to check for errors.
         initial: belief before the first token, ``(S,)``; default ``process.stationary``.
         dtype: float32 (default) or float64 output. Arithmetic is float64 throughout.
         return_log_prob: also return the natural-log probability of each whole sequence
@@ -59,8 +67,8 @@ def beliefs(process, tokens, *, initial=None, dtype=np.float32, return_log_prob=
         on_zero: ``"raise"`` (default): a token with zero probability under the current belief
             raises ValueError naming its row and position. ``"nan"``: that row's beliefs are NaN
             from there on and its log-probability is ``-inf``.
-        out: optional preallocated ``(B, L, S)`` float32/float64 C-contiguous array (numpy or
-            torch CPU) to write into and return, e.g. to reuse one buffer across training steps;
+        out: optional preallocated ``(B, L, S)`` float32/float64 C-contiguous array (numpy,
+            torch CPU, or torch CUDA on the tokens' device) to write into and return, e.g. to reuse one buffer across training steps;
             its dtype overrides ``dtype``.
 
     Returns:

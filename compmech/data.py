@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._cuda_ops import max_states as max_gpu_states
 from .msp_tree import msp_tree
 from .beliefs import beliefs as _beliefs
 from .process import as_process
@@ -233,12 +234,69 @@ class ExactSource(_Source):
 
 class StreamSource(_Source):
     """Fresh sampled sequences every step: batch ``s`` is rows ``[s*B, (s+1)*B)`` of the
-    counter-based sample stream keyed by ``seed`` (so it never repeats and resumes exactly)."""
+    counter-based sample stream keyed by ``seed`` (so it never repeats and resumes exactly).
+
+    On a CUDA device (with compmech's CUDA kernels built) each batch is sampled, and its soft
+    targets computed, directly on the GPU: the same tokens as on the CPU, no host round trip."""
 
     def _draw(self, c):
         B, C = self.batch_size, self.chunk_steps
         tok = sample(self.process, C * B, self.n_tokens, seed=self.seed, row_offset=c * C * B)
         return tok, (self._next_token_probs(tok) if self.soft_targets else None)
+
+    def on_gpu(self) -> bool:
+        """True when batches are generated on the GPU (else on the CPU and copied there)."""
+        import torch
+
+        from ._threads import build_info
+
+        if torch.device(self.device).type != "cuda" or not build_info()["cuda"]:
+            return False
+        needs_beliefs = self.soft_targets or self.process.is_generalized
+        return not needs_beliefs or self.process.num_states <= max_gpu_states()
+
+    def _gpu_batch(self, step: int):
+        import torch
+
+        B, dev = self.batch_size, torch.device(self.device)
+        seq = sample(self.process, B, self.n_tokens, seed=self.seed, row_offset=int(step) * B, device=dev)
+        if self.bos:
+            x = torch.empty((B, self.ctx), dtype=torch.long, device=dev)
+            x[:, 0] = self.bos_id
+            x[:, 1:] = seq[:, :-1]
+            y = seq
+        else:
+            x, y = seq[:, :-1].long(), seq[:, 1:]
+        y = self._next_token_probs_gpu(seq) if self.soft_targets else y.long()
+        return x.contiguous(), y.contiguous()
+
+    def _next_token_probs_gpu(self, seq):
+        """As :meth:`_next_token_probs`, for CUDA sequences, on their device."""
+        import torch
+
+        p = self.process
+        n_in = self.ctx - 1 if self.bos else self.ctx
+        B, S = seq.shape[0], p.num_states
+        b = (_beliefs(p, seq[:, :n_in], dtype=np.float64) if n_in > 0
+             else torch.zeros((B, 0, S), dtype=torch.float64, device=seq.device))
+        if self.bos:
+            st = torch.as_tensor(p.stationary, device=seq.device).expand(B, 1, S)
+            b = torch.cat([st, b], 1)
+        Tw = torch.as_tensor((p.T @ p.w).T.copy(), device=seq.device)  # (S, V)
+        q = (b @ Tw).clamp_(min=0.0)
+        return (q / q.sum(-1, keepdim=True)).float()
+
+    def batches(self, start_step: int = 0):
+        if not self.on_gpu():
+            yield from super().batches(start_step)
+            return
+        step = int(start_step)
+        while True:
+            yield self._gpu_batch(step)
+            step += 1
+
+    def batch(self, step: int):
+        return self._gpu_batch(step) if self.on_gpu() else super().batch(step)
 
 
 def make_source(mode: str, process, ctx, batch_size, *, seed, bos=False, device="cpu", background=True,

@@ -12,7 +12,7 @@ from typing import Iterator
 import numpy as np
 
 from . import _core
-from ._arrays import check_count, check_nonneg_float, float_dtype_name, smallest_uint
+from ._arrays import check_count, check_nonneg_float, float_dtype_name, is_cuda, smallest_uint
 from .process import Process, as_process
 
 
@@ -20,7 +20,7 @@ from .process import Process, as_process
 class MSPLevel:
     """All retained sequences of one length ``depth``.
 
-    Attributes:
+    Attributes (numpy arrays, or torch CUDA tensors for a tree built with ``device="cuda"``):
         beliefs: ``(M, S)`` belief after each sequence.
         probs: ``(M,)`` float64 probability of each sequence (from the initial belief).
         parent: ``(M,)`` int32 index of the sequence's prefix in the previous level.
@@ -44,6 +44,16 @@ class MSPLevel:
         """``(M, depth)`` token sequences, lexicographically ordered."""
         if self._sequences is not None:  # a chunk from msp_level_chunks carries its own
             return self._sequences
+        if is_cuda(self.token):
+            import torch
+
+            seq = torch.empty((len(self), self.depth), dtype=self.token.dtype, device=self.token.device)
+            idx = torch.arange(len(self), device=self.token.device)
+            for d in range(self.depth, 0, -1):
+                lvl = self._tree.level(d)
+                seq[:, d - 1] = lvl.token[idx]
+                idx = lvl.parent[idx].long()
+            return seq
         seq = np.empty((len(self), self.depth), dtype=smallest_uint(self._process.vocab_size))
         idx = np.arange(len(self))
         for d in range(self.depth, 0, -1):
@@ -56,6 +66,10 @@ class MSPLevel:
     def next_token_probs(self) -> np.ndarray:
         """``(M, V)`` float64: P(next token = x | sequence), i.e. ``belief @ T[x] @ w``."""
         Tw = self._process.T @ self._process.w  # (V, S)
+        if is_cuda(self.beliefs):
+            import torch
+
+            return self.beliefs.double() @ torch.from_numpy(Tw.T.copy()).to(self.beliefs.device)
         return np.asarray(self.beliefs, dtype=np.float64) @ Tw.T
 
 
@@ -91,15 +105,28 @@ class MSPTree:
                 f"nodes per level={[len(l) for l in self.levels]})")
 
 
-def _root(proc: Process, initial, dtype: str) -> MSPLevel:
+def _root(proc: Process, initial, dtype: str, device=None) -> MSPLevel:
     init = proc.check_initial(initial).astype(dtype)[None, :]
-    return MSPLevel(0, np.ascontiguousarray(init), np.ones(1), np.zeros(1, np.int32),
-                    np.zeros(1, smallest_uint(proc.vocab_size)), proc)
+    arrays = (np.ascontiguousarray(init), np.ones(1), np.zeros(1, np.int32), np.zeros(1, smallest_uint(proc.vocab_size)))
+    if device is not None:
+        import torch
+
+        if torch.device(device).type != "cpu":
+            from . import _cuda_ops
+
+            dev = _cuda_ops.device(device)
+            arrays = tuple(torch.from_numpy(a).to(dev) for a in arrays)
+    return MSPLevel(0, *arrays, proc)
 
 
 def _expand(proc: Process, lvl: MSPLevel, min_prob: float, expect_full: bool = False) -> MSPLevel:
     """Next level. ``expect_full``: the previous expansion kept every child, so the kernel may
     try a single pass at fixed offsets first (it falls back to counting when wrong)."""
+    if is_cuda(lvl.beliefs):
+        from . import _cuda_ops
+
+        b, p, par, tok = _cuda_ops.msp_level(proc, lvl.beliefs, lvl.probs, min_prob, expect_full)
+        return MSPLevel(lvl.depth + 1, b, p, par, tok, proc)
     w = proc.w if proc.is_generalized else None
     b, p, par, tok = _core.msp_level(proc.T, w, lvl.beliefs, lvl.probs, float(min_prob), proc.zero_tol,
                                      bool(expect_full))
@@ -110,7 +137,7 @@ def _check_args(depth, min_prob):
     return check_count(depth, "depth"), check_nonneg_float(min_prob, "min_prob")
 
 
-def msp_tree(process, depth, *, dtype=np.float64, min_prob=0.0, initial=None) -> MSPTree:
+def msp_tree(process, depth, *, dtype=np.float64, min_prob=0.0, initial=None, device=None) -> MSPTree:
     """Enumerate the mixed-state tree to ``depth``.
 
     Every sequence of length 1..depth with positive probability (and probability >=
@@ -122,11 +149,14 @@ def msp_tree(process, depth, *, dtype=np.float64, min_prob=0.0, initial=None) ->
     ``dtype=float32`` each level is computed from the float32-rounded beliefs of the previous
     one, so probabilities then carry float32 relative error (~1e-7 per level).
 
+    ``device="cuda"`` (or ``"cuda:k"``) enumerates on that GPU (S <= 64) and the levels hold
+    torch CUDA tensors, equal to the CPU's arrays; ``None`` (default) gives numpy arrays on the CPU.
+
     For a level too large to hold at once, see :func:`msp_level_chunks`.
     """
     proc = as_process(process)
     depth, min_prob = _check_args(depth, min_prob)
-    levels = [_root(proc, initial, float_dtype_name(dtype))]
+    levels = [_root(proc, initial, float_dtype_name(dtype), device)]
     for d in range(depth):
         full = d > 0 and len(levels[-1]) == proc.vocab_size * len(levels[-2])
         levels.append(_expand(proc, levels[-1], min_prob, full))

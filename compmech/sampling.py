@@ -11,6 +11,12 @@ from .beliefs import beliefs as _beliefs
 from .process import as_process
 
 
+def _is_cuda_device(device) -> bool:
+    import torch
+
+    return torch.device(device).type == "cuda"
+
+
 def sample(process, batch, length, *, seed, initial=None, return_states=False, return_beliefs=False,
            device=None, row_offset=0, dtype=np.float32):
     """Sample ``batch`` sequences of ``length`` tokens.
@@ -28,7 +34,8 @@ def sample(process, batch, length, *, seed, initial=None, return_states=False, r
         return_beliefs: also return beliefs ``(B, L, S)`` of ``dtype``, ``beliefs[b, t]`` being
             the belief *after* ``tokens[b, :t+1]`` (see :func:`compmech.beliefs`).
         device: ``None`` for numpy arrays; otherwise a torch device, and torch tensors are
-            returned there (``"cpu"`` shares memory with the sampled arrays).
+            returned there (``"cpu"`` shares memory with the sampled arrays). A CUDA device
+            generates on that GPU (on torch's current stream), with the CPU's tokens bit for bit.
         row_offset: index of the first row in the RNG stream, to generate a batch in parts.
 
     Returns:
@@ -42,13 +49,21 @@ def sample(process, batch, length, *, seed, initial=None, return_states=False, r
     row0 = check_count(row_offset, "row_offset", limit=1 << 64)
     if row0 + B >= 1 << 64:
         raise ValueError("row_offset + batch must be < 2**64")
+    if L >= 1 << 34:
+        raise ValueError("length must be < 2**34 (the RNG counter's range)")
     init = proc.check_initial(initial)
+    if proc.is_generalized and return_states:
+        raise ValueError("return_states: a GHMM has no hidden states (it is sampled through its beliefs)")
+    dt = float_dtype_name(dtype) if return_beliefs else None
+    if device is not None and _is_cuda_device(device):
+        from . import _cuda_ops
+
+        tokens, states, beliefs = _cuda_ops.sample(proc, B, L, seed, row0, init, bool(return_states), dt, device)
+        out = [tokens] + ([states] if return_states else []) + ([beliefs] if return_beliefs else [])
+        return out[0] if len(out) == 1 else tuple(out)
     states = beliefs = None
     if proc.is_generalized:
-        if return_states:
-            raise ValueError("return_states: a GHMM has no hidden states (it is sampled through its beliefs)")
-        tokens, beliefs = _core.sample_ghmm(proc.T, proc.w, init, B, L, seed, row0,
-                                            float_dtype_name(dtype) if return_beliefs else None, proc.zero_tol)
+        tokens, beliefs = _core.sample_ghmm(proc.T, proc.w, init, B, L, seed, row0, dt, proc.zero_tol)
     else:
         tokens, states = _core.sample_hmm(proc.T, init, B, L, seed, row0, bool(return_states))
         if return_beliefs:

@@ -4,13 +4,16 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "binding_checks.hpp"
+#include "compmech/alias.hpp"
 #include "cpu/launchers.hpp"
 #include "cpu/parallel.hpp"
 
@@ -161,6 +164,25 @@ py::tuple sample_hmm(const py::array& T, const py::array& initial, int64_t B, in
   return sample_hmm_tok<uint16_t>(p, init, B, L, seed, row0, want_states);
 }
 
+// The alias tables hidden-state sampling draws from (the same ones sample_hmm builds), for the
+// CUDA sampler to upload: (packed uint64 (S, V*S) or None, thresh, alias uint32 (S, V*S),
+// initial thresh, alias uint32 (S,)).
+py::tuple hmm_sample_tables(const py::array& T, const py::array& initial) {
+  const ProcessView p = view_process(T, py::none(), 0.0);
+  const double* init = f64_data(initial, "initial", {p.S});
+  const HmmTables h = build_hmm_tables(p.T, init, p.V, p.S);
+  const auto copy = [](const auto& v, std::vector<py::ssize_t> shape) {
+    using E = typename std::decay_t<decltype(v)>::value_type;
+    py::array_t<E> a(shape);
+    std::copy(v.begin(), v.end(), a.mutable_data());
+    return a;
+  };
+  const py::ssize_t S = p.S, K = static_cast<py::ssize_t>(h.trans.K);
+  py::object packed = h.packed.empty() ? py::object(py::none()) : py::object(copy(h.packed, {S, K}));
+  return py::make_tuple(packed, copy(h.trans.thresh, {S, K}), copy(h.trans.alias, {S, K}), copy(h.init.thresh, {S}),
+                        copy(h.init.alias, {S}));
+}
+
 template <typename Tok, typename Out>
 py::tuple sample_ghmm_typed(const ProcessView& p, const double* init, int64_t B, int64_t L, uint64_t seed, uint64_t row0,
                             bool want_beliefs) {
@@ -272,7 +294,7 @@ py::tuple msp_level(const py::array& T, const py::object& w, const py::array& pa
 py::dict build_info() {
   py::dict d;
   d["native"] = static_cast<bool>(COMPMECH_NATIVE_BUILD);
-  d["cuda"] = false;
+  d["cuda"] = static_cast<bool>(COMPMECH_CUDA_BUILD);
 #if defined(__AVX512F__)
   d["simd"] = "avx512";
 #elif defined(__AVX2__)
@@ -294,6 +316,7 @@ PYBIND11_MODULE(_core, m) {
         py::arg("want_logp"), py::arg("nan_on_zero"), py::arg("zero_tol"), py::arg("out") = py::none());
   m.def("sample_hmm", &sample_hmm, py::arg("T"), py::arg("initial"), py::arg("batch"), py::arg("length"),
         py::arg("seed"), py::arg("row0"), py::arg("want_states"));
+  m.def("hmm_sample_tables", &hmm_sample_tables, py::arg("T"), py::arg("initial"));
   m.def("sample_ghmm", &sample_ghmm, py::arg("T"), py::arg("w"), py::arg("initial"), py::arg("batch"),
         py::arg("length"), py::arg("seed"), py::arg("row0"), py::arg("dtype"), py::arg("zero_tol"));
   m.def("msp_level", &msp_level, py::arg("T"), py::arg("w"), py::arg("parents"), py::arg("parent_probs"),

@@ -1,0 +1,105 @@
+// Shared by the .cu files: error checks, the device guard, block geometry and the staging of
+// per-row tiles through shared memory (rows are L apart in global memory, so a thread writing
+// its own row element by element would scatter; a warp copying one row's tile is coalesced).
+//
+// Compiled by nvcc for the GPU, or by the host compiler with COMPMECH_CUDA_EMULATION for the
+// CPU emulation used in tests (emulation.hpp); CM_LAUNCH and CM_DYNAMIC_SMEM hide the difference.
+#pragma once
+#include <stdexcept>
+#include <string>
+
+#include "launch.hpp"
+
+#if defined(COMPMECH_CUDA_EMULATION)
+#include "emulation.hpp"
+
+namespace compmech {
+namespace cuda {
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int) {}
+};
+inline void check_launch(const char*) {}
+}  // namespace cuda
+}  // namespace compmech
+
+#define CM_DYNAMIC_SMEM(name) unsigned char* name = ::compmech::cuda::emu::shared_mem
+#define CM_LAUNCH(kernel, grid, block, smem, at, ...) \
+  ::compmech::cuda::emu::launch(grid, block, smem, [&] { kernel(__VA_ARGS__); })
+#else
+#include <cuda_runtime.h>
+#include <math_constants.h>
+
+#define CM_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#define CM_LAUNCH(kernel, grid, block, smem, at, ...) \
+  kernel<<<grid, block, smem, ::compmech::cuda::stream_of(at)>>>(__VA_ARGS__)
+
+namespace compmech {
+namespace cuda {
+
+inline void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess)
+    throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorName(e) + " (" +
+                             cudaGetErrorString(e) + ")");
+}
+
+// Makes `device` current for the launch and restores the caller's device afterwards.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    check(cudaGetDevice(&prev_), "cudaGetDevice");
+    if (prev_ != device) check(cudaSetDevice(device), "cudaSetDevice");
+  }
+  ~DeviceGuard() {
+    int cur = -1;
+    if (cudaGetDevice(&cur) == cudaSuccess && cur != prev_) cudaSetDevice(prev_);
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int prev_ = 0;
+};
+
+inline cudaStream_t stream_of(const Launch& at) { return reinterpret_cast<cudaStream_t>(at.stream); }
+
+// Throws if the launch just made on this thread failed (bad configuration, no device, ...).
+inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
+
+}  // namespace cuda
+}  // namespace compmech
+#endif
+
+namespace compmech {
+namespace cuda {
+
+constexpr int kRows = 128;              // threads per block in the per-sequence kernels (1 row each)
+constexpr int kWarp = 32;
+constexpr size_t kStageBytes = 24576;   // shared memory for staged output tiles per block
+constexpr size_t kTableBytes = 16384;   // process tables copied to shared memory up to this size
+
+inline int64_t blocks_for(int64_t n, int64_t per_block) { return (n + per_block - 1) / per_block; }
+
+// Odd stride (in elements) for a staged row of n elements: rows then start in different banks.
+__host__ __device__ inline int odd_stride(int n) { return n | 1; }
+
+// Cooperative copy of staged rows [0, nrows) (each n elements, `stride` apart in shared memory)
+// to global rows `dst_stride` apart: one warp per row, lanes over consecutive elements.
+template <typename T>
+__device__ inline void copy_rows_out(const T* __restrict__ src, int stride, int nrows, int n,
+                                     T* __restrict__ dst, int64_t dst_stride) {
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, nwarps = blockDim.x / kWarp;
+  for (int r = warp; r < nrows; r += nwarps) {
+    T* d = dst + r * dst_stride;
+    const T* s = src + r * stride;
+    for (int k = lane; k < n; k += kWarp) d[k] = s[k];
+  }
+}
+
+// Copy n doubles from global memory to shared memory (whole block).
+__device__ inline void load_shared(double* __restrict__ dst, const double* __restrict__ src, int64_t n) {
+  for (int64_t k = threadIdx.x; k < n; k += blockDim.x) dst[k] = src[k];
+}
+
+}  // namespace cuda
+}  // namespace compmech

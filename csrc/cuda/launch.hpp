@@ -1,0 +1,67 @@
+// CUDA launchers: the plain C++ interface between the pybind11 module (bindings_cuda.cpp,
+// compiled by the host compiler, no CUDA headers) and the kernels (*.cu, compiled by nvcc).
+// Every pointer is device memory owned by the caller (torch tensors, allocated in Python);
+// the Python layer (compmech/_cuda_ops.py) has checked shapes, dtypes and devices. Launches are
+// asynchronous on `stream`; launch failures throw std::runtime_error with the CUDA error text.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace compmech {
+namespace cuda {
+
+enum class IntType { u8, u16, u32, i32, i64 };
+enum class FloatType { f32, f64 };
+
+struct Launch {
+  int device;         // CUDA device ordinal
+  uintptr_t stream;   // cudaStream_t (torch.cuda.current_stream().cuda_stream); 0 = legacy default
+};
+
+struct DevProcess {
+  const double* T;  // (V, S, S)
+  const double* w;  // (S,) for GHMMs; nullptr for HMMs
+  int V, S;
+  double zero_tol;
+};
+
+// Largest S the device kernels take (beliefs are held per thread).
+constexpr int kMaxStates = 64;
+
+// flags[0]: smallest row * L + pos where a token had zero probability (the row is NaN from
+// there on, its logp -inf); flags[1]: smallest row * L + pos holding a token outside [0, V).
+// Both must be preset to a value >= B * L by the caller.
+void beliefs(const Launch& at, const DevProcess& p, const double* init, const void* tokens, IntType tok_type,
+             int64_t B, int64_t L, void* out, FloatType out_type, double* logp, unsigned long long* flags);
+
+struct DevHmmTables {
+  int V, S;
+  const uint64_t* packed;       // (S, V*S) packed entries, or nullptr when V or S > 256
+  const uint32_t* thresh;       // (S, V*S) alias thresholds
+  const uint32_t* alias;        // (S, V*S)
+  const uint32_t* init_thresh;  // (S,)
+  const uint32_t* init_alias;   // (S,)
+};
+
+void sample_hmm(const Launch& at, const DevHmmTables& h, int64_t B, int64_t L, uint64_t seed, uint64_t row0,
+                void* tokens, IntType tok_type, void* states, IntType st_type);
+
+// Tw: (V, S) = T[x] @ w. flags[0] as in beliefs (a belief that gave no token positive mass).
+void sample_ghmm(const Launch& at, const DevProcess& p, const double* Tw, const double* init, int64_t B,
+                 int64_t L, uint64_t seed, uint64_t row0, void* tokens, IntType tok_type, void* beliefs,
+                 FloatType out_type, unsigned long long* flags);
+
+// One MSP level. keep[i * V + x] = 1 if child (i, x) is retained (as in the CPU msp_level).
+void msp_keep(const Launch& at, const DevProcess& p, const void* parents, FloatType type, const double* pprobs,
+              int64_t P, double min_prob, int32_t* keep);
+// Writes the retained children at offsets[i * V + x] (exclusive prefix sum of keep); with
+// offsets == nullptr at i * V + x, setting *dropped = 1 if some child is not retained.
+void msp_fill(const Launch& at, const DevProcess& p, const void* parents, FloatType type, const double* pprobs,
+              int64_t P, double min_prob, const int64_t* offsets, void* beliefs, double* probs, int32_t* parent,
+              void* token, IntType tok_type, unsigned long long* dropped);
+
+int device_count();            // throws with the CUDA error text (no driver, no device, ...)
+std::string runtime_version();  // of the statically linked CUDA runtime, e.g. "13.0"
+
+}  // namespace cuda
+}  // namespace compmech

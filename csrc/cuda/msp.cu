@@ -1,0 +1,163 @@
+// One level of the mixed-state tree on the GPU: one thread per candidate child (parent i,
+// token x), numbered i * V + x so that children come out in (parent, token) order. The keep
+// test and the child belief are expand_range's arithmetic on the CPU (belief_step,
+// safe_inverse), so levels match the CPU's. Offsets of the retained children are an exclusive
+// prefix sum of `keep`, computed by the caller (torch.cumsum) between the two kernels.
+#include <algorithm>
+#include <type_traits>
+
+#include "compmech/kernels.hpp"
+#include "device.cuh"
+
+namespace compmech {
+namespace cuda {
+namespace {
+
+constexpr int kMspThreads = 256;
+
+template <int SC, typename Out>
+__device__ inline bool child(const DevProcess& p, const double* T, const Out* pb, const double* pp, int64_t i, int x,
+                             double min_prob, double* nxt, double& cond, double& pc) {
+  const int S = SC > 0 ? SC : p.S;
+  cond = belief_step<SC, double>(pb + i * S, T + static_cast<int64_t>(x) * S * S, p.w, nxt, S);
+  pc = pp[i] * cond;
+  return cond > p.zero_tol && pc > 0.0 && pc >= min_prob;
+}
+
+// T goes to shared memory when small; returns the pointer to use.
+__device__ inline const double* stage_T(const DevProcess& p, bool t_shared) {
+  CM_DYNAMIC_SMEM(smem);
+  double* sT = reinterpret_cast<double*>(smem);
+  if (t_shared) load_shared(sT, p.T, static_cast<int64_t>(p.V) * p.S * p.S);
+  __syncthreads();
+  return t_shared ? sT : p.T;
+}
+
+template <int SC, typename Out>
+__global__ void __launch_bounds__(kMspThreads)
+    keep_kernel(DevProcess p, const Out* __restrict__ pb, const double* __restrict__ pp, int64_t P, double min_prob,
+                int32_t* __restrict__ keep, bool t_shared) {
+  constexpr int NS = SC > 0 ? SC : kMaxStates;
+  const double* T = stage_T(p, t_shared);
+  const int64_t n = P * p.V;
+  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < n;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    double nxt[NS], cond, pc;
+    keep[idx] = child<SC>(p, T, pb, pp, idx / p.V, static_cast<int>(idx % p.V), min_prob, nxt, cond, pc) ? 1 : 0;
+  }
+}
+
+template <int SC, typename Out, typename Tok>
+__global__ void __launch_bounds__(kMspThreads)
+    fill_kernel(DevProcess p, const Out* __restrict__ pb, const double* __restrict__ pp, int64_t P, double min_prob,
+                const int64_t* __restrict__ offsets, Out* __restrict__ beliefs, double* __restrict__ probs,
+                int32_t* __restrict__ parent, Tok* __restrict__ token, unsigned long long* dropped, bool t_shared) {
+  constexpr int NS = SC > 0 ? SC : kMaxStates;
+  const int S = SC > 0 ? SC : p.S;
+  const double* T = stage_T(p, t_shared);
+  const int64_t n = P * p.V;
+  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < n;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t i = idx / p.V;
+    const int x = static_cast<int>(idx % p.V);
+    double nxt[NS], cond, pc;
+    if (!child<SC>(p, T, pb, pp, i, x, min_prob, nxt, cond, pc)) {
+      if (!offsets) *dropped = 1;  // optimistic full layout is wrong: the caller redoes the level
+      continue;
+    }
+    const int64_t k = offsets ? offsets[idx] : idx;
+    const double inv = safe_inverse(cond, nxt, S);
+    Out* dst = beliefs + k * S;
+    for (int j = 0; j < S; ++j) dst[j] = static_cast<Out>(nxt[j] * inv);
+    probs[k] = pc;
+    parent[k] = static_cast<int32_t>(i);
+    token[k] = static_cast<Tok>(x);
+  }
+}
+
+struct Geometry {
+  unsigned blocks;
+  size_t smem;
+  bool t_shared;
+};
+
+Geometry geometry(const DevProcess& p, int64_t P) {
+  const size_t t_bytes = static_cast<size_t>(p.V) * p.S * p.S * sizeof(double);
+  const bool t_shared = t_bytes <= kTableBytes;
+  // grid-stride loops: the grid is capped, any P * V works
+  const int64_t blocks = std::min<int64_t>(blocks_for(P * p.V, kMspThreads), int64_t(1) << 20);
+  return {static_cast<unsigned>(blocks), t_shared ? t_bytes : 0, t_shared};
+}
+
+template <typename F>
+void dispatch_s(int S, F&& f) {
+  switch (S) {
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    default: return f(std::integral_constant<int, 0>{});
+  }
+}
+
+template <typename Out>
+void keep_typed(const Launch& at, const DevProcess& p, const Out* pb, const double* pp, int64_t P, double min_prob,
+                int32_t* keep) {
+  const Geometry g = geometry(p, P);
+  dispatch_s(p.S, [&](auto sc) {
+    const auto kernel = &keep_kernel<decltype(sc)::value, Out>;
+    CM_LAUNCH(kernel, g.blocks, kMspThreads, g.smem, at, p, pb, pp, P, min_prob, keep, g.t_shared);
+  });
+  check_launch("the MSP keep kernel");
+}
+
+template <typename Out, typename Tok>
+void fill_typed(const Launch& at, const DevProcess& p, const Out* pb, const double* pp, int64_t P, double min_prob,
+                const int64_t* offsets, Out* beliefs, double* probs, int32_t* parent, Tok* token,
+                unsigned long long* dropped) {
+  const Geometry g = geometry(p, P);
+  dispatch_s(p.S, [&](auto sc) {
+    const auto kernel = &fill_kernel<decltype(sc)::value, Out, Tok>;
+    CM_LAUNCH(kernel, g.blocks, kMspThreads, g.smem, at,
+              p, pb, pp, P, min_prob, offsets, beliefs, probs, parent, token, dropped, g.t_shared);
+  });
+  check_launch("the MSP fill kernel");
+}
+
+template <typename Out>
+void fill_tok(const Launch& at, const DevProcess& p, const void* pb, const double* pp, int64_t P, double min_prob,
+              const int64_t* offsets, void* beliefs, double* probs, int32_t* parent, void* token, IntType tok_type,
+              unsigned long long* dropped) {
+  const Out* b = static_cast<const Out*>(pb);
+  Out* out = static_cast<Out*>(beliefs);
+  if (tok_type == IntType::u8)
+    return fill_typed(at, p, b, pp, P, min_prob, offsets, out, probs, parent, static_cast<uint8_t*>(token), dropped);
+  if (tok_type == IntType::u16)
+    return fill_typed(at, p, b, pp, P, min_prob, offsets, out, probs, parent, static_cast<uint16_t*>(token), dropped);
+  throw std::invalid_argument("MSP tokens must be uint8 or uint16");
+}
+
+}  // namespace
+
+void msp_keep(const Launch& at, const DevProcess& p, const void* parents, FloatType type, const double* pprobs,
+              int64_t P, double min_prob, int32_t* keep) {
+  if (p.S < 1 || p.S > kMaxStates) throw std::invalid_argument("S out of range for the CUDA kernels");
+  if (P == 0) return;
+  DeviceGuard guard(at.device);
+  if (type == FloatType::f64) return keep_typed(at, p, static_cast<const double*>(parents), pprobs, P, min_prob, keep);
+  keep_typed(at, p, static_cast<const float*>(parents), pprobs, P, min_prob, keep);
+}
+
+void msp_fill(const Launch& at, const DevProcess& p, const void* parents, FloatType type, const double* pprobs,
+              int64_t P, double min_prob, const int64_t* offsets, void* beliefs, double* probs, int32_t* parent,
+              void* token, IntType tok_type, unsigned long long* dropped) {
+  if (p.S < 1 || p.S > kMaxStates) throw std::invalid_argument("S out of range for the CUDA kernels");
+  if (P == 0) return;
+  DeviceGuard guard(at.device);
+  if (type == FloatType::f64)
+    return fill_tok<double>(at, p, parents, pprobs, P, min_prob, offsets, beliefs, probs, parent, token, tok_type,
+                            dropped);
+  fill_tok<float>(at, p, parents, pprobs, P, min_prob, offsets, beliefs, probs, parent, token, tok_type, dropped);
+}
+
+}  // namespace cuda
+}  // namespace compmech
