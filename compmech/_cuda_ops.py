@@ -98,16 +98,31 @@ def _upload(a: np.ndarray, dev):
 
 
 def _process_tensors(proc, dev) -> dict:
-    """T, w and Tw = T @ w on the device, cached on the (immutable) process per device."""
+    """T, w and the token weights Tw on the device, cached on the (immutable) process per device.
+    Cached tensors are never freed, so a kernel on any stream may still be reading them."""
     cache = proc.__dict__.setdefault("_cuda_tensors", {})
     key = str(dev)
     if key not in cache:
         t = {"T": _upload(proc.T, dev)}
         if proc.is_generalized:
             t["w"] = _upload(proc.w, dev)
-            t["Tw"] = _upload(proc.T @ proc.w, dev)
+            t["Tw"] = _upload(_core.token_weights(proc.T, proc.w), dev)  # the CPU sampler's own bits
         cache[key] = t
     return cache[key]
+
+
+def _initial_tensor(proc, init: np.ndarray, dev):
+    """The initial belief on the device; the stationary one is cached (no upload, no wait)."""
+    try:
+        stationary = proc.stationary
+    except ValueError:  # not unique: the caller passed initial explicitly
+        stationary = None
+    if stationary is not None and np.array_equal(init, stationary):
+        t = _process_tensors(proc, dev)
+        if "stationary" not in t:
+            t["stationary"] = _upload(stationary, dev)
+        return t["stationary"]
+    return _upload(init, dev)
 
 
 def _ptr(t) -> int:
@@ -180,9 +195,11 @@ def _check_no_overlap(out, tok):
 
 
 def beliefs(proc, tokens, init: np.ndarray, dtype: str | None, want_logp: bool, nan_on_zero: bool, out=None,
-            emulate: bool = False):
+            emulate: bool = False, check: bool = True):
     """Beliefs (B, L, S) of ``dtype`` (None: not computed) and log-probabilities (B,) float64
-    for CUDA ``tokens``; same conventions and errors as the CPU path."""
+    for CUDA ``tokens``; same conventions and errors as the CPU path. ``check=False`` skips the
+    error-flag read (and so the wait for the kernel): only for tokens this library just sampled
+    from ``proc`` with ``nan_on_zero`` semantics acceptable."""
     import torch
 
     be = _Backend(tokens.device, emulate)
@@ -202,15 +219,15 @@ def beliefs(proc, tokens, init: np.ndarray, dtype: str | None, want_logp: bool, 
         buf = torch.empty((B, L, S), dtype=getattr(torch, dtype), device=dev)
     else:
         buf = None
-    lp = torch.empty(B, dtype=torch.float64, device=dev) if want_logp else None
+    lp = (torch.zeros if L == 0 else torch.empty)(B, dtype=torch.float64, device=dev) if want_logp else None
     flags = torch.full((2,), _SENTINEL, dtype=torch.int64, device=dev)
     pt = _process_tensors(proc, dev)
-    init_t = _upload(init, dev)
+    init_t = _initial_tensor(proc, init, dev)
     with be.context():
         cu.beliefs(*be.launch_args(), _ptr(pt["T"]), _ptr(pt.get("w")), proc.vocab_size, S, proc.zero_tol,
                    _ptr(init_t), _ptr(tok), _dtype_name(tok), B, L, _ptr(buf),
                    _dtype_name(buf) if buf is not None else "float32", _ptr(lp), _ptr(flags))
-        zero, bad = _read_flags(flags)
+        zero, bad = _read_flags(flags) if check else (_SENTINEL, _SENTINEL)
     if bad != _SENTINEL:
         value = int(tok.view(-1)[bad].item())
         raise ValueError(f"tokens: value {value} at {_where(bad, L)} is outside the vocabulary "
@@ -229,19 +246,26 @@ def beliefs(proc, tokens, init: np.ndarray, dtype: str | None, want_logp: bool, 
 # ---- sampling -------------------------------------------------------------------------------
 
 def _hmm_tables(proc, init: np.ndarray, dev) -> dict:
-    """Alias tables (the CPU sampler's own, built by the core) on the device, cached per initial."""
-    cache = proc.__dict__.setdefault("_cuda_tables", {})
-    key = (str(dev), init.tobytes())
-    if key not in cache:
-        if len(cache) > 8:
-            cache.clear()
+    """Alias tables (the CPU sampler's own, built by the core) on the device. Those for the
+    stationary initial are cached per device and never freed; others are built per call (freed
+    after the launch, on the stream that allocated them: safe)."""
+    def build():
         packed, thresh, alias, ithresh, ialias = _core.hmm_sample_tables(proc.T, init)
         # uploaded as signed views: the kernels read the same bits as unsigned
-        cache[key] = dict(packed=None if packed is None else _upload(packed.view(np.int64), dev),
-                          thresh=_upload(thresh.view(np.int32), dev), alias=_upload(alias.view(np.int32), dev),
-                          init_thresh=_upload(ithresh.view(np.int32), dev),
-                          init_alias=_upload(ialias.view(np.int32), dev))
-    return cache[key]
+        return dict(packed=None if packed is None else _upload(packed.view(np.int64), dev),
+                    thresh=_upload(thresh.view(np.int32), dev), alias=_upload(alias.view(np.int32), dev),
+                    init_thresh=_upload(ithresh.view(np.int32), dev), init_alias=_upload(ialias.view(np.int32), dev))
+
+    try:
+        stationary = proc.stationary
+    except ValueError:
+        stationary = None
+    if stationary is None or not np.array_equal(init, stationary):
+        return build()
+    t = _process_tensors(proc, dev)
+    if "tables" not in t:
+        t["tables"] = build()
+    return t["tables"]
 
 
 def sample(proc, B: int, L: int, seed: int, row0: int, init: np.ndarray, want_states: bool,
@@ -261,7 +285,7 @@ def sample(proc, B: int, L: int, seed: int, row0: int, init: np.ndarray, want_st
                 beliefs_out = torch.empty((B, L, S), dtype=getattr(torch, beliefs_dtype), device=dev)
             flags = torch.full((1,), _SENTINEL, dtype=torch.int64, device=dev)
             pt = _process_tensors(proc, dev)
-            init_t = _upload(init, dev)
+            init_t = _initial_tensor(proc, init, dev)
             cu.sample_ghmm(*be.launch_args(), _ptr(pt["T"]), _ptr(pt["w"]), V, S, proc.zero_tol, _ptr(pt["Tw"]),
                            _ptr(init_t), B, L, seed, row0, _ptr(tokens), _dtype_name(tokens), _ptr(beliefs_out),
                            beliefs_dtype or "float32", _ptr(flags))
@@ -279,8 +303,8 @@ def sample(proc, B: int, L: int, seed: int, row0: int, init: np.ndarray, want_st
         cu.sample_hmm(*be.launch_args(), V, S, _ptr(tb["packed"]), _ptr(tb["thresh"]), _ptr(tb["alias"]),
                       _ptr(tb["init_thresh"]), _ptr(tb["init_alias"]), B, L, seed, row0, _ptr(tokens),
                       _dtype_name(tokens), _ptr(states), _dtype_name(states) if states is not None else "uint8")
-    if beliefs_dtype is not None:
-        beliefs_out, _ = beliefs(proc, tokens, init, beliefs_dtype, False, False, emulate=emulate)
+    if beliefs_dtype is not None:  # sampled tokens are possible by construction: no error check needed
+        beliefs_out, _ = beliefs(proc, tokens, init, beliefs_dtype, False, False, emulate=emulate, check=False)
     return tokens, states, beliefs_out
 
 
@@ -303,12 +327,12 @@ def msp_level(proc, parents, parent_probs, min_prob: float, expect_full: bool, e
     common = (_ptr(pt["T"]), _ptr(pt.get("w")), V, S, proc.zero_tol, _ptr(parents), _dtype_name(parents),
               _ptr(parent_probs), P, float(min_prob))
 
-    def fill(M, offsets, dropped):
+    def fill(M, keep, offsets, dropped):
         b = torch.empty((M, S), dtype=parents.dtype, device=dev)
         p = torch.empty(M, dtype=torch.float64, device=dev)
         par = torch.empty(M, dtype=torch.int32, device=dev)
         tok = torch.empty(M, dtype=tok_dtype, device=dev)
-        cu.msp_fill(*be.launch_args(), *common, _ptr(offsets), _ptr(b), _ptr(p), _ptr(par), _ptr(tok),
+        cu.msp_fill(*be.launch_args(), *common, _ptr(keep), _ptr(offsets), _ptr(b), _ptr(p), _ptr(par), _ptr(tok),
                     _dtype_name(tok), _ptr(dropped))
         return b, p, par, tok
 
@@ -316,7 +340,7 @@ def msp_level(proc, parents, parent_probs, min_prob: float, expect_full: bool, e
         if expect_full:
             # Optimistic single pass at fixed offsets i * V + x; redone by counting if a child drops.
             dropped = torch.zeros(1, dtype=torch.int64, device=dev)
-            out = fill(P * V, None, dropped)
+            out = fill(P * V, None, None, dropped)
             if int(dropped.item()) == 0:
                 return out
             del out
@@ -325,4 +349,4 @@ def msp_level(proc, parents, parent_probs, min_prob: float, expect_full: bool, e
         ends = torch.cumsum(keep, 0)  # int64
         M = int(ends[-1].item()) if P * V else 0
         offsets = ends - keep
-        return fill(M, offsets, None)
+        return fill(M, keep, offsets, None)

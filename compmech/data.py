@@ -271,18 +271,23 @@ class StreamSource(_Source):
         return x.contiguous(), y.contiguous()
 
     def _next_token_probs_gpu(self, seq):
-        """As :meth:`_next_token_probs`, for CUDA sequences, on their device."""
+        """As :meth:`_next_token_probs`, for CUDA sequences, on their device. Nothing here waits
+        for the GPU: constants are uploaded once, and sampled tokens need no error check."""
         import torch
 
+        from . import _cuda_ops
+
         p = self.process
+        if getattr(self, "_gpu_consts", None) is None:
+            self._gpu_consts = (torch.as_tensor((p.T @ p.w).T.copy(), device=seq.device),  # (S, V)
+                                torch.as_tensor(p.stationary, device=seq.device))
+        Tw, stationary = self._gpu_consts
         n_in = self.ctx - 1 if self.bos else self.ctx
         B, S = seq.shape[0], p.num_states
-        b = (_beliefs(p, seq[:, :n_in], dtype=np.float64) if n_in > 0
+        b = (_cuda_ops.beliefs(p, seq[:, :n_in], p.stationary, "float64", False, False, check=False)[0] if n_in > 0
              else torch.zeros((B, 0, S), dtype=torch.float64, device=seq.device))
         if self.bos:
-            st = torch.as_tensor(p.stationary, device=seq.device).expand(B, 1, S)
-            b = torch.cat([st, b], 1)
-        Tw = torch.as_tensor((p.T @ p.w).T.copy(), device=seq.device)  # (S, V)
+            b = torch.cat([stationary.expand(B, 1, S), b], 1)
         q = (b @ Tw).clamp_(min=0.0)
         return (q / q.sum(-1, keepdim=True)).float()
 

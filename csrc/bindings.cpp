@@ -14,6 +14,7 @@
 
 #include "binding_checks.hpp"
 #include "compmech/alias.hpp"
+#include "compmech/kernels.hpp"
 #include "cpu/launchers.hpp"
 #include "cpu/parallel.hpp"
 
@@ -183,6 +184,15 @@ py::tuple hmm_sample_tables(const py::array& T, const py::array& initial) {
                         copy(h.init.alias, {S}));
 }
 
+// Tw[x, i] = (T[x] w)_i as the GHMM sampler computes it (the CUDA sampler uploads this array,
+// so both draw from the same bits).
+py::array_t<double> token_weights_array(const py::array& T, const py::object& w) {
+  const ProcessView p = view_process(T, w, 0.0);
+  py::array_t<double> out({static_cast<py::ssize_t>(p.V), static_cast<py::ssize_t>(p.S)});
+  token_weights(p.T, p.w, p.V, p.S, out.mutable_data());
+  return out;
+}
+
 template <typename Tok, typename Out>
 py::tuple sample_ghmm_typed(const ProcessView& p, const double* init, int64_t B, int64_t L, uint64_t seed, uint64_t row0,
                             bool want_beliefs) {
@@ -317,6 +327,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("sample_hmm", &sample_hmm, py::arg("T"), py::arg("initial"), py::arg("batch"), py::arg("length"),
         py::arg("seed"), py::arg("row0"), py::arg("want_states"));
   m.def("hmm_sample_tables", &hmm_sample_tables, py::arg("T"), py::arg("initial"));
+  m.def("token_weights", &token_weights_array, py::arg("T"), py::arg("w"));
   m.def("sample_ghmm", &sample_ghmm, py::arg("T"), py::arg("w"), py::arg("initial"), py::arg("batch"),
         py::arg("length"), py::arg("seed"), py::arg("row0"), py::arg("dtype"), py::arg("zero_tol"));
   m.def("msp_level", &msp_level, py::arg("T"), py::arg("w"), py::arg("parents"), py::arg("parent_probs"),

@@ -104,7 +104,7 @@ def processes():
     """Small random HMMs and GHMMs covering the fixed-S kernels (2, 3, 4) and the generic one."""
     return st.builds(lambda S, V, seed, gh: (cm.processes.random_ghmm_like(S, V, seed) if gh
                                              else cm.processes.random_hmm(S, V, seed)),
-                     st.sampled_from([1, 2, 3, 4, 5, 9]), st.integers(1, 5), st.integers(0, 2**31 - 1),
+                     st.sampled_from([1, 2, 3, 4, 5, 9, 16, 20]), st.integers(1, 5), st.integers(0, 2**31 - 1),
                      st.booleans())
 
 

@@ -46,9 +46,7 @@ int64_t fill_chunk(const ProcessView& p, const Out* pb, const double* pp, int64_
   double* nxt = nxt_buf.data();
   int64_t k = offset;
   expand_range<SC, GH>(p, pb, pp, b, e, min_prob, nxt, [&](int64_t i, int x, double cond, double pc) {
-    const double inv = safe_inverse(cond, nxt, S);
-    Out* dst = beliefs + k * S;
-    for (int j = 0; j < S; ++j) dst[j] = static_cast<Out>(nxt[j] * inv);
+    store_normalised(nxt, cond, S, beliefs + k * S);
     probs[k] = pc;
     parent[k] = static_cast<int32_t>(i);
     token[k] = static_cast<Tok>(x);
@@ -95,8 +93,7 @@ bool fill_full(const ProcessView& p, const Out* pb, const double* pp, int64_t b,
       const double pc = pp[i] * cond;
       if (!keep(cond, pc)) return false;
       const int64_t k = i * V + x;
-      const double inv = safe_inverse(cond, nxt, SC);  // same arithmetic as the lanes above: bit-identical
-      for (int j = 0; j < SC; ++j) beliefs[k * SC + j] = static_cast<Out>(nxt[j] * inv);
+      store_normalised(nxt, cond, SC, beliefs + k * SC);  // the lanes' arithmetic above: bit-identical
       probs[k] = pc;
       parent[k] = static_cast<int32_t>(i);
       token[k] = static_cast<Tok>(x);

@@ -166,12 +166,7 @@ ZeroProb sample_ghmm_cpu(const ProcessView& p, const double* init, int64_t B, in
   const int V = p.V, S = p.S;
   // Tw[x, i] = (T[x] w)_i, so that P(x | eta) = eta . Tw[x].
   std::vector<double> Tw(static_cast<size_t>(V) * S, 0.0);
-  for (int x = 0; x < V; ++x)
-    for (int i = 0; i < S; ++i) {
-      double s = 0.0;
-      for (int j = 0; j < S; ++j) s += p.T[(static_cast<int64_t>(x) * S + i) * S + j] * (p.w ? p.w[j] : 1.0);
-      Tw[static_cast<size_t>(x) * S + i] = s;
-    }
+  token_weights(p.T, p.w, V, S, Tw.data());
   std::vector<int64_t> fail(static_cast<size_t>(B), -1);
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(L, 1));
   parallel_for(B, grain, [&](int64_t b, int64_t e) {

@@ -12,13 +12,13 @@ namespace compmech {
 namespace cuda {
 namespace {
 
-template <int SC, typename Tok, typename Out>
+template <typename W, typename Tok, typename Out>
 __global__ void __launch_bounds__(kRows)
     beliefs_kernel(DevProcess p, const double* __restrict__ init, const Tok* __restrict__ tokens, int64_t B,
                    int64_t L, Out* __restrict__ out, double* __restrict__ logp, unsigned long long* flags, int TT,
                    bool t_shared, bool stage_out) {
-  constexpr int NS = SC > 0 ? SC : kMaxStates;
-  const int S = SC > 0 ? SC : p.S;
+  const int S = p.S;
+  const int n = W::span(S);
   CM_DYNAMIC_SMEM(smem);
   double* sT = reinterpret_cast<double*>(smem);
   const int64_t nT = t_shared ? static_cast<int64_t>(p.V) * S * S : 0;
@@ -28,16 +28,15 @@ __global__ void __launch_bounds__(kRows)
   Out* sOut = reinterpret_cast<Out*>(sTok + kRows * tok_stride);
   const int out_stride = odd_stride(TT * S);
 
-  load_shared(sT, p.T, nT);
+  load_shared(sT, p.T, nT);  // first read after the barrier that ends the first token staging
   const double* T = t_shared ? sT : p.T;
-  const int64_t rb = static_cast<int64_t>(blockIdx.x) * kRows;
-  const int nrows = static_cast<int>(min(static_cast<int64_t>(kRows), B - rb));
-  const int r = threadIdx.x;
-  const bool active = r < nrows;
-  const int64_t row = rb + r;
+  const RowSlot slot = row_slot(B);
+  const int64_t rb = slot.first, row = slot.row();
+  const int nrows = slot.nrows, r = slot.r;
+  const bool active = slot.active();
 
-  double eta[NS], nxt[NS];
-  for (int j = 0; j < S; ++j) eta[j] = init[j];
+  double eta[W::N], nxt[W::N];
+  for (int j = 0; j < n; ++j) eta[j] = j < S ? init[j] : 0.0;
   LogProbAcc acc;
   bool failed = false;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, nwarps = blockDim.x / kWarp;
@@ -60,25 +59,21 @@ __global__ void __launch_bounds__(kRows)
         const int x = sTok[r * tok_stride + tt];
         double norm = 0.0;
         if (x >= 0) {
-          norm = belief_step<SC, double>(eta, T + static_cast<int64_t>(x) * S * S, p.w, nxt, S);
+          norm = W::step(eta, T + static_cast<int64_t>(x) * S * S, p.w, nxt, S);
         } else {
-          for (int j = 0; j < S; ++j) nxt[j] = 0.0;
+          for (int j = 0; j < n; ++j) nxt[j] = 0.0;
         }
         if (!(norm > p.zero_tol)) {
           if (!failed) atomicMin(flags, static_cast<unsigned long long>(row * L + t0 + tt));
           failed = true;
           norm = CUDART_NAN;  // poisons the rest of the row, as on the CPU
         }
-        const double inv = safe_inverse(norm, nxt, S);
-        for (int j = 0; j < S; ++j) eta[j] = nxt[j] * inv;
+        const double inv = safe_inverse(norm, nxt, n);
+        for (int j = 0; j < n; ++j) eta[j] = nxt[j] * inv;
         if (out) {
-          if (stage_out) {
-            Out* d = sOut + r * out_stride + tt * S;
-            for (int j = 0; j < S; ++j) d[j] = static_cast<Out>(eta[j]);
-          } else {
-            Out* d = out + (row * L + t0 + tt) * S;
-            for (int j = 0; j < S; ++j) d[j] = static_cast<Out>(eta[j]);
-          }
+          Out* d = stage_out ? sOut + r * out_stride + tt * S : out + (row * L + t0 + tt) * S;
+          for (int j = 0; j < n; ++j)
+            if (j < S) d[j] = static_cast<Out>(eta[j]);
         }
         if (logp) acc.add(norm);
       }
@@ -91,22 +86,22 @@ __global__ void __launch_bounds__(kRows)
   if (active && logp) logp[row] = failed ? -CUDART_INF : acc.value();
 }
 
-template <int SC, typename Tok, typename Out>
+template <typename W, typename Tok, typename Out>
 void launch(const Launch& at, const DevProcess& p, const double* init, const Tok* tokens, int64_t B, int64_t L,
             Out* out, double* logp, unsigned long long* flags) {
   const int S = p.S;
   const size_t t_bytes = static_cast<size_t>(p.V) * S * S * sizeof(double);
   const bool t_shared = t_bytes <= kTableBytes;
-  // Output tiles are staged when a useful tile fits; for wide beliefs each row's S values are
-  // contiguous anyway and go straight out.
+  // Output tiles of TT positions are staged when at least one position fits; only the widest
+  // beliefs (S * sizeof(Out) near 192 bytes) go straight out, already contiguous per row.
   const size_t per_pos = sizeof(int) + (out ? static_cast<size_t>(S) * sizeof(Out) : 0);
   int TT = static_cast<int>(std::min<size_t>(32, kStageBytes / (kRows * per_pos)));
-  const bool stage_out = out != nullptr && TT >= 4;
+  const bool stage_out = out != nullptr && TT >= 1;
   if (!stage_out) TT = 32;
   const size_t smem = (t_shared ? t_bytes : 0) + kRows * odd_stride(TT) * sizeof(int) +
                       (stage_out ? kRows * odd_stride(TT * S) * sizeof(Out) : 0);
-  const auto kernel = &beliefs_kernel<SC, Tok, Out>;
-  CM_LAUNCH(kernel, static_cast<unsigned>(blocks_for(B, kRows)), kRows, smem, at,
+  const auto kernel = &beliefs_kernel<W, Tok, Out>;
+  CM_LAUNCH(kernel, grid_for(blocks_for(B, kRows)), kRows, smem, at,
             p, init, tokens, B, L, out, logp, flags, TT, t_shared, stage_out);
   check_launch("the beliefs kernel");
 }
@@ -114,14 +109,9 @@ void launch(const Launch& at, const DevProcess& p, const double* init, const Tok
 template <typename Tok, typename Out>
 void dispatch_s(const Launch& at, const DevProcess& p, const double* init, const void* tokens, int64_t B,
                 int64_t L, void* out, double* logp, unsigned long long* flags) {
-  const Tok* tk = static_cast<const Tok*>(tokens);
-  Out* o = static_cast<Out*>(out);
-  switch (p.S) {
-    case 2: return launch<2>(at, p, init, tk, B, L, o, logp, flags);
-    case 3: return launch<3>(at, p, init, tk, B, L, o, logp, flags);
-    case 4: return launch<4>(at, p, init, tk, B, L, o, logp, flags);
-    default: return launch<0>(at, p, init, tk, B, L, o, logp, flags);
-  }
+  dispatch_width(p.S, [&](auto w) {
+    launch<decltype(w)>(at, p, init, static_cast<const Tok*>(tokens), B, L, static_cast<Out*>(out), logp, flags);
+  });
 }
 
 template <typename Tok>
@@ -136,7 +126,7 @@ void dispatch_out(const Launch& at, const DevProcess& p, const double* init, con
 void beliefs(const Launch& at, const DevProcess& p, const double* init, const void* tokens, IntType tok_type,
              int64_t B, int64_t L, void* out, FloatType out_type, double* logp, unsigned long long* flags) {
   if (p.S < 1 || p.S > kMaxStates) throw std::invalid_argument("S out of range for the CUDA kernels");
-  if (B == 0) return;
+  if (B == 0 || L == 0) return;  // nothing to do; the caller sets logp = 0 for L == 0
   DeviceGuard guard(at.device);
   switch (tok_type) {
     case IntType::u8: return dispatch_out<uint8_t>(at, p, init, tokens, B, L, out, out_type, logp, flags);

@@ -114,18 +114,19 @@ PYBIND11_MODULE(COMPMECH_CUDA_MODULE, m) {
   m.def(
       "msp_fill",
       [](int device, uintptr_t stream, uintptr_t T, uintptr_t w, int V, int S, double zero_tol, uintptr_t parents,
-         const std::string& type, uintptr_t pprobs, int64_t P, double min_prob, uintptr_t offsets, uintptr_t beliefs,
-         uintptr_t probs, uintptr_t parent, uintptr_t token, const std::string& tok_type, uintptr_t dropped) {
+         const std::string& type, uintptr_t pprobs, int64_t P, double min_prob, uintptr_t keep, uintptr_t offsets,
+         uintptr_t beliefs, uintptr_t probs, uintptr_t parent, uintptr_t token, const std::string& tok_type,
+         uintptr_t dropped) {
         const DevProcess p = process(T, w, V, S, zero_tol);
         const FloatType ft = float_type(type);
         const IntType tt = int_type(tok_type);
         py::gil_scoped_release release;
         msp_fill(Launch{device, stream}, p, ptr<const void>(parents), ft, ptr<const double>(pprobs), P, min_prob,
-                 ptr<const int64_t>(offsets), ptr<void>(beliefs), ptr<double>(probs), ptr<int32_t>(parent),
+                 ptr<const int32_t>(keep), ptr<const int64_t>(offsets), ptr<void>(beliefs), ptr<double>(probs), ptr<int32_t>(parent),
                  ptr<void>(token), tt, ptr<unsigned long long>(dropped));
       },
       py::arg("device"), py::arg("stream"), py::arg("T"), py::arg("w"), py::arg("V"), py::arg("S"),
       py::arg("zero_tol"), py::arg("parents"), py::arg("type"), py::arg("parent_probs"), py::arg("P"),
-      py::arg("min_prob"), py::arg("offsets"), py::arg("beliefs"), py::arg("probs"), py::arg("parent"),
+      py::arg("min_prob"), py::arg("keep"), py::arg("offsets"), py::arg("beliefs"), py::arg("probs"), py::arg("parent"),
       py::arg("token"), py::arg("tok_type"), py::arg("dropped"));
 }

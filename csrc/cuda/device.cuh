@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "compmech/kernels.hpp"
 #include "launch.hpp"
 
 #if defined(COMPMECH_CUDA_EMULATION)
@@ -20,6 +21,7 @@ class DeviceGuard {
   explicit DeviceGuard(int) {}
 };
 inline void check_launch(const char*) {}
+inline int sm_count(int) { return 2; }
 }  // namespace cuda
 }  // namespace compmech
 
@@ -38,9 +40,18 @@ namespace compmech {
 namespace cuda {
 
 inline void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
-    throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorName(e) + " (" +
-                             cudaGetErrorString(e) + ")");
+  if (e == cudaSuccess) return;
+  std::string msg = std::string("CUDA error in ") + what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
+  if (e == cudaErrorInsufficientDriver) {
+    int driver = 0, runtime = 0;
+    cudaDriverGetVersion(&driver);
+    cudaRuntimeGetVersion(&runtime);
+    msg += ": compmech was built with CUDA " + std::to_string(runtime / 1000) + "." +
+           std::to_string(runtime % 1000 / 10) + ", the driver supports up to CUDA " + std::to_string(driver / 1000) +
+           "." + std::to_string(driver % 1000 / 10) +
+           " (0.0: no driver); rebuild compmech with a CUDA toolkit no newer than the driver";
+  }
+  throw std::runtime_error(msg);
 }
 
 // Makes `device` current for the launch and restores the caller's device afterwards.
@@ -66,6 +77,12 @@ inline cudaStream_t stream_of(const Launch& at) { return reinterpret_cast<cudaSt
 // Throws if the launch just made on this thread failed (bad configuration, no device, ...).
 inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
 
+inline int sm_count(int device) {
+  int n = 0;
+  check(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  return n;
+}
+
 }  // namespace cuda
 }  // namespace compmech
 #endif
@@ -79,6 +96,67 @@ constexpr size_t kStageBytes = 24576;   // shared memory for staged output tiles
 constexpr size_t kTableBytes = 16384;   // process tables copied to shared memory up to this size
 
 inline int64_t blocks_for(int64_t n, int64_t per_block) { return (n + per_block - 1) / per_block; }
+
+// Per-thread belief storage, chosen by S at dispatch (dispatch_width):
+//   SC > 0:  S == SC at compile time (S = 2, 3, 4);
+//   CAP > 0: runtime S <= CAP, every loop unrolled to CAP over zero-padded arrays, which then
+//            stay in registers (S = 1 and 5..16);
+//   neither: runtime S <= kMaxStates, arrays in local memory (S = 17..64).
+// Padding is exact: belief_step_padded does the same operations in the same order.
+template <int SC, int CAP>
+struct Width {
+  static constexpr int N = SC > 0 ? SC : (CAP > 0 ? CAP : kMaxStates);
+  // loop bound for element-wise work on the padded arrays
+  __host__ __device__ static int span(int S) { return SC > 0 ? SC : (CAP > 0 ? CAP : S); }
+  template <typename C, typename E>
+  __host__ __device__ static C step(const E* eta, const double* Tx, const double* w, C* out, int S) {
+    if constexpr (CAP > 0) return belief_step_padded<CAP, C>(eta, Tx, w, out, S);
+    else return belief_step<SC, C>(eta, Tx, w, out, S);
+  }
+  template <typename Out>
+  __host__ __device__ static void store(double* nxt, double norm, int S, Out* dst) {
+    store_normalised<SC + CAP>(nxt, norm, S, dst);  // SC + CAP: the array length, or 0 (runtime S)
+  }
+  template <typename E>
+  __host__ __device__ static double prob(const E* eta, const double* Tw, int x, int S) {
+    if constexpr (CAP > 0) return token_prob_padded<CAP, double>(eta, Tw, x, S);
+    else return token_prob<double>(eta, Tw, x, SC > 0 ? SC : S);
+  }
+};
+
+// Calls f(Width<SC, CAP>{}) for the storage that suits S.
+template <typename F>
+void dispatch_width(int S, F&& f) {
+  switch (S) {
+    case 2: return f(Width<2, 0>{});
+    case 3: return f(Width<3, 0>{});
+    case 4: return f(Width<4, 0>{});
+    default:
+      if (S <= 8) return f(Width<0, 8>{});
+      if (S <= 16) return f(Width<0, 16>{});
+      return f(Width<0, 0>{});
+  }
+}
+
+// Grid size for n blocks, refusing what a launch cannot express.
+inline unsigned grid_for(int64_t blocks) {
+  if (blocks > 0x7FFFFFFFLL) throw std::invalid_argument("batch too large for one CUDA launch");
+  return static_cast<unsigned>(blocks);
+}
+
+// This thread's sequence in the per-sequence kernels: block b holds rows [b * kRows, ...).
+struct RowSlot {
+  int64_t first;  // the block's first row
+  int nrows;      // rows in this block (the last block may be partial)
+  int r;          // this thread's row within the block
+  __host__ __device__ bool active() const { return r < nrows; }
+  __host__ __device__ int64_t row() const { return first + r; }
+};
+
+__device__ inline RowSlot row_slot(int64_t B) {
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kRows;
+  return RowSlot{first, static_cast<int>(min(static_cast<int64_t>(kRows), B - first)), static_cast<int>(threadIdx.x)};
+}
 
 // Odd stride (in elements) for a staged row of n elements: rows then start in different banks.
 __host__ __device__ inline int odd_stride(int n) { return n | 1; }

@@ -54,11 +54,12 @@ void sample_ghmm(const Launch& at, const DevProcess& p, const double* Tw, const 
 // One MSP level. keep[i * V + x] = 1 if child (i, x) is retained (as in the CPU msp_level).
 void msp_keep(const Launch& at, const DevProcess& p, const void* parents, FloatType type, const double* pprobs,
               int64_t P, double min_prob, int32_t* keep);
-// Writes the retained children at offsets[i * V + x] (exclusive prefix sum of keep); with
-// offsets == nullptr at i * V + x, setting *dropped = 1 if some child is not retained.
+// Writes the children with keep[i * V + x] != 0 at offsets[i * V + x] (exclusive prefix sum of
+// keep); with keep == offsets == nullptr every child at i * V + x, setting *dropped = 1 if some
+// child is not retained (the optimistic layout for a level expected to be full).
 void msp_fill(const Launch& at, const DevProcess& p, const void* parents, FloatType type, const double* pprobs,
-              int64_t P, double min_prob, const int64_t* offsets, void* beliefs, double* probs, int32_t* parent,
-              void* token, IntType tok_type, unsigned long long* dropped);
+              int64_t P, double min_prob, const int32_t* keep, const int64_t* offsets, void* beliefs, double* probs,
+              int32_t* parent, void* token, IntType tok_type, unsigned long long* dropped);
 
 int device_count();            // throws with the CUDA error text (no driver, no device, ...)
 std::string runtime_version();  // of the statically linked CUDA runtime, e.g. "13.0"

@@ -1,5 +1,5 @@
 // One level of the mixed-state tree on the GPU: one thread per candidate child (parent i,
-// token x), numbered i * V + x so that children come out in (parent, token) order. The keep
+// token x) in grid-stride loops, numbered i * V + x so that children come out in (parent, token) order. The keep
 // test and the child belief are expand_range's arithmetic on the CPU (belief_step,
 // safe_inverse), so levels match the CPU's. Offsets of the retained children are an exclusive
 // prefix sum of `keep`, computed by the caller (torch.cumsum) between the two kernels.
@@ -15,11 +15,11 @@ namespace {
 
 constexpr int kMspThreads = 256;
 
-template <int SC, typename Out>
+template <typename W, typename Out>
 __device__ inline bool child(const DevProcess& p, const double* T, const Out* pb, const double* pp, int64_t i, int x,
                              double min_prob, double* nxt, double& cond, double& pc) {
-  const int S = SC > 0 ? SC : p.S;
-  cond = belief_step<SC, double>(pb + i * S, T + static_cast<int64_t>(x) * S * S, p.w, nxt, S);
+  const int S = p.S;
+  cond = W::step(pb + i * S, T + static_cast<int64_t>(x) * S * S, p.w, nxt, S);
   pc = pp[i] * cond;
   return cond > p.zero_tol && pc > 0.0 && pc >= min_prob;
 }
@@ -33,42 +33,44 @@ __device__ inline const double* stage_T(const DevProcess& p, bool t_shared) {
   return t_shared ? sT : p.T;
 }
 
-template <int SC, typename Out>
+template <typename W, typename Out>
 __global__ void __launch_bounds__(kMspThreads)
     keep_kernel(DevProcess p, const Out* __restrict__ pb, const double* __restrict__ pp, int64_t P, double min_prob,
                 int32_t* __restrict__ keep, bool t_shared) {
-  constexpr int NS = SC > 0 ? SC : kMaxStates;
   const double* T = stage_T(p, t_shared);
   const int64_t n = P * p.V;
   for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < n;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    double nxt[NS], cond, pc;
-    keep[idx] = child<SC>(p, T, pb, pp, idx / p.V, static_cast<int>(idx % p.V), min_prob, nxt, cond, pc) ? 1 : 0;
+    double nxt[W::N], cond, pc;
+    keep[idx] = child<W>(p, T, pb, pp, idx / p.V, static_cast<int>(idx % p.V), min_prob, nxt, cond, pc) ? 1 : 0;
   }
 }
 
-template <int SC, typename Out, typename Tok>
+// With keep/offsets (from keep_kernel and a prefix sum) the retained children go to offsets[idx];
+// keep is what decides, so the two passes cannot disagree about the count. Without them the
+// layout is the optimistic full one (child at idx) and a child that would be dropped sets *dropped.
+template <typename W, typename Out, typename Tok>
 __global__ void __launch_bounds__(kMspThreads)
     fill_kernel(DevProcess p, const Out* __restrict__ pb, const double* __restrict__ pp, int64_t P, double min_prob,
-                const int64_t* __restrict__ offsets, Out* __restrict__ beliefs, double* __restrict__ probs,
-                int32_t* __restrict__ parent, Tok* __restrict__ token, unsigned long long* dropped, bool t_shared) {
-  constexpr int NS = SC > 0 ? SC : kMaxStates;
-  const int S = SC > 0 ? SC : p.S;
+                const int32_t* __restrict__ keep, const int64_t* __restrict__ offsets, Out* __restrict__ beliefs,
+                double* __restrict__ probs, int32_t* __restrict__ parent, Tok* __restrict__ token,
+                unsigned long long* dropped, bool t_shared) {
+  const int S = p.S;
   const double* T = stage_T(p, t_shared);
   const int64_t n = P * p.V;
   for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < n;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    if (keep && !keep[idx]) continue;
     const int64_t i = idx / p.V;
     const int x = static_cast<int>(idx % p.V);
-    double nxt[NS], cond, pc;
-    if (!child<SC>(p, T, pb, pp, i, x, min_prob, nxt, cond, pc)) {
-      if (!offsets) *dropped = 1;  // optimistic full layout is wrong: the caller redoes the level
+    double nxt[W::N], cond, pc;
+    const bool ok = child<W>(p, T, pb, pp, i, x, min_prob, nxt, cond, pc);
+    if (!keep && !ok) {
+      *dropped = 1;  // the optimistic full layout is wrong: the caller redoes the level
       continue;
     }
-    const int64_t k = offsets ? offsets[idx] : idx;
-    const double inv = safe_inverse(cond, nxt, S);
-    Out* dst = beliefs + k * S;
-    for (int j = 0; j < S; ++j) dst[j] = static_cast<Out>(nxt[j] * inv);
+    const int64_t k = keep ? offsets[idx] : idx;
+    W::store(nxt, cond, S, beliefs + k * S);
     probs[k] = pc;
     parent[k] = static_cast<int32_t>(i);
     token[k] = static_cast<Tok>(x);
@@ -81,30 +83,21 @@ struct Geometry {
   bool t_shared;
 };
 
-Geometry geometry(const DevProcess& p, int64_t P) {
+Geometry geometry(const Launch& at, const DevProcess& p, int64_t P) {
   const size_t t_bytes = static_cast<size_t>(p.V) * p.S * p.S * sizeof(double);
   const bool t_shared = t_bytes <= kTableBytes;
-  // grid-stride loops: the grid is capped, any P * V works
-  const int64_t blocks = std::min<int64_t>(blocks_for(P * p.V, kMspThreads), int64_t(1) << 20);
+  // Grid-stride loops: a few waves of blocks cover any P * V, and T is copied to shared memory
+  // once per block rather than once per 256 children.
+  const int64_t blocks = std::min<int64_t>(blocks_for(P * p.V, kMspThreads), int64_t(16) * sm_count(at.device));
   return {static_cast<unsigned>(blocks), t_shared ? t_bytes : 0, t_shared};
-}
-
-template <typename F>
-void dispatch_s(int S, F&& f) {
-  switch (S) {
-    case 2: return f(std::integral_constant<int, 2>{});
-    case 3: return f(std::integral_constant<int, 3>{});
-    case 4: return f(std::integral_constant<int, 4>{});
-    default: return f(std::integral_constant<int, 0>{});
-  }
 }
 
 template <typename Out>
 void keep_typed(const Launch& at, const DevProcess& p, const Out* pb, const double* pp, int64_t P, double min_prob,
                 int32_t* keep) {
-  const Geometry g = geometry(p, P);
-  dispatch_s(p.S, [&](auto sc) {
-    const auto kernel = &keep_kernel<decltype(sc)::value, Out>;
+  const Geometry g = geometry(at, p, P);
+  dispatch_width(p.S, [&](auto w) {
+    const auto kernel = &keep_kernel<decltype(w), Out>;
     CM_LAUNCH(kernel, g.blocks, kMspThreads, g.smem, at, p, pb, pp, P, min_prob, keep, g.t_shared);
   });
   check_launch("the MSP keep kernel");
@@ -112,27 +105,29 @@ void keep_typed(const Launch& at, const DevProcess& p, const Out* pb, const doub
 
 template <typename Out, typename Tok>
 void fill_typed(const Launch& at, const DevProcess& p, const Out* pb, const double* pp, int64_t P, double min_prob,
-                const int64_t* offsets, Out* beliefs, double* probs, int32_t* parent, Tok* token,
-                unsigned long long* dropped) {
-  const Geometry g = geometry(p, P);
-  dispatch_s(p.S, [&](auto sc) {
-    const auto kernel = &fill_kernel<decltype(sc)::value, Out, Tok>;
+                const int32_t* keep, const int64_t* offsets, Out* beliefs, double* probs, int32_t* parent,
+                Tok* token, unsigned long long* dropped) {
+  const Geometry g = geometry(at, p, P);
+  dispatch_width(p.S, [&](auto w) {
+    const auto kernel = &fill_kernel<decltype(w), Out, Tok>;
     CM_LAUNCH(kernel, g.blocks, kMspThreads, g.smem, at,
-              p, pb, pp, P, min_prob, offsets, beliefs, probs, parent, token, dropped, g.t_shared);
+              p, pb, pp, P, min_prob, keep, offsets, beliefs, probs, parent, token, dropped, g.t_shared);
   });
   check_launch("the MSP fill kernel");
 }
 
 template <typename Out>
 void fill_tok(const Launch& at, const DevProcess& p, const void* pb, const double* pp, int64_t P, double min_prob,
-              const int64_t* offsets, void* beliefs, double* probs, int32_t* parent, void* token, IntType tok_type,
-              unsigned long long* dropped) {
+              const int32_t* keep, const int64_t* offsets, void* beliefs, double* probs, int32_t* parent, void* token,
+              IntType tok_type, unsigned long long* dropped) {
   const Out* b = static_cast<const Out*>(pb);
   Out* out = static_cast<Out*>(beliefs);
   if (tok_type == IntType::u8)
-    return fill_typed(at, p, b, pp, P, min_prob, offsets, out, probs, parent, static_cast<uint8_t*>(token), dropped);
+    return fill_typed(at, p, b, pp, P, min_prob, keep, offsets, out, probs, parent, static_cast<uint8_t*>(token),
+                      dropped);
   if (tok_type == IntType::u16)
-    return fill_typed(at, p, b, pp, P, min_prob, offsets, out, probs, parent, static_cast<uint16_t*>(token), dropped);
+    return fill_typed(at, p, b, pp, P, min_prob, keep, offsets, out, probs, parent, static_cast<uint16_t*>(token),
+                      dropped);
   throw std::invalid_argument("MSP tokens must be uint8 or uint16");
 }
 
@@ -148,15 +143,17 @@ void msp_keep(const Launch& at, const DevProcess& p, const void* parents, FloatT
 }
 
 void msp_fill(const Launch& at, const DevProcess& p, const void* parents, FloatType type, const double* pprobs,
-              int64_t P, double min_prob, const int64_t* offsets, void* beliefs, double* probs, int32_t* parent,
-              void* token, IntType tok_type, unsigned long long* dropped) {
+              int64_t P, double min_prob, const int32_t* keep, const int64_t* offsets, void* beliefs, double* probs,
+              int32_t* parent, void* token, IntType tok_type, unsigned long long* dropped) {
   if (p.S < 1 || p.S > kMaxStates) throw std::invalid_argument("S out of range for the CUDA kernels");
+  if ((keep == nullptr) != (offsets == nullptr)) throw std::invalid_argument("keep and offsets go together");
   if (P == 0) return;
   DeviceGuard guard(at.device);
   if (type == FloatType::f64)
-    return fill_tok<double>(at, p, parents, pprobs, P, min_prob, offsets, beliefs, probs, parent, token, tok_type,
-                            dropped);
-  fill_tok<float>(at, p, parents, pprobs, P, min_prob, offsets, beliefs, probs, parent, token, tok_type, dropped);
+    return fill_tok<double>(at, p, parents, pprobs, P, min_prob, keep, offsets, beliefs, probs, parent, token,
+                            tok_type, dropped);
+  fill_tok<float>(at, p, parents, pprobs, P, min_prob, keep, offsets, beliefs, probs, parent, token, tok_type,
+                  dropped);
 }
 
 }  // namespace cuda

@@ -30,11 +30,10 @@ __global__ void __launch_bounds__(kRows)
   St* sSt = reinterpret_cast<St*>(sTok + kRows * stride);  // only touched when states are wanted
   __syncthreads();
 
-  const int64_t rb = static_cast<int64_t>(blockIdx.x) * kRows;
-  const int nrows = static_cast<int>(min(static_cast<int64_t>(kRows), B - rb));
-  const int r = threadIdx.x;
-  const bool active = r < nrows;
-  const int64_t row = rb + r;
+  const RowSlot slot = row_slot(B);
+  const int64_t rb = slot.first, row = slot.row();
+  const int nrows = slot.nrows, r = slot.r;
+  const bool active = slot.active();
   uint32_t st = 0;
   if (active) {
     const uint32_t u = philox_block(seed, row0 + row, kDomainInitial, 0).v[0];
@@ -84,7 +83,7 @@ void launch_hmm(const Launch& at, const DevHmmTables& h, int64_t B, int64_t L, u
   const int TT = kRows * (kSampleTile + 1) * per_pos <= kStageBytes ? kSampleTile : kSampleTile / 2;
   const size_t smem = (tab_shared ? tab_bytes : 0) + kRows * (TT + 1) * per_pos + 16;
   const auto kernel = &sample_hmm_kernel<PACKED, Tok, St>;
-  CM_LAUNCH(kernel, static_cast<unsigned>(blocks_for(B, kRows)), kRows, smem, at,
+  CM_LAUNCH(kernel, grid_for(blocks_for(B, kRows)), kRows, smem, at,
             h, B, L, seed, row0, tokens, states, TT, tab_shared);
   check_launch("the sampling kernel");
 }
@@ -113,13 +112,13 @@ void dispatch_states(const Launch& at, const DevHmmTables& h, int64_t B, int64_t
 
 // GHMM sampling through beliefs, as sample_ghmm_cpu: token probabilities are recomputed in the
 // draw instead of held (V may be large), with the same arithmetic, hence the same tokens.
-template <int SC, typename Tok, typename Out>
+template <typename W, typename Tok, typename Out>
 __global__ void __launch_bounds__(kRows)
     sample_ghmm_kernel(DevProcess p, const double* __restrict__ Tw, const double* __restrict__ init, int64_t B,
                        int64_t L, uint64_t seed, uint64_t row0, Tok* __restrict__ tokens, Out* __restrict__ beliefs,
                        unsigned long long* flags, int TT, bool t_shared, bool stage_out) {
-  constexpr int NS = SC > 0 ? SC : kMaxStates;
-  const int S = SC > 0 ? SC : p.S;
+  const int S = p.S;
+  const int n = W::span(S);
   const int V = p.V;
   CM_DYNAMIC_SMEM(smem);
   double* sT = reinterpret_cast<double*>(smem);
@@ -136,13 +135,12 @@ __global__ void __launch_bounds__(kRows)
   const double* T = t_shared ? sT : p.T;
   const double* tw = t_shared ? sTw : Tw;
 
-  const int64_t rb = static_cast<int64_t>(blockIdx.x) * kRows;
-  const int nrows = static_cast<int>(min(static_cast<int64_t>(kRows), B - rb));
-  const int r = threadIdx.x;
-  const bool active = r < nrows;
-  const int64_t row = rb + r;
-  double eta[NS], nxt[NS];
-  for (int j = 0; j < S; ++j) eta[j] = init[j];
+  const RowSlot slot = row_slot(B);
+  const int64_t rb = slot.first, row = slot.row();
+  const int nrows = slot.nrows, r = slot.r;
+  const bool active = slot.active();
+  double eta[W::N], nxt[W::N];
+  for (int j = 0; j < n; ++j) eta[j] = j < S ? init[j] : 0.0;
   bool failed = false;
   const double tol = p.zero_tol;
   for (int64_t t0 = 0; t0 < L; t0 += TT) {
@@ -155,26 +153,27 @@ __global__ void __launch_bounds__(kRows)
         int x = -1;
         double norm = 0.0;
         if (!failed) {
-          const auto prob = [&](int y) { return token_prob<double>(eta, tw, y, S); };
+          const auto prob = [&](int y) { return W::prob(eta, tw, y, S); };
           double total = 0.0;
           for (int y = 0; y < V; ++y) {
             const double py = prob(y);
             total += py > tol ? py : 0.0;
           }
-          if (total > tol) x = categorical_draw_fn<double>(prob, V, total, u32_to_unit(rnd.v[t & 3]), tol);
-          if (x >= 0) norm = belief_step<SC, double>(eta, T + static_cast<int64_t>(x) * S * S, p.w, nxt, S);
+          if (total > tol) x = categorical_draw_fn<double>(prob, V, total, u32_to_unit(word_of(rnd, t & 3)), tol);
+          if (x >= 0) norm = W::step(eta, T + static_cast<int64_t>(x) * S * S, p.w, nxt, S);
           if (!(norm > tol)) {
             atomicMin(flags, static_cast<unsigned long long>(row * L + t));
             failed = true;
           } else {
-            const double inv = safe_inverse(norm, nxt, S);  // as in the beliefs kernel: same bits
-            for (int j = 0; j < S; ++j) eta[j] = nxt[j] * inv;
+            const double inv = safe_inverse(norm, nxt, n);  // as in the beliefs kernel: same bits
+            for (int j = 0; j < n; ++j) eta[j] = nxt[j] * inv;
           }
         }
         sTok[r * tok_stride + tt] = static_cast<Tok>(failed ? 0 : x);
         if (beliefs) {
           Out* d = stage_out ? sOut + r * out_stride + tt * S : beliefs + (row * L + t) * S;
-          for (int j = 0; j < S; ++j) d[j] = static_cast<Out>(failed ? CUDART_NAN : eta[j]);
+          for (int j = 0; j < n; ++j)
+            if (j < S) d[j] = static_cast<Out>(failed ? CUDART_NAN : eta[j]);
         }
       }
     }
@@ -185,7 +184,7 @@ __global__ void __launch_bounds__(kRows)
   }
 }
 
-template <int SC, typename Tok, typename Out>
+template <typename W, typename Tok, typename Out>
 void launch_ghmm(const Launch& at, const DevProcess& p, const double* Tw, const double* init, int64_t B, int64_t L,
                  uint64_t seed, uint64_t row0, Tok* tokens, Out* beliefs, unsigned long long* flags) {
   const int S = p.S;
@@ -198,8 +197,8 @@ void launch_ghmm(const Launch& at, const DevProcess& p, const double* Tw, const 
   if (!stage_out) TT = 32;
   const size_t smem = (t_shared ? t_bytes : 0) + (stage_out ? kRows * odd_stride(TT * S) * sizeof(Out) : 0) +
                       kRows * odd_stride(TT) * sizeof(Tok);
-  const auto kernel = &sample_ghmm_kernel<SC, Tok, Out>;
-  CM_LAUNCH(kernel, static_cast<unsigned>(blocks_for(B, kRows)), kRows, smem, at,
+  const auto kernel = &sample_ghmm_kernel<W, Tok, Out>;
+  CM_LAUNCH(kernel, grid_for(blocks_for(B, kRows)), kRows, smem, at,
             p, Tw, init, B, L, seed, row0, tokens, beliefs, flags, TT, t_shared, stage_out);
   check_launch("the GHMM sampling kernel");
 }
@@ -207,21 +206,17 @@ void launch_ghmm(const Launch& at, const DevProcess& p, const double* Tw, const 
 template <typename Tok, typename Out>
 void dispatch_ghmm(const Launch& at, const DevProcess& p, const double* Tw, const double* init, int64_t B, int64_t L,
                    uint64_t seed, uint64_t row0, void* tokens, void* beliefs, unsigned long long* flags) {
-  Tok* tk = static_cast<Tok*>(tokens);
-  Out* b = static_cast<Out*>(beliefs);
-  switch (p.S) {
-    case 2: return launch_ghmm<2>(at, p, Tw, init, B, L, seed, row0, tk, b, flags);
-    case 3: return launch_ghmm<3>(at, p, Tw, init, B, L, seed, row0, tk, b, flags);
-    case 4: return launch_ghmm<4>(at, p, Tw, init, B, L, seed, row0, tk, b, flags);
-    default: return launch_ghmm<0>(at, p, Tw, init, B, L, seed, row0, tk, b, flags);
-  }
+  dispatch_width(p.S, [&](auto w) {
+    launch_ghmm<decltype(w)>(at, p, Tw, init, B, L, seed, row0, static_cast<Tok*>(tokens), static_cast<Out*>(beliefs),
+                             flags);
+  });
 }
 
 }  // namespace
 
 void sample_hmm(const Launch& at, const DevHmmTables& h, int64_t B, int64_t L, uint64_t seed, uint64_t row0,
                 void* tokens, IntType tok_type, void* states, IntType st_type) {
-  if (B == 0) return;
+  if (B == 0) return;  // (L == 0 still writes each row's initial state)
   DeviceGuard guard(at.device);
   if (tok_type == IntType::u8) return dispatch_states<uint8_t>(at, h, B, L, seed, row0, tokens, states, st_type);
   if (tok_type == IntType::u16) return dispatch_states<uint16_t>(at, h, B, L, seed, row0, tokens, states, st_type);
@@ -232,7 +227,7 @@ void sample_ghmm(const Launch& at, const DevProcess& p, const double* Tw, const 
                  uint64_t seed, uint64_t row0, void* tokens, IntType tok_type, void* beliefs, FloatType out_type,
                  unsigned long long* flags) {
   if (p.S < 1 || p.S > kMaxStates) throw std::invalid_argument("S out of range for the CUDA kernels");
-  if (B == 0) return;
+  if (B == 0 || L == 0) return;
   DeviceGuard guard(at.device);
   const bool f64 = out_type == FloatType::f64;
   if (tok_type == IntType::u8)

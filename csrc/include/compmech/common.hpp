@@ -5,8 +5,10 @@
 
 #if defined(__CUDACC__)
 #define CM_HD __host__ __device__ __forceinline__
+#define CM_UNROLL _Pragma("unroll")
 #else
 #define CM_HD inline __attribute__((always_inline))
+#define CM_UNROLL
 #endif
 
 namespace compmech {

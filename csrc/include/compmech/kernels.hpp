@@ -35,6 +35,37 @@ CM_HD C belief_step(const E* eta, const double* Tx, const double* w, C* out, int
   return norm;
 }
 
+// belief_step for a runtime S <= CAP: every loop runs to the compile-time CAP, guarded by S, so
+// a GPU thread keeps eta and out in registers (a loop of runtime length over a per-thread array
+// would put the array in slow local memory). out[S..CAP) is 0. Same arithmetic order as
+// belief_step, hence the same bits.
+template <int CAP, typename C, typename E>
+CM_HD C belief_step_padded(const E* eta, const double* Tx, const double* w, C* out, int S) {
+  CM_UNROLL
+  for (int j = 0; j < CAP; ++j) out[j] = C{};
+  CM_UNROLL
+  for (int i = 0; i < CAP; ++i) {
+    if (i < S) {
+      const C e = eta[i];
+      const double* row = Tx + static_cast<int64_t>(i) * S;
+      CM_UNROLL
+      for (int j = 0; j < CAP; ++j)
+        if (j < S) out[j] += e * row[j];
+    }
+  }
+  C norm{};
+  if (w) {
+    CM_UNROLL
+    for (int j = 0; j < CAP; ++j)
+      if (j < S) norm += out[j] * w[j];
+  } else {
+    CM_UNROLL
+    for (int j = 0; j < CAP; ++j)
+      if (j < S) norm += out[j];
+  }
+  return norm;
+}
+
 // 1/norm overflows for a subnormal norm (below ~5.6e-309), yet such a token is possible. Every
 // path normalises as out * (1 / norm) after scaling out and norm by 2^600 (exact) when norm is
 // below kTinyNorm, so tiny probabilities stay finite and all paths stay bit-identical.
@@ -51,12 +82,45 @@ CM_HD C safe_inverse(C norm, C* out, int n) {
   return C(1) / norm;
 }
 
+// dst = nxt / norm (via safe_inverse, so tiny norms stay finite): a normalised belief stored
+// in the output precision. N > 0: nxt holds N >= S entries, zero past S, and every loop runs
+// to the compile-time N (see belief_step_padded).
+template <int N = 0, typename Out>
+CM_HD void store_normalised(double* nxt, double norm, int S, Out* dst) {
+  const int n = N > 0 ? N : S;
+  const double inv = safe_inverse(norm, nxt, n);
+  CM_UNROLL
+  for (int j = 0; j < n; ++j)
+    if (N == 0 || j < S) dst[j] = static_cast<Out>(nxt[j] * inv);
+}
+
 // P(x | eta) = eta . Tw[x], given Tw[x, i] = (T[x] w)_i (precomputed).
 template <typename C, typename E>
 CM_HD C token_prob(const E* eta, const double* Tw, int x, int S) {
   C p = C(0);
   for (int i = 0; i < S; ++i) p += static_cast<C>(eta[i]) * static_cast<C>(Tw[static_cast<int64_t>(x) * S + i]);
   return p;
+}
+
+// token_prob for a runtime S <= CAP (see belief_step_padded).
+template <int CAP, typename C, typename E>
+CM_HD C token_prob_padded(const E* eta, const double* Tw, int x, int S) {
+  C p = C(0);
+  CM_UNROLL
+  for (int i = 0; i < CAP; ++i)
+    if (i < S) p += static_cast<C>(eta[i]) * static_cast<C>(Tw[static_cast<int64_t>(x) * S + i]);
+  return p;
+}
+
+// Tw[x, i] = (T[x] w)_i (w = ones for HMMs), the weights token_prob takes. One definition for
+// the CPU and the GPU samplers, so both draw from the same numbers.
+inline void token_weights(const double* T, const double* w, int V, int S, double* Tw) {
+  for (int x = 0; x < V; ++x)
+    for (int i = 0; i < S; ++i) {
+      double s = 0.0;
+      for (int j = 0; j < S; ++j) s += T[(static_cast<int64_t>(x) * S + i) * S + j] * (w ? w[j] : 1.0);
+      Tw[static_cast<int64_t>(x) * S + i] = s;
+    }
 }
 
 // P(x | eta) for every token x.

@@ -45,6 +45,11 @@ CM_HD U32x4 philox_block(uint64_t seed, uint64_t row, uint32_t domain, uint32_t 
   return philox4x32_10(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
 }
 
+// Word k (0..3) of a block, selected without indexing (a GPU thread keeps the block in registers).
+CM_HD uint32_t word_of(const U32x4& r, int k) {
+  return k == 0 ? r.v[0] : k == 1 ? r.v[1] : k == 2 ? r.v[2] : r.v[3];
+}
+
 // Uniform double in [0, 1) from one 32-bit word (used where a float is needed: GHMM sampling).
 CM_HD double u32_to_unit(uint32_t u) { return (static_cast<double>(u) + 0.5) * (1.0 / 4294967296.0); }
 
