@@ -261,7 +261,7 @@ class StreamSource(_Source):
         B, dev = self.batch_size, torch.device(self.device)
         seq = sample(self.process, B, self.n_tokens, seed=self.seed, row_offset=int(step) * B, device=dev)
         if self.bos:
-            x = torch.empty((B, self.ctx), dtype=torch.long, device=dev)
+            x = torch.empty((B, self.ctx), dtype=torch.long, device=seq.device)
             x[:, 0] = self.bos_id
             x[:, 1:] = seq[:, :-1]
             y = seq
@@ -280,7 +280,7 @@ class StreamSource(_Source):
         p = self.process
         if getattr(self, "_gpu_consts", None) is None:
             self._gpu_consts = (torch.as_tensor((p.T @ p.w).T.copy(), device=seq.device),  # (S, V)
-                                torch.as_tensor(p.stationary, device=seq.device))
+                                torch.tensor(np.array(p.stationary), device=seq.device))
         Tw, stationary = self._gpu_consts
         n_in = self.ctx - 1 if self.bos else self.ctx
         B, S = seq.shape[0], p.num_states

@@ -1,9 +1,12 @@
-"""The CUDA kernels against the CPU core, on two back ends with the same test bodies:
+"""The CUDA kernels against the CPU core, on three back ends with the same test bodies:
 
 * ``emu``: the .cu sources compiled for the CPU (``compmech._cuda_emu``: one std::thread per
   CUDA thread, real barriers, per-block shared memory), driven through ``compmech._cuda_ops``
   with CPU tensors. Runs everywhere, so the kernels' indexing, tiling and error flags are
   tested on every machine.
+* ``api``: the public API's CUDA code paths (``device="cuda"``, dispatch on tensor devices,
+  MSP levels as tensors, GPU streaming batches) with the device routed to the emulation and
+  CPU tensors standing in for CUDA ones (monkeypatched). Runs everywhere.
 * ``cuda``: the real GPU through the public API (``device="cuda"``, CUDA tensors); marked
   ``cuda`` and skipped when torch sees no GPU.
 
@@ -29,12 +32,35 @@ HAS_GPU = torch.cuda.is_available() and cm.build_info()["cuda"]
 gpu_only = pytest.mark.skipif(not HAS_GPU, reason="no CUDA GPU visible (or compmech built without CUDA)")
 
 
+def route_cuda_to_emulation(monkeypatch):
+    """Make the public API's CUDA paths run on the emulation, with CPU tensors as 'CUDA' ones."""
+    import importlib
+
+    # (compmech.beliefs / compmech.msp_tree are also the names of functions: import the modules)
+    beliefs_mod, msp_mod, sampling_mod = (importlib.import_module(f"compmech.{m}")
+                                          for m in ("beliefs", "msp_tree", "sampling"))
+
+    def any_tensor(x):
+        return isinstance(x, torch.Tensor)
+
+    class EmulatedBackend(_cuda_ops._Backend):
+        def __init__(self, dev, emulate):
+            super().__init__(dev, True)
+
+    monkeypatch.setattr(beliefs_mod, "is_cuda", any_tensor)
+    monkeypatch.setattr(msp_mod, "is_cuda", any_tensor)
+    monkeypatch.setattr(sampling_mod, "_is_cuda_device", lambda d: torch.device(d).type == "cuda")
+    monkeypatch.setattr(_cuda_ops, "_Backend", EmulatedBackend)
+    monkeypatch.setattr(_cuda_ops, "device", lambda d: torch.device("cpu"))
+
+
 class Runner:
     """The same operations on the emulated or the real GPU back end."""
 
     def __init__(self, kind: str):
         self.kind = kind
         self.cuda = kind == "cuda"
+        self.public = kind in ("api", "cuda")  # through cm.beliefs / cm.sample / cm.msp_tree
 
     def tensor(self, a):
         t = torch.from_numpy(np.ascontiguousarray(a))
@@ -43,7 +69,7 @@ class Runner:
     def beliefs(self, proc, tokens, *, dtype=np.float32, return_log_prob=False, on_zero="raise", out=None,
                 initial=None):
         tok = tokens if isinstance(tokens, torch.Tensor) else self.tensor(tokens)
-        if self.cuda:
+        if self.public:
             return cm.beliefs(proc, tok, dtype=dtype, return_log_prob=return_log_prob, on_zero=on_zero, out=out,
                               initial=initial)
         proc = cm.process.as_process(proc)
@@ -52,12 +78,12 @@ class Runner:
         return (b, lp) if return_log_prob else b
 
     def log_prob(self, proc, tokens, on_zero="raise"):
-        return self.beliefs(proc, tokens, dtype=None, return_log_prob=True, on_zero=on_zero)[1] if not self.cuda \
+        return self.beliefs(proc, tokens, dtype=None, return_log_prob=True, on_zero=on_zero)[1] if not self.public \
             else cm.log_prob(proc, self.tensor(tokens), on_zero=on_zero)
 
     def sample(self, proc, B, L, *, seed, return_states=False, return_beliefs=False, row_offset=0,
                dtype=np.float32, initial=None):
-        if self.cuda:
+        if self.public:
             return cm.sample(proc, B, L, seed=seed, return_states=return_states, return_beliefs=return_beliefs,
                              row_offset=row_offset, dtype=dtype, initial=initial, device="cuda")
         proc = cm.process.as_process(proc)
@@ -69,7 +95,7 @@ class Runner:
 
     def msp_levels(self, proc, depth, *, dtype=np.float64, min_prob=0.0):
         """Levels 0..depth as (beliefs, probs, parent, token) tensors on this back end."""
-        if self.cuda:
+        if self.public:
             tree = cm.msp_tree(proc, depth, dtype=dtype, min_prob=min_prob, device="cuda")
             return [(lv.beliefs, lv.probs, lv.parent, lv.token) for lv in tree]
         root = cm.msp_tree(proc, 0, dtype=dtype).level(0)
@@ -81,8 +107,18 @@ class Runner:
         return levels
 
 
-@pytest.fixture(params=["emu", pytest.param("cuda", marks=[pytest.mark.cuda, gpu_only])])
-def run(request):
+@pytest.fixture(params=["emu", "api", pytest.param("cuda", marks=[pytest.mark.cuda, gpu_only])])
+def run(request, monkeypatch):
+    if request.param == "api":
+        route_cuda_to_emulation(monkeypatch)
+    return Runner(request.param)
+
+
+@pytest.fixture(params=["api", pytest.param("cuda", marks=[pytest.mark.cuda, gpu_only])])
+def api(request, monkeypatch):
+    """The public API on the real GPU, or routed to the emulation."""
+    if request.param == "api":
+        route_cuda_to_emulation(monkeypatch)
     return Runner(request.param)
 
 
@@ -339,15 +375,18 @@ def test_msp_full_layout_fallback(run):
     _msp_match(run, proc, 4, cut, np.float64)
 
 
-@pytest.mark.cuda
-@gpu_only
-def test_msp_tree_on_gpu_public_api():
+def test_msp_tree_public_api(api):
     tree = cm.msp_tree(MESS3, 6, device="cuda")
     ref = cm.msp_tree(MESS3, 6)
     lv, rl = tree.level(6), ref.level(6)
-    assert lv.beliefs.is_cuda and tree.num_nodes == ref.num_nodes
+    assert isinstance(lv.beliefs, torch.Tensor) and lv.beliefs.is_cuda == api.cuda
+    assert tree.num_nodes == ref.num_nodes
     np.testing.assert_array_equal(host(lv.sequences), rl.sequences)
     np.testing.assert_allclose(host(lv.next_token_probs), rl.next_token_probs, rtol=1e-12)
+    g = cm.processes.random_ghmm_like(5, 3, 1)
+    for d, lv in enumerate(cm.msp_tree(g, 4, dtype=torch.float32, min_prob=1e-3, device="cuda")):
+        np.testing.assert_array_equal(host(lv.sequences), cm.msp_tree(g, 4, dtype=np.float32, min_prob=1e-3)
+                                      .level(d).sequences)
 
 
 # ---- GPU-only plumbing: devices, streams, dtypes --------------------------------------------
@@ -379,19 +418,20 @@ def test_gpu_out_on_wrong_device_rejected():
         cm.beliefs(MESS3, tok.cpu(), out=torch.empty((4, 8, 3), device="cuda"))
 
 
-@pytest.mark.cuda
-@gpu_only
 @pytest.mark.parametrize("soft,bos", [(False, False), (True, False), (True, True)])
-def test_stream_source_generates_on_gpu(soft, bos):
+def test_stream_source_generates_on_gpu(api, monkeypatch, soft, bos):
     from compmech.data import StreamSource
 
-    gpu = StreamSource(MESS3, 10, 32, seed=3, bos=bos, device="cuda", soft_targets=soft)
+    gpu = StreamSource(MESS3, 10, 32, seed=3, bos=bos, device="cuda" if api.cuda else "cpu", soft_targets=soft)
     cpu = StreamSource(MESS3, 10, 32, seed=3, bos=bos, device="cpu", soft_targets=soft, background=False)
-    assert gpu.on_gpu() and not cpu.on_gpu()
+    if api.cuda:
+        assert gpu.on_gpu() and not cpu.on_gpu()
+    else:
+        monkeypatch.setattr(gpu, "on_gpu", lambda: True)
     for step in (0, 5, 70):  # 70: past the CPU path's first 64-step chunk
         xg, yg = gpu.batch(step)
         xc, yc = cpu.batch(step)
-        assert xg.is_cuda and yg.is_cuda
+        assert xg.is_cuda == yg.is_cuda == api.cuda
         torch.testing.assert_close(xg.cpu(), xc, rtol=0, atol=0)
         if soft:
             torch.testing.assert_close(yg.cpu(), yc, rtol=1e-6, atol=1e-7)
