@@ -111,13 +111,19 @@ def _process_tensors(proc, dev) -> dict:
     return cache[key]
 
 
+def _is_stationary(proc, init: np.ndarray) -> bool:
+    """Whether ``init`` is the process's (unique) stationary distribution: device copies of what
+    depends on it are then cached on the process."""
+    try:
+        return np.array_equal(init, proc.stationary)
+    except ValueError:  # no unique stationary distribution: the caller passed initial explicitly
+        return False
+
+
 def _initial_tensor(proc, init: np.ndarray, dev):
     """The initial belief on the device; the stationary one is cached (no upload, no wait)."""
-    try:
+    if _is_stationary(proc, init):
         stationary = proc.stationary
-    except ValueError:  # not unique: the caller passed initial explicitly
-        stationary = None
-    if stationary is not None and np.array_equal(init, stationary):
         t = _process_tensors(proc, dev)
         if "stationary" not in t:
             t["stationary"] = _upload(stationary, dev)
@@ -256,11 +262,7 @@ def _hmm_tables(proc, init: np.ndarray, dev) -> dict:
                     thresh=_upload(thresh.view(np.int32), dev), alias=_upload(alias.view(np.int32), dev),
                     init_thresh=_upload(ithresh.view(np.int32), dev), init_alias=_upload(ialias.view(np.int32), dev))
 
-    try:
-        stationary = proc.stationary
-    except ValueError:
-        stationary = None
-    if stationary is None or not np.array_equal(init, stationary):
+    if not _is_stationary(proc, init):
         return build()
     t = _process_tensors(proc, dev)
     if "tables" not in t:

@@ -68,8 +68,8 @@ def beliefs(process, tokens, *, initial=None, dtype=np.float32, return_log_prob=
             raises ValueError naming its row and position. ``"nan"``: that row's beliefs are NaN
             from there on and its log-probability is ``-inf``.
         out: optional preallocated ``(B, L, S)`` float32/float64 C-contiguous array (numpy,
-            torch CPU, or torch CUDA on the tokens' device) to write into and return, e.g. to reuse one buffer across training steps;
-            its dtype overrides ``dtype``.
+            torch CPU, or torch CUDA on the tokens' device) to write into and return, e.g. to
+            reuse one buffer across training steps; its dtype overrides ``dtype``.
 
     Returns:
         beliefs ``(B, L, S)`` (or ``(L, S)``): ``beliefs[b, t]`` is the belief *after*

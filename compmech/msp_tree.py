@@ -150,7 +150,8 @@ def msp_tree(process, depth, *, dtype=np.float64, min_prob=0.0, initial=None, de
     one, so probabilities then carry float32 relative error (~1e-7 per level).
 
     ``device="cuda"`` (or ``"cuda:k"``) enumerates on that GPU (S <= 64) and the levels hold
-    torch CUDA tensors, equal to the CPU's arrays; ``None`` (default) gives numpy arrays on the CPU.
+    torch CUDA tensors, equal to the CPU's arrays; ``None`` (default) or ``"cpu"`` gives numpy
+    arrays on the CPU.
 
     For a level too large to hold at once, see :func:`msp_level_chunks`.
     """
