@@ -5,7 +5,8 @@
 #
 #   bash benchmarks/gpu_check.sh [OUTDIR]
 #
-# Sized for a 15-minute device budget: about 1-2 min build, 1-2 min tests, 2-3 min benchmarks.
+# Sized for a 15-minute device budget: about 1-2 min build, 1-2 min tests, a few minutes of
+# compute-sanitizer, 2-3 min benchmarks (each step has its own timeout).
 set -uo pipefail
 out=${1:-${OUT:-/tmp/gpu-check}}
 mkdir -p "$out"
@@ -26,6 +27,12 @@ $py -c "import compmech as cm; from compmech import _cuda; print(cm.build_info()
 
 timeout 420 $py -m pytest tests/test_cuda.py tests/test_train.py -q -p no:cacheprovider -rs 2>&1 | tail -40 \
   | tee "$out/tests.txt"
+
+# memory errors, shared-memory races and barrier misuse in every kernel variant (small sizes)
+for tool in memcheck racecheck synccheck; do
+  timeout 240 compute-sanitizer --tool $tool --error-exitcode 9 $py benchmarks/gpu_sanitize.py 2>&1 | tail -8 \
+    | tee "$out/sanitize-$tool.txt"
+done
 
 COMPMECH_BENCH_JSON="$out/bench.json" timeout 420 $py -m pytest benchmarks/bench_cuda.py -q -p no:cacheprovider \
   --benchmark-json="$out/bench_full.json" 2>&1 | tail -45 | tee "$out/bench.txt"

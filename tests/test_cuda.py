@@ -439,3 +439,17 @@ def test_stream_source_generates_on_gpu(api, monkeypatch, soft, bos):
             torch.testing.assert_close(yg.cpu(), yc, rtol=0, atol=0)
     it = gpu.batches(69)
     torch.testing.assert_close(next(it)[0].cpu(), cpu.batch(69)[0], rtol=0, atol=0)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_GPU or torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_second_gpu_and_current_device_untouched():
+    torch.cuda.set_device(0)
+    tok = cm.sample(MESS3, 300, 40, seed=2, device="cuda:1")
+    assert tok.device == torch.device("cuda", 1)
+    b = cm.beliefs(MESS3, tok, dtype=np.float64)
+    tree = cm.msp_tree(MESS3, 4, device="cuda:1")
+    assert b.device == tok.device and tree.level(4).beliefs.device == tok.device
+    assert torch.cuda.current_device() == 0
+    np.testing.assert_array_equal(host(tok), cm.sample(MESS3, 300, 40, seed=2))
+    close(b, cm.beliefs(MESS3, host(tok), dtype=np.float64), np.float64)
