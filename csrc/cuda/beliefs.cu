@@ -97,7 +97,7 @@ void launch(const Launch& at, const DevProcess& p, const double* init, const Tok
   const size_t per_pos = sizeof(int) + (out ? static_cast<size_t>(S) * sizeof(Out) : 0);
   int TT = static_cast<int>(std::min<size_t>(32, kStageBytes / (kRows * per_pos)));
   const bool stage_out = out != nullptr && TT >= 1;
-  if (!stage_out) TT = 32;
+  TT = stage_out ? lane_friendly_tile(TT, S) : 32;
   const size_t smem = (t_shared ? t_bytes : 0) + kRows * odd_stride(TT) * sizeof(int) +
                       (stage_out ? kRows * odd_stride(TT * S) * sizeof(Out) : 0);
   const auto kernel = &beliefs_kernel<W, Tok, Out>;

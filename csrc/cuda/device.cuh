@@ -158,6 +158,23 @@ __device__ inline RowSlot row_slot(int64_t B) {
   return RowSlot{first, static_cast<int>(min(static_cast<int64_t>(kRows), B - first)), static_cast<int>(threadIdx.x)};
 }
 
+// Tile length (positions) up to tt_max for staged rows of tt * S elements, copied out by a
+// warp per row: the one that leaves the fewest lanes idle in the last copy instruction (for
+// Mess3, 10 positions = 30 floats rather than 12 = 36, which needs a second, mostly idle pass).
+inline int lane_friendly_tile(int tt_max, int S) {
+  int best = tt_max;
+  double best_use = 0.0;
+  for (int tt = tt_max; tt >= 1 && tt * 2 > tt_max; --tt) {  // only tiles at least half the size
+    const int n = tt * S;
+    const double use = static_cast<double>(n) / (kWarp * ((n + kWarp - 1) / kWarp));
+    if (use > best_use + 1e-9) {
+      best = tt;
+      best_use = use;
+    }
+  }
+  return best;
+}
+
 // Odd stride (in elements) for a staged row of n elements: rows then start in different banks.
 __host__ __device__ inline int odd_stride(int n) { return n | 1; }
 
