@@ -326,3 +326,39 @@ def test_msp_tree_generic_s12_torch(benchmark, throughput):
 
     _bench(benchmark, run, rounds=3, warmup_rounds=1)
     throughput("cuda msp S=12 V=4", sizes[-1], "nodes", baseline=True)
+
+
+# ---- trainer streaming batches: generated on the GPU vs on the CPU and copied ----------------
+
+STREAM_B, STREAM_CTX, STREAM_STEPS = 4096, 64, 64
+
+
+def _stream_batches(source, steps):
+    def run():
+        it = source.batches(0)
+        for _ in range(steps):
+            next(it)
+        it.close()
+        torch.cuda.synchronize()
+
+    return run
+
+
+def test_stream_batches_soft_targets_gpu(benchmark, throughput):
+    from compmech.data import StreamSource
+
+    src = StreamSource(MESS3, STREAM_CTX, STREAM_B, seed=0, device="cuda", soft_targets=True)
+    assert src.on_gpu()
+    _bench(benchmark, _stream_batches(src, STREAM_STEPS), rounds=5, warmup_rounds=1)
+    throughput("cuda stream batches (soft targets)", STREAM_STEPS * STREAM_B * STREAM_CTX, "tokens")
+
+
+def test_stream_batches_soft_targets_cpu_then_copy(benchmark, throughput, monkeypatch):
+    """The path a CPU-only build takes: sampled and targets computed on the CPU (prefetch
+    thread), then copied to the GPU."""
+    from compmech.data import StreamSource
+
+    src = StreamSource(MESS3, STREAM_CTX, STREAM_B, seed=0, device="cuda", soft_targets=True)
+    monkeypatch.setattr(src, "on_gpu", lambda: False)
+    _bench(benchmark, _stream_batches(src, STREAM_STEPS), rounds=3, warmup_rounds=1)
+    throughput("cuda stream batches (soft targets)", STREAM_STEPS * STREAM_B * STREAM_CTX, "tokens", baseline=True)
