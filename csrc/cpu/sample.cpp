@@ -86,10 +86,7 @@ void hmm_rows_packed(const AliasTables& init_a, const std::vector<uint64_t>& pac
       Tok* tcol = tokens + r0 * L + t;
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
-        const uint64_t m = static_cast<uint64_t>(rnd[r >> 3][k * 8 + (r & 7)]) * K;
-        const uint64_t e = tab[base[r] + static_cast<uint32_t>(m >> 32)];
-        const uint32_t shift = static_cast<uint32_t>(m) < static_cast<uint32_t>(e >> 32) ? 0 : 16;
-        const uint32_t code = static_cast<uint32_t>(e >> shift) & 0xFFFF;
+        const uint32_t code = packed_alias_draw(rnd[r >> 3][k * 8 + (r & 7)], K, tab + base[r]);
         tcol[r * L] = static_cast<Tok>(code >> 8);
         base[r] = (code & 0xFF) * K;
       }

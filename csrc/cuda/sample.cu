@@ -49,11 +49,8 @@ __global__ void __launch_bounds__(kRows)
         for (int k = 0; k < 4; ++k) {
           if (tt + k >= nt) break;
           uint32_t tok;
-          if (PACKED) {  // same decision as hmm_rows_packed on the CPU
-            const uint64_t m = static_cast<uint64_t>(rnd.v[k]) * K;
-            const uint64_t e = tab[st * K + static_cast<uint32_t>(m >> 32)];
-            const uint32_t shift = static_cast<uint32_t>(m) < static_cast<uint32_t>(e >> 32) ? 0 : 16;
-            const uint32_t code = static_cast<uint32_t>(e >> shift) & 0xFFFF;
+          if (PACKED) {  // the CPU's packed path (hmm_rows_packed) makes the same call
+            const uint32_t code = packed_alias_draw(rnd.v[k], K, tab + static_cast<size_t>(st) * K);
             tok = code >> 8;
             st = code & 0xFF;
           } else {

@@ -138,6 +138,16 @@ CM_HD uint32_t alias_draw(uint32_t r, uint32_t K, const uint32_t* thresh, const 
   return frac < thresh[bucket] ? bucket : alias[bucket];
 }
 
+// alias_draw over packed entries (build_hmm_tables): row_tab is the leaving state's row of K
+// entries, each (threshold << 32 | alias code << 16 | own code); returns the drawn outcome's
+// code, token << 8 | next state.
+CM_HD uint32_t packed_alias_draw(uint32_t r, uint32_t K, const uint64_t* row_tab) {
+  const uint64_t m = static_cast<uint64_t>(r) * K;
+  const uint64_t e = row_tab[static_cast<uint32_t>(m >> 32)];
+  const uint32_t shift = static_cast<uint32_t>(m) < static_cast<uint32_t>(e >> 32) ? 0 : 16;
+  return static_cast<uint32_t>(e >> shift) & 0xFFFF;
+}
+
 // Inverse-CDF draw from unnormalised weights prob(0..V-1) with total `total` (the sum of the
 // weights above `tol`); weights <= tol (GHMM round-off, or below its zero tolerance) count as
 // zero. Never returns such an index unless all are (the caller checks total > 0). `prob` is a
