@@ -176,11 +176,10 @@ def _r2(Y, P, w):
 # ---------------------------------------------------------------------------------------------
 
 def default_layers(model) -> list[str]:
-    """Residual-stream names to probe for a compmech model: embedding (token + position),
-    every ``resid_mid`` and ``resid_post``, and ``ln_final.hook_normalized`` if present."""
-    from .model import hook_names
-
-    names = hook_names(model.cfg)
+    """Residual-stream names to probe: embedding (token + position), every ``resid_mid`` and
+    ``resid_post``, and ``ln_final.hook_normalized`` if present — read from the model's hook
+    points (``model.hook_dict``: compmech models and TransformerLens ``HookedTransformer``s)."""
+    names = list(getattr(model, "hook_dict", None) or dict(model.named_modules()))
     out = ["embed"]
     out += [n for n in names if n.endswith("hook_resid_mid") or n.endswith("hook_resid_post")]
     if "ln_final.hook_normalized" in names:
@@ -188,127 +187,85 @@ def default_layers(model) -> list[str]:
     return out
 
 
-def _run_compmech(model, x, want):
-    base = {n for n in want if n != "embed"}
-    if "embed" in want:
-        is_tf = getattr(model.cfg, "arch", "transformer") == "transformer"
-        base |= {"blocks.0.hook_resid_pre"} if is_tf else {"hook_embed"}
-    _, cache = model(x, return_cache=True, names=base)
-    if "embed" in want:
-        cache["embed"] = cache.get("blocks.0.hook_resid_pre", cache.get("hook_embed"))
-    return cache
+def _embed_source(modules) -> str:
+    """The activation behind the alias ``"embed"`` (token + position embedding): the first
+    block's input where blocks have hook points, else ``hook_embed`` (recurrent models)."""
+    for n in ("blocks.0.hook_resid_pre", "hook_embed"):
+        if n in modules:
+            return n
+    raise ValueError('model has neither "blocks.0.hook_resid_pre" nor "hook_embed" for the name "embed"')
 
 
-def _run_hooked_transformer(model, x, want):  # TransformerLens HookedTransformer
-    names = {n for n in want if n != "embed"} | ({"blocks.0.hook_resid_pre"} if "embed" in want else set())
-    _, cache = model.run_with_cache(x, names_filter=lambda n: n in names)
-    out = {n: cache[n] for n in names}
-    if "embed" in want:
-        out["embed"] = out["blocks.0.hook_resid_pre"]
-    return out
-
-
-def _run_hooks(model, x, want):  # any torch module: forward hooks on named submodules
+def _resolve(model, names):
+    """``want: name -> module name`` (``"embed"`` mapped to its source) and the module dict."""
     mods = dict(model.named_modules())
-    missing = [n for n in want if n not in mods]
+    want = {n: (_embed_source(mods) if n == "embed" else n) for n in names}
+    missing = [n for n, m in want.items() if m not in mods]
     if missing:
         raise ValueError(f"model has no submodules named {missing}; available: {list(mods)[:20]}...")
+    return want, mods
+
+
+def _run_hooks(model, x, want, mods):
+    """Forward ``x`` once, capturing the output of each named submodule with a forward hook
+    (compmech and TransformerLens hook points are identity modules, so this reads them too)."""
     store, handles = {}, []
-    for n in want:
-        def hook(_m, _inp, out, n=n):
-            store[n] = out[0] if isinstance(out, (tuple, list)) else out
-        handles.append(mods[n].register_forward_hook(hook))
+    for m in set(want.values()):
+        def hook(_m, _inp, out, m=m):
+            store[m] = out[0] if isinstance(out, (tuple, list)) else out
+        handles.append(mods[m].register_forward_hook(hook))
     try:
         model(x)
     finally:
         for h in handles:
             h.remove()
-    return store
+    return {n: store[m] for n, m in want.items()}
+
+
+class _eval_mode:
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.was = self.model.training
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.model.train(self.was)
+        return False
 
 
 def tree_forward(model, prefixes: PrefixSet, names=None, *, return_logits: bool = False, device=None):
-    """Activations (and optionally logits) of a compmech :class:`~compmech.model.Transformer` at
-    every row of ``prefixes``, computing each distinct prefix once: rows are processed level by
-    level (prefix length), each attending to the cached keys/values of its ancestors. Identical
-    to running every input through the model and reading each prefix's last position (the model
-    is causal), with ``sum_d V**d`` positions computed instead of ``V**ctx * ctx`` (6.7x fewer
-    for Mess3 at context 10).
+    """Activations (and optionally logits) of a model with a ``forward_tree`` method (a compmech
+    :class:`~compmech.model.Transformer`) at every row of ``prefixes``, computing each distinct
+    prefix once (:meth:`Transformer.forward_tree`: a KV-cached walk of the prefix tree, with
+    ``sum_d V**d`` positions computed instead of ``V**ctx * ctx``, 6.7x fewer for Mess3 at
+    context 10). Identical to running every input through the model and reading each prefix's
+    last position. Runs on the model's device (``device`` is accepted for compatibility).
 
     Returns ``(acts: name -> (R, d_model) float32 numpy, logits (R, V_out) or None)``."""
-    import torch
-
-    cfg = model.cfg
     if names is None:
         names = default_layers(model)
-    names = list(names)
-    if device is None:
-        device = next(model.parameters()).device
-    R = len(prefixes)
-    parent = prefixes.parent
-    pos_np = prefixes.position
-    # anc[r, j]: row of the ancestor at position j (the row itself at its own position).
-    P = int(pos_np.max()) + 1
-    anc = np.zeros((R, P), np.int64)
-    order = np.argsort(pos_np, kind="stable")
-    for p in range(P):
-        rows = order[pos_np[order] == p]
-        if p > 0:
-            anc[rows, :p] = anc[parent[rows], :p]
-        anc[rows, p] = rows
-    out = {n: np.empty((R, cfg.d_model), np.float32) for n in names}
-    logits_out = np.empty((R, cfg.out_vocab_size), np.float32) if return_logits else None
-    H, dh = cfg.n_heads, cfg.d_head
-    kv = [(torch.zeros(R, H, dh, device=device), torch.zeros(R, H, dh, device=device)) for _ in model.blocks]
-    was = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for p in range(P):
-                rows_np = order[pos_np[order] == p]
-                rows = torch.from_numpy(rows_np).to(device)
-                tok = torch.from_numpy(prefixes.token[rows_np]).to(device)
-                A = torch.from_numpy(anc[rows_np, :p + 1]).to(device)  # (M, p+1)
-                store = {}
-                e = model.embed(tok)
-                x = e + model.pos_embed[p]
-                store["hook_embed"] = e
-                store["embed"] = store["blocks.0.hook_resid_pre"] = x
-                for i, blk in enumerate(model.blocks):
-                    store[f"blocks.{i}.hook_resid_pre"] = x
-                    q, k, v = blk.attn.qkv(blk.ln1(x)).view(-1, 3, H, dh).unbind(1)
-                    K, Vv = kv[i]
-                    K[rows], Vv[rows] = k, v
-                    Ka, Va = K[A], Vv[A]  # (M, p+1, H, dh)
-                    att = torch.einsum("mhd,mjhd->mhj", q, Ka) * (1.0 / math.sqrt(dh))
-                    y = torch.einsum("mhj,mjhd->mhd", att.softmax(-1), Va).reshape(-1, H * dh)
-                    x = x + blk.attn.out(y)
-                    store[f"blocks.{i}.hook_resid_mid"] = x
-                    x = x + blk.fc_out(blk.act(blk.fc_in(blk.ln2(x))))
-                    store[f"blocks.{i}.hook_resid_post"] = x
-                xf = model.ln_final(x)
-                store["ln_final.hook_normalized"] = xf
-                for n in names:
-                    if n not in store:
-                        raise ValueError(f"unknown activation name {n!r}")
-                    out[n][rows_np] = store[n].float().cpu().numpy()
-                if return_logits:
-                    logits_out[rows_np] = model.unembed(xf).float().cpu().numpy()
-    finally:
-        model.train(was)
-    return out, logits_out
+    want, _ = _resolve(model, list(names))
+    with _eval_mode(model):
+        logits, acts = model.forward_tree(prefixes.token, prefixes.parent, prefixes.position,
+                                          sorted(set(want.values())), return_logits=return_logits)
+    out = {n: acts[m].cpu().numpy() for n, m in want.items()}
+    return out, None if logits is None else logits.cpu().numpy()
 
 
 def collect_activations(model, prefixes: PrefixSet, names=None, *, device=None, batch_size: int = 16384,
                         dtype=np.float32, tree: bool = True) -> dict:
     """Activations at every row of ``prefixes``: ``name → (R, d)`` numpy arrays.
 
-    ``model`` may be a :mod:`compmech.model` model (names from :func:`compmech.model.hook_names`,
-    plus ``"embed"`` for token + position embedding), a TransformerLens ``HookedTransformer``
-    (hook names, ``run_with_cache``) or any ``torch.nn.Module`` taking ``(B, L)`` token ids
-    (names of submodules whose output is ``(B, L, d)``, captured by forward hooks). Inputs are
-    run in batches of ``batch_size`` under ``torch.inference_mode``; only the rows of
-    ``prefixes`` are kept, so memory is ``R x d`` per name. For a compmech transformer
-    (``tree=True``) each distinct prefix is computed once with :func:`tree_forward`."""
+    ``names`` are submodule names of ``model`` (``dict(model.named_modules())``) whose output is
+    ``(B, L, d)``, read with forward hooks: the hook points of a :mod:`compmech.model` model
+    (:func:`compmech.model.hook_names`) or of a TransformerLens ``HookedTransformer``, or any
+    submodule of any ``torch.nn.Module`` taking ``(B, L)`` token ids; ``"embed"`` means token +
+    position embedding. Inputs are run in batches of ``batch_size`` under
+    ``torch.inference_mode``; only the rows of ``prefixes`` are kept, so memory is ``R x d`` per
+    name. A model with ``forward_tree`` (a compmech transformer) computes each distinct prefix
+    once instead (``tree=True``, :func:`tree_forward`)."""
     import torch
 
     if names is None:
@@ -319,42 +276,32 @@ def collect_activations(model, prefixes: PrefixSet, names=None, *, device=None, 
             device = next(model.parameters()).device
         except StopIteration:
             device = torch.device("cpu")
-    if (type(model).__module__ == "compmech.model" and getattr(model.cfg, "arch", "") == "transformer"
-            and prefixes.parent is not None and tree):
-        return tree_forward(model, prefixes, names, device=device)[0]
-    if hasattr(model, "cfg") and hasattr(model, "forward") and type(model).__module__ == "compmech.model":
-        runner = _run_compmech
-    elif hasattr(model, "run_with_cache") and hasattr(model, "hook_dict"):
-        runner = _run_hooked_transformer
-    else:
-        runner = _run_hooks
+    if tree and prefixes.parent is not None and callable(getattr(model, "forward_tree", None)):
+        acts = tree_forward(model, prefixes, names)[0]
+        return {n: a.astype(dtype, copy=False) for n, a in acts.items()}
+    want, mods = _resolve(model, names)
     order = np.argsort(prefixes.seq_index, kind="stable")
     sidx = prefixes.seq_index[order]
     pos = prefixes.position[order]
     N = prefixes.inputs.shape[0]
     out = {}
-    was = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for i in range(0, N, batch_size):
-                lo, hi = np.searchsorted(sidx, [i, min(i + batch_size, N)])
-                if hi == lo:
-                    continue
-                x = torch.from_numpy(prefixes.inputs[i:i + batch_size]).to(device)
-                cache = runner(model, x, names)
-                r_seq = torch.from_numpy(sidx[lo:hi] - i).to(device)
-                r_pos = torch.from_numpy(pos[lo:hi]).to(device)
-                for n in names:
-                    a = cache[n]
-                    if a.ndim != 3:
-                        raise ValueError(f"activation {n!r} has shape {tuple(a.shape)}, expected (B, L, d)")
-                    rows = a[r_seq, r_pos].float().cpu().numpy()
-                    if n not in out:
-                        out[n] = np.empty((len(order), rows.shape[1]), dtype=dtype)
-                    out[n][order[lo:hi]] = rows
-    finally:
-        model.train(was)
+    with _eval_mode(model), torch.inference_mode():
+        for i in range(0, N, batch_size):
+            lo, hi = np.searchsorted(sidx, [i, min(i + batch_size, N)])
+            if hi == lo:
+                continue
+            x = torch.from_numpy(prefixes.inputs[i:i + batch_size]).to(device)
+            cache = _run_hooks(model, x, want, mods)
+            r_seq = torch.from_numpy(sidx[lo:hi] - i).to(device)
+            r_pos = torch.from_numpy(pos[lo:hi]).to(device)
+            for n in names:
+                a = cache[n]
+                if a.ndim != 3:
+                    raise ValueError(f"activation {n!r} has shape {tuple(a.shape)}, expected (B, L, d)")
+                rows = a[r_seq, r_pos].float().cpu().numpy()
+                if n not in out:
+                    out[n] = np.empty((len(order), rows.shape[1]), dtype=dtype)
+                out[n][order[lo:hi]] = rows
     return out
 
 
