@@ -28,11 +28,13 @@ several repeats, mean ± sd).
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from .data import PrefixSet
 
@@ -95,9 +97,14 @@ def _solve(m: _Moments, rcond, fit_intercept=True, Sxy=None, sy=None):
 # Estimator
 # ---------------------------------------------------------------------------------------------
 
-class BeliefProbe:
-    """Affine least-squares probe ``Y ≈ X @ coef_ + intercept_`` with ``sample_weight``
-    (scikit-learn estimator style). Arithmetic is float64 whatever the input dtype.
+class BeliefProbe(MultiOutputMixin, RegressorMixin, BaseEstimator):
+    """Affine least-squares probe ``Y ≈ X @ coef_ + intercept_`` with ``sample_weight``: a
+    scikit-learn estimator (``get_params``/``set_params``, ``clone``, ``cross_val_score``,
+    pipelines). Arithmetic is float64 whatever the input dtype.
+
+    Unlike scikit-learn's ``LinearRegression``, ``coef_`` is ``(D, S)`` (features x belief
+    components, so ``predict(X) = X @ coef_ + intercept_``), and :meth:`score` is the
+    variance-weighted R² (the fraction of total belief variance explained).
 
     Args:
         fit_intercept: fit the constant offset (affine probe); ``False`` for a purely linear map.
@@ -110,16 +117,31 @@ class BeliefProbe:
         self.rcond = rcond
 
     @staticmethod
-    def _check(X, Y=None, sample_weight=None):
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2:
-            raise ValueError(f"X must have shape (N, D), got {X.shape}")
-        if Y is not None:
-            Y = np.asarray(Y, dtype=np.float64)
-            if Y.ndim == 1:
-                Y = Y[:, None]
-            if Y.ndim != 2 or Y.shape[0] != X.shape[0]:
-                raise ValueError(f"Y must have shape (N, S) with N={X.shape[0]} rows, got {Y.shape}")
+    def _check_X(X):
+        import scipy.sparse as sp
+
+        if sp.issparse(X):
+            raise TypeError("BeliefProbe does not support sparse input X; pass a dense array (X.toarray())")
+        shape = np.asarray(X).shape
+        if len(shape) != 2:
+            raise ValueError(f"X must have shape (N, D), got {shape}. Reshape your data with X.reshape(-1, 1) "
+                             f"for one feature or X.reshape(1, -1) for one sample")
+        return check_array(X, dtype=np.float64)  # real, finite, non-empty
+
+    def _check(self, X, y, sample_weight=None):
+        X = self._check_X(X)
+        if y is None:
+            raise ValueError("BeliefProbe requires y to be passed, but the target y is None")
+        raw = np.asarray(y)
+        if raw.dtype.kind in "biufc" and not np.isfinite(raw).all():
+            bad = np.argwhere(~np.isfinite(raw))[0]
+            raise ValueError(f"y (the targets) contains NaN or infinite values (first at index {tuple(bad)}: "
+                             f"{raw[tuple(bad)]}); drop or impute those rows")
+        Y = check_array(y, ensure_2d=False, dtype=np.float64)
+        if Y.ndim == 1:
+            Y = Y[:, None]
+        if Y.ndim != 2 or Y.shape[0] != X.shape[0]:
+            raise ValueError(f"y must have shape (N, S) or (N,) with N={X.shape[0]} rows, got {raw.shape}")
         if sample_weight is None:
             w = np.ones(X.shape[0])
         else:
@@ -128,36 +150,56 @@ class BeliefProbe:
                 raise ValueError(f"sample_weight must have {X.shape[0]} entries, got {w.shape[0]}")
             if (w < 0).any() or not np.isfinite(w).all():
                 raise ValueError("sample_weight must be finite and non-negative")
-        if not np.isfinite(X).all():
-            raise ValueError("X contains NaN or infinite values")
         return X, Y, w
 
-    def fit(self, X, Y, sample_weight=None) -> "BeliefProbe":
-        X, Y, w = self._check(X, Y, sample_weight)
-        shift = (w @ X) / w.sum() if self.fit_intercept and w.sum() > 0 else np.zeros(X.shape[1])
+    def _check_params(self):
+        r = self.rcond
+        if isinstance(r, bool) or not isinstance(r, (int, float, np.floating, np.integer)) \
+                or not (np.isfinite(r) and 0 <= r < 1):
+            raise ValueError(f"rcond must be a finite number in [0, 1), got {r!r}")
+
+    def fit(self, X, y, sample_weight=None) -> "BeliefProbe":
+        """Fit on activations ``X (N, D)`` and targets ``y (N, S)`` (or ``(N,)``); NaN or
+        infinite values in either raise ValueError."""
+        self._check_params()
+        X, Y, w = self._check(X, y, sample_weight)
+        if not w.sum() > 0:
+            raise ValueError("probe fit needs a positive total sample weight (all sample weights are zero)")
+        shift = (w @ X) / w.sum() if self.fit_intercept else np.zeros(X.shape[1])
         m = _Moments.of(X - shift, Y, w)
         coef, icpt = _solve(m, self.rcond, self.fit_intercept)
         self.coef_ = coef                          # (D, S)
         self.intercept_ = icpt - shift @ coef      # (S,)
         self.n_features_in_ = X.shape[1]
+        self._single_target = np.asarray(y).ndim == 1
         return self
 
     def predict(self, X) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.coef_.shape[0]:
-            raise ValueError(f"X must have shape (N, {self.coef_.shape[0]}), got {X.shape}")
-        return X @ self.coef_ + self.intercept_
+        """``X @ coef_ + intercept_``: ``(N, S)``, or ``(N,)`` when fitted on a 1-D ``y``."""
+        check_is_fitted(self, ("coef_", "intercept_"))
+        X = self._check_X(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but BeliefProbe is expecting "
+                             f"{self.n_features_in_} features as input")
+        P = X @ self.coef_ + self.intercept_
+        return P[:, 0] if getattr(self, "_single_target", False) else P
 
-    def score(self, X, Y, sample_weight=None) -> float:
+    def _predict_2d(self, X):
+        P = self.predict(X)
+        return P[:, None] if P.ndim == 1 else P
+
+    def score(self, X, y, sample_weight=None) -> float:
         """Weighted R²: ``1 - sum w |y - y_hat|^2 / sum w |y - mean_w(y)|^2`` (the fraction of
         total belief variance explained; scikit-learn's ``variance_weighted`` multi-output R²)."""
-        X, Y, w = self._check(X, Y, sample_weight)
-        return _r2(Y, self.predict(X), w)
+        check_is_fitted(self, ("coef_", "intercept_"))
+        X, Y, w = self._check(X, y, sample_weight)
+        return _r2(Y, self._predict_2d(X), w)
 
-    def mse(self, X, Y, sample_weight=None) -> float:
+    def mse(self, X, y, sample_weight=None) -> float:
         """Weighted mean squared error, averaged over rows and belief components."""
-        X, Y, w = self._check(X, Y, sample_weight)
-        return _mse(Y, self.predict(X), w)
+        check_is_fitted(self, ("coef_", "intercept_"))
+        X, Y, w = self._check(X, y, sample_weight)
+        return _mse(Y, self._predict_2d(X), w)
 
 
 def _mse(Y, P, w):
