@@ -2,10 +2,11 @@
 the layout allows), integer-token checks, and argument checks with clear messages."""
 from __future__ import annotations
 
-import operator
 import sys
 
 import numpy as np
+
+from . import _validate
 
 # Token dtypes the compiled core reads directly; others are converted (after range checks).
 _KERNEL_TOKEN_DTYPES = (np.uint8, np.uint16, np.int32, np.int64)
@@ -67,36 +68,16 @@ def as_tokens(tokens, vocab_size: int):
 
 def check_count(value, name: str, limit: int = 1 << 63) -> int:
     """A non-negative Python integer below ``limit`` (numpy/torch integer scalars accepted)."""
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an integer, got bool")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if v < 0:
-        raise ValueError(f"{name} must be >= 0, got {v}")
-    if v >= limit:
-        raise ValueError(f"{name} must be < 2**{limit.bit_length() - 1}, got {v}")
-    return v
+    return _validate.integer(value, name, minimum=0, limit=limit)
 
 
 def check_seed(seed) -> int:
-    if seed is None:
-        raise TypeError("seed is required (an integer in [0, 2**64)): sampling is reproducible by design")
-    return check_count(seed, "seed", limit=1 << 64)
+    return _validate.seed(seed)
 
 
 def check_nonneg_float(value, name: str) -> float:
     """A finite real number >= 0."""
-    if isinstance(value, (bool, np.bool_)) or not np.isscalar(value) or not np.isreal(value):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {value!r}") from None
-    if not np.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return v
+    return _validate.real(value, name, low=0.0)
 
 
 def float_dtype_name(dtype) -> str:

@@ -39,6 +39,7 @@ import numpy as np
 
 from .epsilon_machine import epsilon_machine
 from .msp_graph import MSPGraph, msp
+from ._validate import integer
 from .process import Process, as_process
 
 LN2 = math.log(2.0)
@@ -721,9 +722,7 @@ def cryptic_order(process, *, max_states=DEFAULT_MAX_STATES, tol=1e-9, max_L: in
 
 
 def _count(v, name, minimum):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
-    return int(v)
+    return integer(v, name, minimum=minimum)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _core
+from ._validate import integer
 from .process import HMM, Process, as_process
 
 #: ``max_states`` used when neither ``max_depth`` nor ``max_states`` is given.
@@ -22,11 +23,7 @@ DEFAULT_MAX_STATES = 100_000
 
 
 def _check_limit(value, name, minimum):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum} or None, got {value!r}")
-    return int(value)
+    return integer(value, name, minimum=minimum, none_ok=True)
 
 
 @dataclass(eq=False)

@@ -18,12 +18,16 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _lookup(name: str) -> Callable:
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown process {name!r}; known: {', '.join(names())}") from None
+
+
 def get(name: str, **params):
     """Build the process registered as ``name`` with the given parameters (defaults otherwise)."""
-    try:
-        fn = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown process {name!r}; known: {', '.join(names())}") from None
+    fn = _lookup(name)
     sig = inspect.signature(fn)
     unknown = [k for k in params if k not in sig.parameters]
     if unknown:
@@ -33,5 +37,5 @@ def get(name: str, **params):
 
 def describe(name: str) -> str:
     """Signature and docstring of a registered process."""
-    fn = _REGISTRY[name]
+    fn = _lookup(name)
     return f"{name}{inspect.signature(fn)}\n{inspect.getdoc(fn) or ''}"

@@ -8,14 +8,13 @@ import math
 import numpy as np
 
 from ..process import GHMM
+from .._validate import ParameterError
+from ._checks import finite as _finite, real
 from ._registry import register
 
 
-def _finite(name, value) -> float:
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return v
+#: exp(log_alpha) must stay a finite float64.
+_MAX_LOG = math.log(np.finfo(np.float64).max)
 
 
 @register
@@ -27,7 +26,10 @@ def tom_quantum(alpha: float = 1.0, beta: float = math.sqrt(51)) -> GHMM:
     a = _finite("alpha", alpha)
     b = _finite("beta", beta)
     if a * a + b * b == 0:
-        raise ValueError("alpha and beta must not both be 0")
+        raise ParameterError("alpha and beta must not both be 0")
+    if not math.isfinite(a * a + b * b):
+        raise ParameterError(f"alpha**2 + beta**2 overflows float64 (alpha={alpha!r}, beta={beta!r}); "
+                             f"only their ratio matters, so scale both down")
     g = 1.0 / (4.0 * (a * a + b * b))
     c, m, o = 0.25, (a * a - b * b) * g, 2 * a * b * g
     T = np.array([
@@ -45,15 +47,11 @@ def post_quantum(log_alpha: float = 1.0, beta: float = 0.5) -> GHMM:
     log_alpha=1, beta=0.5). ``alpha = exp(log_alpha)``; needs ``alpha > 1 > beta > 0`` and
     ``alpha + beta != 2``. T0 = outer([1,1,0], [1,-1,-1]), T1 = [[a,0,0],[0,1,0],[0,ln a,1]],
     T2 the same with beta; all divided by the spectral radius of their sum."""
-    la = _finite("log_alpha", log_alpha)
-    b = _finite("beta", beta)
+    la = real(log_alpha, "log_alpha", low=0.0, high=_MAX_LOG, open_low=True)  # alpha > 1, finite
+    b = real(beta, "beta", low=0.0, high=1.0, open_low=True, open_high=True)
     a = math.exp(la)
-    if not a > 1:
-        raise ValueError(f"post_quantum needs alpha = exp(log_alpha) > 1, got log_alpha={log_alpha!r}")
-    if not 0 < b < 1:
-        raise ValueError(f"post_quantum needs 0 < beta < 1, got {beta!r}")
     if abs(a + b - 2) < 1e-12:
-        raise ValueError(f"post_quantum needs alpha + beta != 2, got alpha={a!r}, beta={b!r}")
+        raise ParameterError(f"post_quantum needs alpha + beta != 2, got alpha={a!r}, beta={b!r}")
     T0 = np.outer([1.0, 1.0, 0.0], [1.0, -1.0, -1.0])
     T1 = np.array([[a, 0, 0], [0, 1, 0], [0, math.log(a), 1]])
     T2 = np.array([[b, 0, 0], [0, 1, 0], [0, math.log(b), 1]])
@@ -71,9 +69,7 @@ def fanizza(alpha: float = 2000.0, lam: float = 0.49) -> GHMM:
     ``w = [1, 1-lam, 1+lam(sin-cos), 1-lam(sin+cos)]``, ``T0 = outer(w, pi0)``,
     ``T1 = lam [[0,0,0,0],[0,1,0,0],[0,0,cos,-sin],[0,0,sin,cos]]``. Needs ``0 < lam < 1``."""
     al = _finite("alpha", alpha)
-    lam = _finite("lam", lam)
-    if not 0 < lam < 1:
-        raise ValueError(f"fanizza needs 0 < lam < 1, got {lam!r}")
+    lam = real(lam, "lam", low=0.0, high=1.0, open_low=True, open_high=True)
     cs, sn = math.cos(al), math.sin(al)
     den = 1 - 2 * lam * cs + lam * lam
     a = (1 - lam * cs + lam * sn) / den

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import ParameterError
 from ..process import HMM
-from ._checks import dirichlet_params, positive_int, prob
+from ._checks import dirichlet_params, positive_int, prob, seed as _seed
 from ._registry import register
 from .standard import rrxor
 
@@ -31,9 +32,12 @@ def matching_parens(open_probs=(0.5, 0.5, 0.5)) -> HMM:
     string is a concatenation of balanced bracket words of depth at most ``D``. The depth is
     a function of the past (the machine is unifilar), so it is its own epsilon-machine when the
     probabilities at different depths differ."""
-    ps = np.atleast_1d(np.asarray(open_probs, dtype=np.float64))
+    try:
+        ps = np.atleast_1d(np.asarray(open_probs, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise ParameterError(f"open_probs must be a non-empty sequence of probabilities, got {open_probs!r}") from None
     if ps.ndim != 1 or ps.size < 1:
-        raise ValueError(f"open_probs must be a non-empty sequence of probabilities, got {open_probs!r}")
+        raise ParameterError(f"open_probs must be a non-empty sequence of probabilities, got {open_probs!r}")
     ps = np.array([prob(f"open_probs[{i}]", v) for i, v in enumerate(ps)])
     D = ps.size + 1
     T = np.zeros((2, D + 1, D + 1))
@@ -59,7 +63,7 @@ def random_epsilon_machine(num_states: int = 4, vocab_size: int = 2, seed: int =
     S = positive_int("num_states", num_states)
     V = positive_int("vocab_size", vocab_size)
     concentration, sparsity = dirichlet_params(concentration, sparsity)
-    rng = np.random.default_rng([int(seed), 2])
+    rng = np.random.default_rng([_seed(seed), 2])
     allowed = rng.random((S, V)) >= sparsity
     keep = rng.integers(0, V, size=S)
     allowed[np.arange(S), keep] = True

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..process import GHMM, HMM
-from ._checks import dirichlet_params, positive_int
+from .._validate import ParameterError
+from ._checks import dirichlet_params, finite, positive_int, seed as _seed
 from ._registry import register
 
 
@@ -17,7 +18,7 @@ def random_hmm(num_states: int = 3, vocab_size: int = 2, seed: int = 0, concentr
     S = positive_int("num_states", num_states)
     V = positive_int("vocab_size", vocab_size)
     concentration, sparsity = dirichlet_params(concentration, sparsity)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_seed(seed))
     rows = rng.dirichlet(np.full(V * S, concentration), size=S)  # (S, V*S), outcome x*S + j
     if sparsity:
         mask = rng.random(rows.shape) >= sparsity
@@ -35,11 +36,19 @@ def random_ghmm_like(num_states: int = 3, vocab_size: int = 2, seed: int = 0, mi
     """A GHMM with negative entries that generates exactly the same process as
     ``random_hmm(num_states, vocab_size, seed)``: ``T'[x] = A^-1 T[x] A`` for a random
     well-conditioned ``A = I + mixing * R``. Useful for testing GHMM code against an HMM."""
+    mixing = finite("mixing", mixing)
     hmm = random_hmm(num_states, vocab_size, seed)
     S = hmm.num_states
     rng = np.random.default_rng([seed, 1])
-    A = np.eye(S) + mixing * rng.standard_normal((S, S)) / np.sqrt(S)
-    while np.linalg.cond(A) > 50:
+    with np.errstate(over="ignore"):
+        A = np.eye(S) + mixing * rng.standard_normal((S, S)) / np.sqrt(S)
+    if not np.isfinite(A).all():
+        raise ParameterError(f"mixing={mixing!r} is too large: I + mixing * R overflows float64")
+    # Halve the perturbation until A is well conditioned; 1100 halvings take any finite float
+    # below 1e-300, so the loop is bounded.
+    for _ in range(1100):
+        if np.linalg.cond(A) <= 50:
+            break
         A = np.eye(S) + 0.5 * (A - np.eye(S))
     Ainv = np.linalg.inv(A)
     T = np.einsum("ab,xbc,cd->xad", Ainv, hmm.T, A)

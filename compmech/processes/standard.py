@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import ParameterError
 from ..process import HMM
 from ._checks import prob
 from ._registry import register
@@ -82,7 +83,7 @@ def mess3(x: float = 0.05, alpha: float = 0.85) -> HMM:
     Its mixed-state presentation is an infinite fractal in the 2-simplex."""
     x = prob("x", x)
     if x > 0.5:
-        raise ValueError(f"x must be in [0, 0.5], got {x}")
+        raise ParameterError(f"x must be in [0, 0.5], got {x}")
     alpha = prob("alpha", alpha)
     emit = np.full((3, 3), (1 - alpha) / 2)  # emit[k, j]
     np.fill_diagonal(emit, alpha)

@@ -1,0 +1,132 @@
+"""Every numeric parameter of every named process is validated (finite, in range) and bad
+values raise at once with one clear ValueError; parameter checks share one error type."""
+import inspect
+import math
+import signal
+
+import numpy as np
+import pytest
+
+import compmech as cm
+from compmech import _validate
+from compmech._validate import ParameterError
+
+P = cm.processes
+COMPOSITES = {"mixture", "product", "with_bos"}
+
+
+class _Deadline:
+    """Turn a hang into a test failure (SIGALRM, Linux/macOS main thread)."""
+
+    def __init__(self, seconds=10):
+        self.seconds = seconds
+
+    def __enter__(self):
+        def boom(*_):
+            raise TimeoutError(f"did not return within {self.seconds} s")
+
+        self.old = signal.signal(signal.SIGALRM, boom)
+        signal.alarm(self.seconds)
+
+    def __exit__(self, *exc):
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, self.old)
+        return False
+
+
+def _numeric_params():
+    out = []
+    for name in P.names():
+        if name in COMPOSITES:
+            continue
+        for pname, par in inspect.signature(P.get.__globals__["_REGISTRY"][name]).parameters.items():
+            d = par.default
+            if isinstance(d, (int, float)) and not isinstance(d, bool):
+                out.append((name, pname))
+    return out
+
+
+NUMERIC = _numeric_params()
+
+
+def test_every_process_has_its_parameters_listed():
+    assert {n for n, _ in NUMERIC} >= {"coin", "mess3", "random_ghmm_like", "post_quantum", "fanizza", "tom_quantum"}
+
+
+@pytest.mark.parametrize("name,param", NUMERIC)
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, "abc", None])
+def test_non_finite_or_non_numeric_parameters_raise(name, param, bad):
+    with _Deadline(10), pytest.raises(ValueError, match=param):
+        P.get(name, **{param: bad})
+
+
+@pytest.mark.parametrize("name", ["random_hmm", "random_ghmm_like", "random_epsilon_machine"])
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_seeds_and_counts_are_integers(name, bad):
+    with pytest.raises(ValueError, match="seed"):
+        P.get(name, seed=bad)
+    with pytest.raises(ValueError, match="num_states"):
+        P.get(name, num_states=bad if bad is not True else 0)
+
+
+def test_random_ghmm_like_mixing():
+    with _Deadline(10), pytest.raises(ValueError, match="mixing"):
+        P.random_ghmm_like(mixing=math.inf)
+    with _Deadline(10), pytest.raises(ValueError, match="mixing"):
+        P.random_ghmm_like(mixing=1e308)  # finite, but I + mixing * R overflows
+    # large finite values still give the HMM's process (the perturbation is halved back)
+    g = P.random_ghmm_like(mixing=1e6)
+    h = P.random_hmm()
+    toks = cm.sample(h, 4, 20, seed=1)
+    np.testing.assert_allclose(cm.log_prob(g, toks), cm.log_prob(h, toks), rtol=1e-9)
+
+
+@pytest.mark.parametrize("log_alpha", [1e308, 710.0, 0.0, -1.0])
+def test_post_quantum_log_alpha_range_is_a_value_error(log_alpha):
+    with pytest.raises(ValueError, match="log_alpha"):
+        P.post_quantum(log_alpha=log_alpha)
+
+
+def test_tom_quantum_overflow_and_ranges():
+    with pytest.raises(ValueError, match="overflow"):
+        P.tom_quantum(alpha=1e200, beta=1e200)
+    with pytest.raises(ValueError, match="lam"):
+        P.fanizza(lam=1.0)
+    with pytest.raises(ValueError, match="open_probs"):
+        P.matching_parens(open_probs=["a"])
+    with pytest.raises(ValueError, match="open_probs"):
+        P.matching_parens(open_probs=[0.5, math.nan])
+    with pytest.raises(ValueError, match="concentration"):
+        P.random_hmm(concentration=math.inf)
+
+
+def test_describe_unknown_process_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown process 'nosuch'; known: .*mess3"):
+        P.describe("nosuch")
+    assert P.describe("mess3").startswith("mess3(")
+
+
+def test_one_error_type_for_parameter_checks():
+    # wrong type and wrong value both raise ParameterError, a ValueError and a TypeError
+    assert issubclass(ParameterError, ValueError) and issubclass(ParameterError, TypeError)
+    cases = [lambda: cm.sample(P.coin(), 2.5, 3, seed=0), lambda: cm.sample(P.coin(), -1, 3, seed=0),
+             lambda: cm.msp(P.coin(), max_states=True), lambda: cm.msp(P.coin(), max_depth=-1),
+             lambda: cm.measures.myopic_entropy(P.coin(), 1.5), lambda: cm.measures.state_uncertainty(P.coin(), -1),
+             lambda: P.random_hmm(num_states=0), lambda: P.coin(p=2), lambda: cm.msp_tree(P.coin(), "3")]
+    for f in cases:
+        with pytest.raises(ParameterError):
+            f()
+
+
+def test_validate_helpers():
+    assert _validate.integer(np.int64(3), "n") == 3
+    assert _validate.integer(None, "n", none_ok=True) is None
+    with pytest.raises(ParameterError, match="n must be < 2\\*\\*8"):
+        _validate.integer(256, "n", limit=256)
+    assert _validate.real(np.float32(0.5), "x", low=0, high=1) == 0.5
+    with pytest.raises(ParameterError, match=r"x must be in \(0, 1\]"):
+        _validate.real(0, "x", low=0, high=1, open_low=True)
+    with pytest.raises(ParameterError, match="finite"):
+        _validate.real(float("inf"), "x")
+    with pytest.raises(ParameterError, match="real number"):
+        _validate.real(10**400, "x")
