@@ -292,6 +292,12 @@ def _analyse(process, max_states=DEFAULT_MAX_STATES, tol=1e-9) -> _Analysis:
 # ---------------------------------------------------------------------------------------------
 # Monte Carlo (infinite MSPs)
 
+def _start(proc: Process) -> np.ndarray:
+    """Initial belief of every Monte Carlo run: the stationary one, as for the exact part (the
+    MSP of :func:`_analyse`), even where a process defaults to another start (``with_bos``)."""
+    return np.ascontiguousarray(proc.stationary, dtype=np.float64)
+
+
 def _predictive_entropy(proc: Process, bel: np.ndarray) -> np.ndarray:
     """H[X | belief] in bits for beliefs (..., S), computed in the beliefs' precision."""
     Tw = (proc.T @ proc.w).T.astype(bel.dtype)  # (S, V)
@@ -313,12 +319,13 @@ def _smb_entropy_rate(proc: Process, *, seed=0, max_tokens=1 << 23, length=2048,
     from .sampling import sample
 
     n_rows = max(2, max_tokens // length)
+    pi = _start(proc)
     per_row = []
     for row in range(0, n_rows, batch):
         b = min(batch, n_rows - row)
-        toks = sample(proc, b, length, seed=seed, row_offset=row)
+        toks = sample(proc, b, length, seed=seed, row_offset=row, initial=pi)
         # float32 beliefs: per-token entropies to ~1e-7 relative, far below the statistical error
-        bel = beliefs(proc, toks, dtype=np.float32)[:, burn_in - 1:-1]  # beliefs before x_burn_in..x_{L-1}
+        bel = beliefs(proc, toks, initial=pi, dtype=np.float32)[:, burn_in - 1:-1]  # beliefs before x_burn_in..x_{L-1}
         per_row.append(_predictive_entropy(proc, bel).mean(axis=1, dtype=np.float64))
     r = np.concatenate(per_row)
     return float(r.mean()), float(r.std(ddof=1) / math.sqrt(r.size)), int(r.size * (length - burn_in))
@@ -330,15 +337,15 @@ def _mc_myopic(proc: Process, L: int, *, seed=1, rows=1 << 14):
     from .beliefs import beliefs
     from .sampling import sample
 
-    pi = proc.check_initial(None)
+    pi = _start(proc)
     s1 = np.zeros(L)
     s2 = np.zeros(L)
     n = 0
     chunk = max(1, min(rows, (1 << 22) // max(L * proc.num_states, 1)))
     while n < rows:
         b = min(chunk, rows - n)
-        toks = sample(proc, b, L, seed=seed, row_offset=n)
-        bel = beliefs(proc, toks, dtype=np.float64)[:, :-1]  # (b, L-1, S)
+        toks = sample(proc, b, L, seed=seed, row_offset=n, initial=pi)
+        bel = beliefs(proc, toks, initial=pi, dtype=np.float64)[:, :-1]  # (b, L-1, S)
         prev = np.concatenate([np.broadcast_to(pi, (b, 1, proc.num_states)), bel], axis=1)
         v = _predictive_entropy(proc, prev)
         s1 += v.sum(0)
@@ -464,14 +471,16 @@ def _mc_excess(proc: Process, L0: int, h_star: float, *, seed, max_tokens):
     from .beliefs import beliefs
     from .sampling import sample
 
+    pi = _start(proc)
+
     def run(L1, budget):
         rows = int(max(64, budget // L1))
         sums, last = [], []
         chunk = max(1, (1 << 21) // L1)
         for r0 in range(0, rows, chunk):
             b = min(chunk, rows - r0)
-            toks = sample(proc, b, L1, seed=seed, row_offset=r0)
-            bel = beliefs(proc, toks, dtype=np.float32)[:, L0 - 1:L1 - 1]  # before tokens L0..L1-1
+            toks = sample(proc, b, L1, seed=seed, row_offset=r0, initial=pi)
+            bel = beliefs(proc, toks, initial=pi, dtype=np.float32)[:, L0 - 1:L1 - 1]  # before tokens L0..L1-1
             H = _predictive_entropy(proc, bel).astype(np.float64) - h_star
             sums.append(H.sum(axis=1))
             last.append(H[:, -max(1, (L1 - L0) // 4):].mean(axis=1))
@@ -604,10 +613,15 @@ def crypticity(process, **kw) -> Measure:
 
 
 def _crypticity(C: Measure, E: Measure, a) -> Measure:
-    if not C.exact:
+    if not math.isfinite(float(C)):
         return _unavailable("crypticity", a, "bits")
     chi = float(C) - float(E)
-    return Measure("crypticity", 0.0 if abs(chi) < 1e-10 else chi, True, method="C_mu - E")
+    if C.exact and E.exact:
+        return Measure("crypticity", 0.0 if abs(chi) < 1e-10 else chi, True, method="C_mu - E")
+    # an estimate stays one: exactness and errors propagate from C_mu and E
+    return Measure("crypticity", chi, False, math.hypot(float(C.error), float(E.error)), method="C_mu - E",
+                   note=f"C_mu {'exact' if C.exact else 'estimated'}, E estimated ({E.method}); "
+                        f"one-sigma error propagated")
 
 
 def state_uncertainty(process, L: int, *, max_states=DEFAULT_MAX_STATES, tol=1e-9) -> Measure:
