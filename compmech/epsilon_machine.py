@@ -50,7 +50,7 @@ def unifilar_successors(T: np.ndarray, zero_tol: float = 0.0):
 
 def is_unifilar(process) -> bool:
     proc = as_process(process)
-    if proc.is_generalized and np.any(proc.T < 0):
+    if proc.is_generalized and not proc.has_hmm_form:
         return False
     return bool(np.all((proc.T > 0).sum(axis=2) <= 1))
 
@@ -100,7 +100,8 @@ def _build(succ, prob, labels, weights, name, beliefs=None, source_states=None):
 def epsilon_machine(process, *, max_states: int = 100_000, tol: float = 1e-9) -> EpsilonMachine:
     """Minimal unifilar presentation (epsilon-machine) of ``process``.
 
-    If ``process`` is a unifilar HMM it is minimised directly (states with zero stationary
+    If ``process`` is a unifilar HMM (or a non-negative GHMM, taken as its equivalent HMM,
+    :meth:`~compmech.Process.to_hmm`) it is minimised directly (states with zero stationary
     probability dropped, predictively equivalent states merged). Otherwise the mixed-state
     graph ``cm.msp(process, max_states=max_states, tol=tol)`` is built from the stationary
     distribution; it must be complete (a finite MSP), and its recurrent part, minimised, is the
@@ -111,6 +112,7 @@ def epsilon_machine(process, *, max_states: int = 100_000, tol: float = 1e-9) ->
     proc = as_process(process)
     label = f"epsilon_machine({proc.name or 'process'})"
     if is_unifilar(proc):
+        proc = proc.to_hmm()  # a non-negative GHMM (w != 1): the same machine rescaled by w
         succ, prob = unifilar_successors(proc.T)
         pi = proc.stationary
         keep = np.flatnonzero(pi > 1e-14)

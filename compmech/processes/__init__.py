@@ -16,9 +16,9 @@ from .standard import coin, even, golden_mean, mess3, rrxor, sns, zero_one_rando
 from .random import random_ghmm_like, random_hmm
 from .more import leaky_rrxor, matching_parens, random_epsilon_machine
 from .ghmm import fanizza, post_quantum, tom_quantum
-from .composite import BOSGHMM, BOSHMM, MixtureHMM, mixture, product, with_bos
+from .composite import BOSGHMM, BOSHMM, MixtureGHMM, MixtureHMM, mixture, product, with_bos
 
 __all__ = ["get", "names", "register", "describe", "coin", "even", "golden_mean", "mess3", "rrxor",
            "sns", "zero_one_random", "random_hmm", "random_ghmm_like", "leaky_rrxor", "matching_parens",
            "random_epsilon_machine", "tom_quantum", "post_quantum", "fanizza", "mixture", "product",
-           "with_bos", "MixtureHMM", "BOSHMM", "BOSGHMM"]
+           "with_bos", "MixtureHMM", "MixtureGHMM", "BOSHMM", "BOSGHMM"]

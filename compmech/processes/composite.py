@@ -24,6 +24,31 @@ class MixtureHMM(HMM):
         return self._mix_pi.copy()
 
 
+class MixtureGHMM(GHMM):
+    """Block-diagonal GHMM of several components, at least one a GHMM: ``w`` is the
+    concatenation of the components' ``w`` (eigenvalue 1 of ``T.sum(0)`` is not simple, so it
+    cannot be found from ``T`` alone), ``.stationary`` picks component ``k`` with probability
+    ``weights[k]``. Otherwise as :class:`MixtureHMM`."""
+
+    def __init__(self, T, w, weights, component_stationaries, *, name=None):
+        from ..process import _as_transition_array
+
+        arr = _as_transition_array(T, name or "mixture")
+        w = np.ascontiguousarray(w, dtype=np.float64)
+        if not np.allclose(arr.sum(axis=0) @ w, w, rtol=0, atol=1e-9 * max(1.0, np.abs(w).max())):
+            raise ValueError("mixture: the components' w do not give T.sum(0) @ w == w")  # pragma: no cover
+        w.setflags(write=False)
+        self._w = w
+        self.scale = 1.0
+        Process.__init__(self, arr, name)
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.weights.setflags(write=False)
+        self._mix_pi = np.concatenate([wt * pi for wt, pi in zip(self.weights, component_stationaries)])
+
+    def _compute_stationary(self) -> np.ndarray:
+        return self._mix_pi.copy()
+
+
 class _BOSMixin:
     """Default ``initial`` is the begin-of-sequence state (not the stationary distribution)."""
 
@@ -58,15 +83,13 @@ def _components(processes, what):
 
 
 @register
-def mixture(processes, weights=None, *, name: str = "mixture") -> MixtureHMM:
+def mixture(processes, weights=None, *, name: str = "mixture") -> MixtureHMM | MixtureGHMM:
     """Non-ergodic mixture: pick component ``k`` with probability ``weights[k]`` (default
     uniform) once, then emit from it forever. ``T`` is block-diagonal (states concatenated in
     order); components may have different vocabularies (the joint vocabulary is the largest,
-    missing tokens have probability 0). Components must be HMMs (``w = 1``)."""
+    missing tokens have probability 0). With a GHMM component the result is a
+    :class:`MixtureGHMM` whose ``w`` concatenates the components' ``w``."""
     procs = _components(processes, "mixture")
-    for k, p in enumerate(procs):
-        if p.is_generalized and not np.allclose(p.w, 1.0):
-            raise TypeError(f"mixture: component {k} is a GHMM with w != 1; only HMM components are supported")
     n = len(procs)
     wts = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=np.float64)
     if wts.shape != (n,):
@@ -81,6 +104,8 @@ def mixture(processes, weights=None, *, name: str = "mixture") -> MixtureHMM:
         s = p.num_states
         T[: p.vocab_size, off:off + s, off:off + s] = p.T
         off += s
+    if any(p.is_generalized for p in procs):
+        return MixtureGHMM(T, np.concatenate([p.w for p in procs]), wts, [p.stationary for p in procs], name=name)
     return MixtureHMM(T, wts, [p.stationary for p in procs], name=name)
 
 
