@@ -106,7 +106,7 @@ def _process_tensors(proc, dev) -> dict:
         t = {"T": _upload(proc.T, dev)}
         if proc.is_generalized:
             t["w"] = _upload(proc.w, dev)
-            t["Tw"] = _upload(_core.token_weights(proc.T, proc.w), dev)  # the CPU sampler's own bits
+            t["Tw"] = _upload(proc.token_weights, dev)  # the CPU sampler's own bits
         cache[key] = t
     return cache[key]
 

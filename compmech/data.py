@@ -17,7 +17,8 @@ uninterrupted run would have seen):
 
 Evaluation: :class:`PrefixSet` holds every distinct context prefix a model can see, with its
 belief, probability, multiplicity and true next-token distribution (the probe's ground truth and
-the exact per-position loss); :func:`myopic_entropy` gives the optimal loss per position.
+the exact per-position loss); :func:`optimal_loss_per_position` gives the optimal loss per position
+(nats; ``compmech.measures.myopic_entropy`` is the same sequence in bits).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from .beliefs import beliefs as _beliefs
 from .process import as_process
 from .sampling import sample
 
-__all__ = ["ExactSource", "StreamSource", "make_source", "PrefixSet", "myopic_entropy",
+__all__ = ["ExactSource", "StreamSource", "make_source", "PrefixSet", "optimal_loss_per_position", "myopic_entropy",
            "n_tokens_for", "to_model_io"]
 
 
@@ -53,10 +54,12 @@ def to_model_io(seq, bos_id: int | None):
     return torch.cat([bos, seq[:, :-1]], 1), seq
 
 
-def myopic_entropy(process, n: int, *, tree=None) -> np.ndarray:
+def optimal_loss_per_position(process, n: int, *, tree=None) -> np.ndarray:
     """``(n,)`` float64 optimal next-token cross-entropy in nats, ``h[k] = H(X_{k+1} | X_1..X_k)``
     for ``k = 0..n-1`` (the entropy of the next token after a prefix of ``k`` tokens, averaged
-    over prefixes by probability). ``h[k]`` decreases to the entropy rate."""
+    over prefixes by probability), exact from the mixed-state tree (``tree``: one to reuse).
+    ``h[k]`` decreases to the entropy rate. The same sequence in bits, with error bars where
+    the MSP is too large, is :func:`compmech.measures.myopic_entropy` (its ``L = k + 1``)."""
     proc = as_process(process)
     if tree is None or tree.depth < n - 1:
         tree = msp_tree(proc, max(n - 1, 0))
@@ -68,6 +71,17 @@ def myopic_entropy(process, n: int, *, tree=None) -> np.ndarray:
             plogp = np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0)
         h[k] = -(lvl.probs @ plogp.sum(1))
     return h
+
+
+def myopic_entropy(process, n: int, *, tree=None) -> np.ndarray:
+    """Deprecated name of :func:`optimal_loss_per_position` (nats). ``myopic_entropy`` means
+    :func:`compmech.measures.myopic_entropy` (bits, with exactness and errors)."""
+    import warnings
+
+    warnings.warn("compmech.data.myopic_entropy is deprecated: use compmech.data.optimal_loss_per_position "
+                  "(nats, the same values) or compmech.measures.myopic_entropy (bits)", DeprecationWarning,
+                  stacklevel=2)
+    return optimal_loss_per_position(process, n, tree=tree)
 
 
 class _Prefetcher:
@@ -164,7 +178,7 @@ class _Source:
     def _next_token_probs(self, seq: np.ndarray) -> np.ndarray:
         """``(B, ctx, V)`` float32 true next-token distribution at every model position."""
         p = self.process
-        Tw = (p.T @ p.w).T  # (S, V)
+        Tw = p.token_weights.T  # (S, V)
         n_in = self.ctx - 1 if self.bos else self.ctx
         b = _beliefs(p, seq[:, :n_in], dtype=np.float64) if n_in > 0 else np.zeros((len(seq), 0, p.num_states))
         if self.bos:
@@ -279,7 +293,7 @@ class StreamSource(_Source):
 
         p = self.process
         if getattr(self, "_gpu_consts", None) is None:
-            self._gpu_consts = (torch.as_tensor((p.T @ p.w).T.copy(), device=seq.device),  # (S, V)
+            self._gpu_consts = (torch.as_tensor(p.token_weights.T.copy(), device=seq.device),  # (S, V)
                                 torch.tensor(np.array(p.stationary), device=seq.device))
         Tw, stationary = self._gpu_consts
         n_in = self.ctx - 1 if self.bos else self.ctx

@@ -300,7 +300,7 @@ def _start(proc: Process) -> np.ndarray:
 
 def _predictive_entropy(proc: Process, bel: np.ndarray) -> np.ndarray:
     """H[X | belief] in bits for beliefs (..., S), computed in the beliefs' precision."""
-    Tw = (proc.T @ proc.w).T.astype(bel.dtype)  # (S, V)
+    Tw = proc.token_weights.T.astype(bel.dtype)  # (S, V)
     P = bel @ Tw
     np.maximum(P, np.finfo(bel.dtype).tiny, out=P)  # GHMM round-off / impossible tokens -> ~0
     P /= P.sum(axis=-1, keepdims=True)

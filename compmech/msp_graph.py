@@ -119,8 +119,7 @@ class MSPGraph:
     @property
     def next_token_probs(self) -> np.ndarray:
         """``(K, V)`` float64 ``P(x | belief)`` for every state (frontier states included)."""
-        p = self.process
-        return self.beliefs @ (p.T @ p.w).T
+        return self.process.next_token_probs(self.beliefs)
 
     # ---- structure -------------------------------------------------------------------------
     def _scc(self):

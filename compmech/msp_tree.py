@@ -65,7 +65,7 @@ class MSPLevel:
     @property
     def next_token_probs(self) -> np.ndarray:
         """``(M, V)`` float64: P(next token = x | sequence), i.e. ``belief @ T[x] @ w``."""
-        Tw = self._process.T @ self._process.w  # (V, S)
+        Tw = self._process.token_weights  # (V, S)
         if is_cuda(self.beliefs):
             import torch
 

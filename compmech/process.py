@@ -93,6 +93,7 @@ class Process:
         self._T = T
         self.name = name
         self._stationary = None
+        self._token_weights = None
 
     @property
     def T(self) -> np.ndarray:
@@ -115,6 +116,25 @@ class Process:
     @property
     def w(self) -> np.ndarray:  # overridden by GHMM
         return np.ones(self.num_states)
+
+    @property
+    def token_weights(self) -> np.ndarray:
+        """``Tw[x, i] = (T[x] @ w)_i``, ``(V, S)`` float64, read-only, computed once: for an HMM
+        ``P(x | state i)``, and ``P(x | belief) = belief @ Tw[x]`` (``belief @ w == 1``). The
+        numbers the samplers draw from (one definition in the compiled core); every other
+        use of ``T @ w`` reads this."""
+        if self._token_weights is None:
+            from . import _core
+
+            tw = _core.token_weights(self._T, self.w if self.is_generalized else None)
+            tw.setflags(write=False)
+            self._token_weights = tw
+        return self._token_weights
+
+    def next_token_probs(self, beliefs) -> np.ndarray:
+        """``P(x | belief)`` for beliefs ``(..., S)``: ``(..., V)`` float64 (``beliefs @ Tw.T``;
+        GHMM round-off may leave tiny negative values, which callers clip where it matters)."""
+        return np.asarray(beliefs, dtype=np.float64) @ self.token_weights.T
 
     @property
     def stationary(self) -> np.ndarray:

@@ -282,7 +282,7 @@ class _EvalSet:
         if cfg.bos:
             b0 = np.broadcast_to(process.stationary, (n, 1, process.num_states))
             b = np.concatenate([b0, b], 1)
-        Tw = process.T @ process.w
+        Tw = process.token_weights
         q = np.einsum("nls,vs->nlv", b, Tw)  # (n, ctx, V); einsum keeps BLAS threads out of the loop
         self.inputs = x
         self.q = q
