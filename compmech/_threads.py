@@ -2,18 +2,15 @@
 from __future__ import annotations
 
 from . import _core
+from ._validate import ParameterError, integer
 
 
 def set_num_threads(n: int | None) -> None:
     """Use ``n`` threads in compiled kernels; ``None`` or 0 restores the default
     (env ``COMPMECH_NUM_THREADS``, else all cores)."""
-    if n is None:
-        n = 0
-    if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
-        raise TypeError(f"set_num_threads: n must be an integer or None, got {type(n).__name__}")
-    n = int(n)
+    n = 0 if n is None else integer(n, "set_num_threads: n", minimum=None, none_ok=True)
     if n < 0:
-        raise ValueError(f"set_num_threads: n must be >= 1 (or 0/None for the default), got {n}")
+        raise ParameterError(f"set_num_threads: n must be >= 1 (or 0/None for the default), got {n}")
     _core.set_num_threads(n)
 
 

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._validate import integer
+
 __all__ = ["ModelConfig", "Transformer", "RecurrentModel", "HookPoint", "build_model", "hook_names"]
 
 _ACTS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh}
@@ -67,11 +69,10 @@ class ModelConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "ctx", "n_layers", "d_model", "n_heads", "d_head", "d_mlp"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {v!r}")
+            setattr(self, name, integer(getattr(self, name), f"ModelConfig.{name}", minimum=1))
         if self.out_vocab_size is None:
             self.out_vocab_size = self.vocab_size
+        self.out_vocab_size = integer(self.out_vocab_size, "ModelConfig.out_vocab_size", minimum=1)
         if self.arch not in ("transformer", "gru", "lstm"):
             raise ValueError(f"ModelConfig.arch must be 'transformer', 'gru' or 'lstm', got {self.arch!r}")
         if self.act not in _ACTS:
