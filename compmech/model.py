@@ -91,7 +91,9 @@ class ModelConfig:
 
 
 def hook_names(cfg: ModelConfig) -> list[str]:
-    """Every activation name a model built from ``cfg`` can cache, in forward order."""
+    """Every activation name a model built from ``cfg`` can cache, in forward order: the paths
+    of its :class:`HookPoint` modules (listed here without building the model; a test checks
+    the two agree for every architecture)."""
     names = ["hook_embed"]
     if cfg.arch == "transformer":
         names.append("hook_pos_embed")

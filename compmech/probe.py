@@ -552,6 +552,14 @@ def _probe_activations(acts, prefixes, *, concat, concat_name, cv_folds, shuffle
     t0 = time.perf_counter()
     keep = prefixes.length >= min_length
     Y = np.ascontiguousarray(prefixes.beliefs[keep], dtype=np.float64)
+    if not np.isfinite(Y).all():
+        raise ValueError("probe targets (the prefixes' beliefs) contain NaN or infinite values")
+    for n, a in acts.items():  # a diverged model must not give NaN metrics silently
+        bad = ~np.isfinite(np.asarray(a)[keep])
+        if bad.any():
+            r = int(np.argwhere(bad)[0][0])
+            raise ValueError(f"activations {n!r} contain {int(bad.any(1).sum())} rows with NaN or infinite "
+                             f"values (first: row {r}); the model has diverged or overflowed")
     weights = {}
     for wn in weightings:
         w = prefixes.weights(wn)[keep]

@@ -65,3 +65,17 @@ def test_zero_weights_raise():
     X, Y = _data()
     with pytest.raises(ValueError, match="weight"):
         BeliefProbe().fit(X, Y, sample_weight=np.zeros(len(X)))
+
+
+def test_probe_activations_refuses_non_finite_activations():
+    import compmech as cm
+    from compmech.data import PrefixSet
+    from compmech.probe import probe_activations
+
+    ps = PrefixSet.build(cm.processes.mess3(), 3)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((len(ps), 4)).astype(np.float32)
+    probe_activations({"x": a}, ps, shuffles=2)
+    a[5, 1] = np.nan
+    with pytest.raises(ValueError, match="'x' contain 1 rows with NaN"):
+        probe_activations({"x": a}, ps, shuffles=2)
