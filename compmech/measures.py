@@ -39,7 +39,7 @@ import numpy as np
 
 from .epsilon_machine import epsilon_machine
 from .msp_graph import MSPGraph, msp
-from ._validate import integer
+from ._validate import integer, real
 from .process import Process, as_process
 
 LN2 = math.log(2.0)
@@ -364,6 +364,7 @@ def entropy_rate(process, *, max_states=DEFAULT_MAX_STATES, tol=1e-9, seed=0, ma
     mixed-state distribution times next-token entropies); otherwise a (Rao-Blackwellised)
     Shannon-McMillan-Breiman estimate over about ``max_tokens`` sampled tokens with its
     one-sigma standard error (Mess3: about 1e-4 bits with the default 2^23 tokens)."""
+    seed, max_tokens = _mc_args(seed, max_tokens)
     a = _analyse(process, max_states, tol)
     if a.finite:
         return Measure("entropy_rate", float(a.limit() @ a.h), True, method="finite MSP, Cesaro limit")
@@ -404,6 +405,7 @@ def myopic_entropy(process, L: int, *, max_states=DEFAULT_MAX_STATES, tol=1e-9, 
     propagation on a finite MSP; on a truncated one exact up to the explored depth and Monte
     Carlo (with standard errors) beyond."""
     L = _count(L, "L", 1)
+    seed, _ = _mc_args(seed)
     a = _analyse(process, max_states, tol)
     if L <= a.exact_depth:
         return Measure("myopic_entropy", a.propagate(a.h, L), True, np.zeros(L), method="MSP propagation")
@@ -435,6 +437,7 @@ def excess_entropy(process, *, max_states=DEFAULT_MAX_STATES, tol=1e-9, seed=0, 
     ``h_mu(L)`` (to the explored depth) minus the estimated rate, then either a geometric tail
     or, while ``h_mu(L)`` is still visibly above ``h_mu``, a Monte Carlo continuation of the sum
     (per-row sums of predictive entropies, about ``max_tokens`` tokens)."""
+    seed, max_tokens = _mc_args(seed, max_tokens)
     a = _analyse(process, max_states, tol)
     if a.finite:
         return Measure("excess_entropy", _exact_E(a), True, method="Drazin inverse on the MSP")
@@ -715,6 +718,8 @@ def cryptic_order(process, *, max_states=DEFAULT_MAX_STATES, tol=1e-9, max_L: in
     """Cryptic order ``k``: the least ``L`` with ``H[S_L | X_{0:inf}] = 0``, using
     ``H[S_L | X_{0:inf}] = U(L) - (E + h_mu L - H(L))`` (``U`` the state uncertainty), which
     is non-increasing; zero is decided with ``threshold`` bits. ``k <= R`` (Markov order)."""
+    threshold = real(threshold, "threshold", low=0.0)
+    max_L = integer(max_L, "max_L", minimum=1, none_ok=True)
     a = _analyse(process, max_states, tol)
     c = _causal(a, max_states, tol)
     if c is None or not c.a.finite:
@@ -737,6 +742,15 @@ def cryptic_order(process, *, max_states=DEFAULT_MAX_STATES, tol=1e-9, max_L: in
 
 def _count(v, name, minimum):
     return integer(v, name, minimum=minimum)
+
+
+def _mc_args(seed, max_tokens=None):
+    """Validated Monte Carlo arguments: ``seed`` in [0, 2**64 - 2] (runs use seed and seed + 1),
+    ``max_tokens`` an integer >= 1024."""
+    seed = integer(seed, "seed", minimum=0, limit=(1 << 64) - 1)
+    if max_tokens is not None:
+        max_tokens = integer(max_tokens, "max_tokens", minimum=1024)
+    return seed, max_tokens
 
 
 @dataclass
@@ -780,6 +794,7 @@ class Summary:
 def summary(process, *, max_states=DEFAULT_MAX_STATES, tol=1e-9, seed=0, max_tokens=1 << 23) -> Summary:
     """Every scalar measure of ``process``, sharing one MSP analysis (and, for an infinite
     MSP, one Monte Carlo run of about ``max_tokens`` tokens)."""
+    seed, max_tokens = _mc_args(seed, max_tokens)
     a = _analyse(process, max_states, tol)
     kw = dict(max_states=max_states, tol=tol)
     ms = {

@@ -130,3 +130,19 @@ def test_validate_helpers():
         _validate.real(float("inf"), "x")
     with pytest.raises(ParameterError, match="real number"):
         _validate.real(10**400, "x")
+
+
+@pytest.mark.parametrize("call", [
+    lambda: cm.measures.entropy_rate(P.mess3(), max_tokens=-5, max_states=10),
+    lambda: cm.measures.entropy_rate(P.mess3(), max_tokens=1.5, max_states=10),
+    lambda: cm.measures.excess_entropy(P.mess3(), seed=-1, max_states=10),
+    lambda: cm.measures.summary(P.mess3(), max_tokens=10, max_states=10),
+    lambda: cm.measures.myopic_entropy(P.mess3(), 5, seed=math.nan, max_states=10),
+    lambda: cm.measures.cryptic_order(P.even(), threshold=math.nan),
+    lambda: cm.measures.cryptic_order(P.even(), max_L=0),
+    lambda: P.mixture([P.coin(), P.coin()], ["a", "b"]),
+], ids=["max_tokens<0", "max_tokens float", "seed<0", "max_tokens small", "seed nan", "threshold nan", "max_L 0",
+        "weights str"])
+def test_measure_and_composite_arguments_are_validated(call):
+    with _Deadline(20), pytest.raises(ParameterError):
+        call()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..process import GHMM, HMM, Process, as_process
+from .._validate import ParameterError
 from ._registry import register
 
 
@@ -91,7 +92,10 @@ def mixture(processes, weights=None, *, name: str = "mixture") -> MixtureHMM | M
     :class:`MixtureGHMM` whose ``w`` concatenates the components' ``w``."""
     procs = _components(processes, "mixture")
     n = len(procs)
-    wts = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=np.float64)
+    try:
+        wts = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ParameterError(f"mixture: weights must be {n} non-negative numbers, got {weights!r}") from None
     if wts.shape != (n,):
         raise ValueError(f"mixture: weights must have length {n} (one per component), got shape {wts.shape}")
     if not np.all(np.isfinite(wts)) or np.any(wts < 0) or abs(wts.sum() - 1) > 1e-9:
