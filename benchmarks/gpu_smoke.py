@@ -26,8 +26,9 @@ from compmech import _backend  # noqa: E402
 MESS3 = cm.processes.mess3()
 
 
-def checks(dev):
-    """(name, call) pairs; each call returns (got, want) to compare, or None."""
+def checks(dev, tensor_dev):
+    """(name, call) pairs; each call returns (got, want) to compare. ``dev`` is passed as
+    ``device=``; tokens are uploaded to ``tensor_dev`` (the CPU when emulating)."""
     host = lambda t: t.cpu().numpy()  # noqa: E731
     tok = cm.sample(MESS3, 131, 37, seed=1)
     gold = cm.processes.golden_mean()
@@ -35,7 +36,7 @@ def checks(dev):
     ghmm = cm.processes.random_ghmm_like(5, 3, 4)
     s12 = cm.processes.random_hmm(12, 4, seed=0)
     s40 = cm.processes.random_hmm(40, 2, seed=1)
-    t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)  # noqa: E731
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(tensor_dev)  # noqa: E731
     return [
         ("sample HMM, packed tables (Mess3)",
          lambda: (host(cm.sample(MESS3, 131, 37, seed=1, return_states=True, device=dev)[1]),
@@ -71,7 +72,7 @@ def main(argv) -> int:
     dev = "cuda"
     sync = (lambda: None) if emulate else torch.cuda.synchronize
     failed = 0
-    for name, call in checks(dev):
+    for name, call in checks(dev, "cpu" if emulate else dev):
         t0 = time.perf_counter()
         try:
             got, want = call()

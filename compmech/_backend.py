@@ -81,7 +81,7 @@ class CpuBackend:
     # ---- kernels ----------------------------------------------------------------------------
     def beliefs(self, proc, tok, init, dtype, want_logp, out=None):
         w = proc.w if proc.is_generalized else None
-        b, lp, zero, bad = _core.beliefs(proc.T, w, init, tok, dtype, want_logp, True, proc.zero_tol, out)
+        b, lp, zero, bad = _core.beliefs(proc.T, w, init, tok, dtype, want_logp, proc.zero_tol, out)
         return b, lp, (zero, bad)
 
     def read(self, flags):
@@ -147,7 +147,8 @@ def grow(be, proc, levels: list, depth: int, min_prob: float, full: bool = False
         levels.append(level)
         pending.append(dropped)
         spec_bytes += be.nbytes(level)
-        if len(levels) <= depth and be.speculate(spec_bytes):
+        # go on guessing while the next level (V times this one) keeps the guesses within budget
+        if len(levels) <= depth and be.speculate(spec_bytes + V * be.nbytes(level)):
             continue
         first = be.first_dropped(pending)
         start = len(levels) - len(pending)

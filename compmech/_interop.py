@@ -1,9 +1,10 @@
-"""Arrays of other libraries (JAX, CuPy, anything with ``__dlpack__`` or
-``__cuda_array_interface__``) in and out of the backends, which work on numpy arrays and torch
-tensors: inputs are wrapped as torch tensors and outputs handed back as the caller's kind on the
-same device, both through DLPack, so no data is copied where the layout allows it.
+"""The kind of array a call returns: the kind it was given. The backends work on numpy arrays
+and torch tensors; arrays of other libraries (JAX, CuPy, anything with ``__dlpack__`` or
+``__cuda_array_interface__``) come in as torch tensors and results go back as the caller's kind
+on the same device, both through DLPack, so no data is copied where the layout allows it.
 
-numpy arrays, torch tensors and plain array-likes (lists) pass through untouched."""
+numpy arrays, torch tensors and plain array-likes (lists) pass through untouched; results for
+torch input come back as torch tensors (sharing the numpy result's memory on the CPU)."""
 from __future__ import annotations
 
 import numpy as np
@@ -57,8 +58,9 @@ def _exporter(family: str, device):
     return identity  # an exporter we do not know: torch tensors come back
 
 
-def _wrap_back(back_one):
-    """Apply ``back_one`` to an array (numpy or torch) or pass None through."""
+def _wrap_back(back_one, align: int = 0):
+    """Apply ``back_one`` to an array (numpy or torch) or pass None through. ``back.align``:
+    the CPU buffer alignment at which the target library adopts memory instead of copying."""
     def back(a):
         if a is None:
             return None
@@ -66,13 +68,31 @@ def _wrap_back(back_one):
             a = a.numpy()  # numpy exports CPU DLPack everywhere
         return back_one(a)
 
+    back.align = align
     return back
+
+
+def aligned_empty(shape, dtype, align: int) -> np.ndarray:
+    """An uninitialised C-contiguous numpy array whose data starts on an ``align``-byte boundary."""
+    dt = np.dtype(dtype)
+    n = int(np.prod(shape)) * dt.itemsize
+    raw = np.empty(n + align, np.uint8)
+    off = (-raw.ctypes.data) % align
+    return raw[off:off + n].view(dt).reshape(shape)
+
+
+def _to_torch(a):
+    import torch
+
+    return torch.from_numpy(a) if isinstance(a, np.ndarray) else a
 
 
 def incoming(x):
     """``(native, back)``: ``x`` as a numpy array or torch tensor (zero-copy for DLPack /
-    CUDA-array-interface inputs), and a function returning a result of the call as ``x``'s
-    kind on ``x``'s device."""
+    CUDA-array-interface inputs, which become torch tensors), and a function returning a result
+    of the call (numpy or torch) as ``x``'s kind on ``x``'s device."""
+    if is_torch(x):
+        return x, _to_torch  # CPU results come back as numpy views: torch tensors sharing them
     if not is_foreign(x):
         return x, identity
     import torch
@@ -81,8 +101,8 @@ def incoming(x):
         t = torch.from_dlpack(x) if hasattr(x, "__dlpack__") else torch.as_tensor(x, device="cuda")
     except (TypeError, RuntimeError, BufferError) as exc:
         raise _errors.unsupported_array(x) from exc
-    native = t.numpy() if t.device.type == "cpu" else t
-    return native, _wrap_back(_exporter(_family(x), t.device))
+    family = _family(x)
+    return t, _wrap_back(_exporter(family, t.device), align=64 if family in ("jax", "jaxlib") else 0)
 
 
 def for_device(device):
@@ -102,7 +122,7 @@ def for_device(device):
         def to_jax_device(a):
             return jax.device_put(export(a), device)  # no copy when already on that device
 
-        return torch_dev, _wrap_back(to_jax_device)
+        return torch_dev, _wrap_back(to_jax_device, align=64)
     if family == "cupy":
         return f"cuda:{device.id}", _wrap_back(_exporter("cupy", None))
     return device, identity

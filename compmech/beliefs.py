@@ -26,6 +26,9 @@ def _run(process, tokens, initial, dtype, want_logp, on_zero, out=None):
         shape = (L, proc.num_states) if was_1d else (B, L, proc.num_states)
         buf = be.out_buffer(_interop.incoming(out)[0], tok, shape)
         buf = buf[None] if was_1d else buf
+    elif dtype is not None and be is _backend.CPU and getattr(back, "align", 0):
+        # a buffer the caller's library (JAX) adopts without a copy
+        buf = _interop.aligned_empty((B, L, proc.num_states), dtype, back.align)
     b, lp, flags = be.beliefs(proc, tok, init, dtype, want_logp, buf)
     zero, bad = be.read(flags)
     if bad is not None:
@@ -46,8 +49,10 @@ def beliefs(process, tokens, *, initial=None, dtype=np.float32, return_log_prob=
     Args:
         process: a :class:`compmech.HMM` or :class:`compmech.GHMM`.
         tokens: ``(B, L)`` or ``(L,)`` integers in ``[0, V)``; any integer dtype; numpy, torch CPU
-            or torch CUDA. CUDA tokens run on their GPU (on torch's current stream; S <= 64) and
-            give CUDA tensors there; the call waits for the kernel to check for errors.
+            or torch CUDA, or any DLPack / ``__cuda_array_interface__`` array (JAX, CuPy: read in
+            place, results returned as that library's arrays on the same device). CUDA tokens run
+            on their GPU (on torch's current stream; S <= 64) and give CUDA arrays there; the
+            call waits for the kernel to check for errors.
         initial: belief before the first token, ``(S,)``; default ``process.stationary``.
         dtype: float32 (default) or float64 output. Arithmetic is float64 throughout.
         return_log_prob: also return the natural-log probability of each whole sequence

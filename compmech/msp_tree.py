@@ -131,7 +131,7 @@ def msp_tree(process, depth, *, dtype=np.float64, min_prob=0.0, initial=None, de
 
     ``device="cuda"`` (or ``"cuda:k"``) enumerates on that GPU (S <= 64) and the levels hold
     torch CUDA tensors, equal to the CPU's arrays; ``None`` (default) or ``"cpu"`` gives numpy
-    arrays on the CPU.
+    arrays on the CPU; a JAX or CuPy device gives that library's arrays on it.
 
     For a level too large to hold at once, see :func:`msp_level_chunks`.
     """

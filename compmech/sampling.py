@@ -29,6 +29,7 @@ def sample(process, batch, length, *, seed, initial=None, return_states=False, r
         device: ``None`` for numpy arrays; otherwise a torch device, and torch tensors are
             returned there (``"cpu"`` shares memory with the sampled arrays). A CUDA device
             generates on that GPU (on torch's current stream), with the CPU's tokens bit for bit.
+            A JAX or CuPy device gives that library's arrays on it (handed over through DLPack).
         row_offset: index of the first row in the RNG stream, to generate a batch in parts.
 
     Returns:

@@ -116,7 +116,7 @@ inline int sm_count(int device) { return device_attribute(cudaDevAttrMultiProces
 template <typename K>
 int kernel_registers(K kernel, int /*modelled*/) {
   cudaFuncAttributes a{};
-  check(cudaFuncGetAttributes(&a, reinterpret_cast<const void*>(kernel)), "cudaFuncGetAttributes");
+  check(cudaFuncGetAttributes(&a, kernel), "cudaFuncGetAttributes");
   return a.numRegs;
 }
 
@@ -124,8 +124,7 @@ int kernel_registers(K kernel, int /*modelled*/) {
 template <typename K>
 void allow_dynamic_smem(K kernel, size_t bytes) {
   if (bytes > 48 * 1024)
-    check(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               static_cast<int>(bytes)),
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
           "cudaFuncSetAttribute");
 }
 
