@@ -19,7 +19,8 @@
 #
 # --dry-run runs the same script on a machine without a GPU: no build (the installed package),
 # the smoke and sanitizer calls on the CPU emulation (no compute-sanitizer), the GPU tests and
-# benchmarks as they are (they skip). tests/test_gpu_check.py runs it this way.
+# benchmarks as they are (they skip). tests/test_gpu_check.py runs it this way, with
+# GPU_CHECK_QUICK=1 (fewer sanitizer variants).
 set -uo pipefail
 
 dry=0
@@ -150,7 +151,8 @@ for tool in memcheck racecheck synccheck; do
   n_left=$(( 3 - $(grep -c '^\[sanitize-' "$san") ))
   lim=$(( $(left) / n_left - 5 ))
   if (( dry )); then
-    TAIL=3 run "sanitize-$tool" "$(budget "$lim")" "$san" $py benchmarks/gpu_sanitize.py --emulate
+    TAIL=3 run "sanitize-$tool" "$(budget "$lim")" "$san" $py benchmarks/gpu_sanitize.py --emulate \
+      ${GPU_CHECK_QUICK:+--quick}
   elif command -v compute-sanitizer >/dev/null; then
     filter=--kernel-name
     compute-sanitizer --help 2>/dev/null | grep -q -- '--kernel-name' || filter=--filter
