@@ -17,7 +17,12 @@ def is_torch(x) -> bool:
 
 
 def to_numpy(x, name: str) -> np.ndarray:
-    """numpy view of a numpy array, torch CPU tensor or array-like (copy only if unavoidable)."""
+    """numpy view of a numpy array, torch CPU tensor, CPU DLPack array (JAX) or array-like
+    (copy only if unavoidable)."""
+    if not isinstance(x, np.ndarray) and not is_torch(x) and hasattr(x, "__dlpack__"):
+        from ._interop import incoming
+
+        x = incoming(x)[0]  # a torch tensor viewing the same memory
     if is_torch(x):
         if x.device.type != "cpu":
             raise _errors.cpu_only(name, x.device)

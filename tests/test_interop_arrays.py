@@ -103,6 +103,9 @@ def test_initial_as_a_jax_array():
     tok = cm.sample(MESS3, 4, 6, seed=1)
     np.testing.assert_array_equal(np.asarray(cm.beliefs(MESS3, jnp.asarray(tok), initial=init)),
                                   cm.beliefs(MESS3, tok, initial=np.asarray(init)))  # JAX's float32 values
+    tree = cm.msp_tree(MESS3, 3, initial=init, device=CPU)
+    np.testing.assert_allclose(np.asarray(tree.level(3).probs),
+                               cm.msp_tree(MESS3, 3, initial=np.asarray(init)).level(3).probs, rtol=1e-6)
 
 
 def test_numpy_and_torch_pass_through_untouched():
