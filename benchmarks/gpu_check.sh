@@ -35,6 +35,9 @@ cd "$here" || exit 2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export PYTHONUNBUFFERED=1
+# the CUDA tools are often installed without being on the PATH
+for d in /usr/local/cuda/bin /usr/local/cuda-*/bin; do [[ -d $d ]] && PATH=$PATH:$d; done
+export PATH
 
 left() { echo $((deadline - $(date +%s))); }
 # time-out for a step: at most $1 seconds, and never past the deadline minus $2 reserved seconds
@@ -75,7 +78,13 @@ summary() {
     --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
   $py -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpu visible', torch.cuda.is_available())" 2>&1
   command -v nvcc >/dev/null && nvcc --version | tail -1 | sed 's/^/nvcc: /'
-  command -v compute-sanitizer >/dev/null || echo "compute-sanitizer: not on PATH"
+  command -v compute-sanitizer >/dev/null || echo "compute-sanitizer: not found"
+  $py - <<'PY'
+import importlib.util as u
+need = ["torch", "numpy", "scipy", "pytest", "hypothesis", "pytest_benchmark", "scikit_build_core", "pybind11"]
+missing = [m for m in need if u.find_spec(m) is None]
+print("python modules missing:", " ".join(missing) if missing else "none")
+PY
 } > "$tmp/env.txt" 2>&1
 cat "$tmp/env.txt"
 
@@ -137,6 +146,8 @@ if (( $(left) > 150 + 150 )); then
   if (( rc == 0 )) && [[ -s "$tmp/bench.json" ]]; then
     mv "$tmp/bench.json" "$tmp/bench_full.json" "$out/"
     row bench "ok" "$secs" "full sizes (replace the quick figures in the JSON files)"
+  elif (( rc == 0 )); then
+    row bench "ok" "$secs" "full sizes: no figures (every benchmark skipped)"
   else
     row bench "$(status_of $rc)" "$secs" "full sizes incomplete: the JSON files hold the quick figures"
   fi
