@@ -29,6 +29,22 @@ def negative_for_hidden_states() -> ValueError:
     return ValueError("T and initial must be non-negative for hidden-state sampling")
 
 
+def on_zero_choice(value, choices) -> ValueError:
+    return ValueError(f"on_zero must be one of {tuple(choices)}, got {value!r}")
+
+
+def ghmm_has_no_states() -> ValueError:
+    return ValueError("return_states: a GHMM has no hidden states (it is sampled through its beliefs)")
+
+
+def rng_rows_exhausted() -> ValueError:
+    return ValueError("row_offset + batch must be < 2**64")
+
+
+def rng_length_exhausted() -> ValueError:
+    return ValueError("length must be < 2**34 (the RNG counter's range)")
+
+
 def integer_tokens(dtype) -> TypeError:
     return TypeError(f"tokens must be an integer array, got dtype {dtype}")
 

@@ -13,7 +13,7 @@ _ON_ZERO = ("raise", "nan")
 def _run(process, tokens, initial, dtype, want_logp, on_zero, out=None):
     proc = as_process(process)
     if on_zero not in _ON_ZERO:
-        raise ValueError(f"on_zero must be one of {_ON_ZERO}, got {on_zero!r}")
+        raise _errors.on_zero_choice(on_zero, _ON_ZERO)
     init = proc.check_initial(initial)
     x, back = _interop.incoming(tokens)
     be = _backend.for_array(x)

@@ -42,12 +42,12 @@ def sample(process, batch, length, *, seed, initial=None, return_states=False, r
     seed = check_seed(seed)
     row0 = check_count(row_offset, "row_offset", limit=1 << 64)
     if row0 + B >= 1 << 64:
-        raise ValueError("row_offset + batch must be < 2**64")
+        raise _errors.rng_rows_exhausted()
     if L >= 1 << 34:
-        raise ValueError("length must be < 2**34 (the RNG counter's range)")
+        raise _errors.rng_length_exhausted()
     init = proc.check_initial(initial)
     if proc.is_generalized and return_states:
-        raise ValueError("return_states: a GHMM has no hidden states (it is sampled through its beliefs)")
+        raise _errors.ghmm_has_no_states()
     dt = float_dtype_name(dtype) if return_beliefs else None
     device, back = _interop.for_device(device)
     be = _backend.for_device(device)
