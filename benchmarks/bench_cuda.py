@@ -308,6 +308,14 @@ def test_msp_tree_mess3_cuda_depth16_f32(benchmark, throughput):
     throughput("cuda msp mess3", sizes[-1], "nodes")
 
 
+def test_msp_tree_mess3_cuda_depth8_latency(benchmark, throughput):
+    """A small tree (9,840 nodes): per-tree host round trips dominate here. Every level after the
+    first is full, so the dropped-flags are read back once for the whole tree."""
+    sizes = []
+    _bench(benchmark, _msp_cuda(MESS3, 8, sizes), rounds=30, warmup_rounds=3)
+    throughput("cuda msp mess3 depth 8", sizes[-1], "nodes")
+
+
 def test_msp_tree_mess3_torch(benchmark, throughput):
     T, init = _t(MESS3.T), _t(MESS3.stationary)
     assert sum(len(lv[1]) for lv in msp_torch(T, init, 8)) == _nodes(8)
