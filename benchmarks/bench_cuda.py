@@ -3,7 +3,8 @@ S=12, V=4 random HMM; every baseline is measured in the same run on the same GPU
 
 Run (skipped when torch sees no CUDA GPU, or compmech was built without its CUDA kernels):
 
-    pytest benchmarks/bench_cuda.py
+    pytest benchmarks/bench_cuda.py                            # full sizes
+    COMPMECH_BENCH_QUICK=1 pytest benchmarks/bench_cuda.py     # 16x smaller, about a minute
 
 Every timed call ends with ``torch.cuda.synchronize()``, so the medians measure completed GPU
 work; warmup rounds keep module load, allocator growth and first-launch costs out of them.
@@ -17,6 +18,7 @@ H100 targets these numbers are read against (recorded only, never asserted):
 * MSP tree: >= 20 G nodes/s.
 """
 import gc
+import os
 import time
 
 import numpy as np
@@ -36,18 +38,22 @@ pytestmark = [
 MESS3 = cm.processes.mess3(0.05, 0.85)
 GENERIC = cm.processes.random_hmm(12, 4, seed=0)
 
+# COMPMECH_BENCH_QUICK=1 (benchmarks/gpu_check.sh's first pass): every size 16x smaller, MSP
+# trees two levels shallower, so the whole file runs in about a minute.
+QUICK = os.environ.get("COMPMECH_BENCH_QUICK", "0") == "1"
+_Q = 4 if QUICK else 0  # log2 of the size reduction
 # beliefs: B*L*S*4 bytes = 3.2 GB (Mess3) per float32 output; the torch loop runs fewer steps
-B, L = 1 << 20, 256
+B, L = 1 << (20 - _Q), 256
 L_TORCH = 32
-B_S12, L_S12 = 1 << 18, 256  # S=12: B*L*S*4 = 3.2 GB too
+B_S12, L_S12 = 1 << (18 - _Q), 256  # S=12: B*L*S*4 = 3.2 GB too
 # sampling: 1 G uint8 tokens = 1 GB per call
-B_SAMPLE, L_SAMPLE = 1 << 20, 1024
+B_SAMPLE, L_SAMPLE = 1 << (20 - _Q), 1024
 L_SAMPLE_TORCH = 16
 # CPU reference point (same size as bench_core)
-B_CPU, L_CPU = 65536, 256
+B_CPU, L_CPU = 65536 >> _Q, 256
 # MSP tree: Mess3 depth 16 = 3^16 ~ 43 M leaves, ~65 M nodes; S=12 V=4 depth 12 = ~22 M nodes
-DEPTH = 16
-DEPTH_S12 = 12
+DEPTH = 14 if QUICK else 16
+DEPTH_S12 = 10 if QUICK else 12
 
 
 def _nodes(depth, V=3):
@@ -300,6 +306,14 @@ def test_msp_tree_mess3_cuda_depth16_f32(benchmark, throughput):
     sizes = []
     _bench(benchmark, _msp_cuda(MESS3, DEPTH, sizes), rounds=5, warmup_rounds=1)
     throughput("cuda msp mess3", sizes[-1], "nodes")
+
+
+def test_msp_tree_mess3_cuda_depth8_latency(benchmark, throughput):
+    """A small tree (9,840 nodes): per-tree host round trips dominate here. Every level after the
+    first is full, so the dropped-flags are read back once for the whole tree."""
+    sizes = []
+    _bench(benchmark, _msp_cuda(MESS3, 8, sizes), rounds=30, warmup_rounds=3)
+    throughput("cuda msp mess3 depth 8", sizes[-1], "nodes")
 
 
 def test_msp_tree_mess3_torch(benchmark, throughput):

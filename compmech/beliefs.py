@@ -3,50 +3,43 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core
-from ._arrays import as_tokens, float_dtype_name, is_cuda, like_input, to_numpy
+from . import _backend, _errors, _interop
+from ._arrays import float_dtype_name
 from .process import as_process
 
 _ON_ZERO = ("raise", "nan")
 
 
-def _out_array(out, arr, was_1d, S):
-    """numpy view of a caller-provided output buffer (numpy or torch CPU), checked for shape."""
-    if out is None:
-        return None
-    buf = to_numpy(out, "out")
-    want = (arr.shape[1], S) if was_1d else (arr.shape[0], arr.shape[1], S)
-    if buf.dtype.kind == "f" and not buf.dtype.isnative:
-        raise ValueError("out must have the machine's native byte order")
-    if buf.shape != want:
-        raise ValueError(f"out must have shape {want}, got {buf.shape}")
-    if np.may_share_memory(buf, arr):
-        raise ValueError("out must not overlap tokens")
-    return buf[None] if was_1d else buf
-
-
 def _run(process, tokens, initial, dtype, want_logp, on_zero, out=None):
     proc = as_process(process)
     if on_zero not in _ON_ZERO:
-        raise ValueError(f"on_zero must be one of {_ON_ZERO}, got {on_zero!r}")
+        raise _errors.on_zero_choice(on_zero, _ON_ZERO)
     init = proc.check_initial(initial)
-    if is_cuda(tokens):
-        from . import _cuda_ops
-
-        if out is not None and not is_cuda(out):
-            raise ValueError(f"out must be on the tokens' device {tokens.device}, got {type(out).__name__} on the CPU")
-        return _cuda_ops.beliefs(proc, tokens, init, dtype, want_logp, on_zero == "nan", out)
-    arr, was_1d, was_torch = as_tokens(tokens, proc.vocab_size)
-    w = proc.w if proc.is_generalized else None
-    buf = _out_array(out, arr, was_1d, proc.num_states)
-    b, lp = _core.beliefs(proc.T, w, init, arr, dtype, want_logp, on_zero == "nan", proc.zero_tol, buf)
+    x, back = _interop.incoming(tokens)
+    be = _backend.for_array(x)
+    tok, was_1d = be.tokens(x)
+    B, L = tok.shape
+    buf = None
+    if out is not None:
+        if _interop.is_immutable(out):
+            raise _errors.immutable_out(out)
+        shape = (L, proc.num_states) if was_1d else (B, L, proc.num_states)
+        buf = be.out_buffer(_interop.incoming(out)[0], tok, shape)
+        buf = buf[None] if was_1d else buf
+    elif dtype is not None and be is _backend.CPU and getattr(back, "align", 0):
+        # a buffer the caller's library (JAX) adopts without a copy
+        buf = _interop.aligned_empty((B, L, proc.num_states), dtype, back.align)
+    b, lp, flags = be.beliefs(proc, tok, init, dtype, want_logp, buf)
+    zero, bad = be.read(flags)
+    if bad is not None:
+        raise _errors.outside_vocabulary(be.value_at(x, bad), bad, L, proc.vocab_size)
+    if zero is not None and on_zero == "raise":
+        raise _errors.zero_probability(be.value_at(x, zero), zero, L)
     if was_1d:
         b = None if b is None else b[0]
-        lp = None if lp is None else lp[0:1].reshape(())
-    b = out if out is not None else like_input(b, was_torch)  # out: the caller's own object, filled
-    if lp is not None and was_torch:
-        lp = like_input(np.asarray(lp), True)
-    return b, lp
+        lp = None if lp is None else lp.reshape(B)[0:1].reshape(())
+    b = out if out is not None else back(b)  # out: the caller's own object, filled
+    return b, back(lp)
 
 
 def beliefs(process, tokens, *, initial=None, dtype=np.float32, return_log_prob=False, on_zero="raise",
@@ -56,8 +49,10 @@ def beliefs(process, tokens, *, initial=None, dtype=np.float32, return_log_prob=
     Args:
         process: a :class:`compmech.HMM` or :class:`compmech.GHMM`.
         tokens: ``(B, L)`` or ``(L,)`` integers in ``[0, V)``; any integer dtype; numpy, torch CPU
-            or torch CUDA. CUDA tokens run on their GPU (on torch's current stream; S <= 64) and
-            give CUDA tensors there; the call waits for the kernel to check for errors.
+            or torch CUDA, or any DLPack / ``__cuda_array_interface__`` array (JAX, CuPy: read in
+            place, results returned as that library's arrays on the same device). CUDA tokens run
+            on their GPU (on torch's current stream; S <= 64) and give CUDA arrays there; the
+            call waits for the kernel to check for errors.
         initial: belief before the first token, ``(S,)``; default ``process.stationary``.
         dtype: float32 (default) or float64 output. Arithmetic is float64 throughout.
         return_log_prob: also return the natural-log probability of each whole sequence

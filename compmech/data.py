@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._cuda_ops import max_states as max_gpu_states
+from . import _backend
 from .msp_tree import msp_tree
 from .beliefs import beliefs as _beliefs
 from .process import as_process
@@ -267,7 +267,7 @@ class StreamSource(_Source):
         if torch.device(self.device).type != "cuda" or not build_info()["cuda"]:
             return False
         needs_beliefs = self.soft_targets or self.process.is_generalized
-        return not needs_beliefs or self.process.num_states <= max_gpu_states()
+        return not needs_beliefs or self.process.num_states <= _backend.cuda_state_limit()
 
     def _gpu_batch(self, step: int):
         import torch
@@ -289,8 +289,6 @@ class StreamSource(_Source):
         for the GPU: constants are uploaded once, and sampled tokens need no error check."""
         import torch
 
-        from . import _cuda_ops
-
         p = self.process
         if getattr(self, "_gpu_consts", None) is None:
             self._gpu_consts = (torch.as_tensor(p.token_weights.T.copy(), device=seq.device),  # (S, V)
@@ -298,7 +296,7 @@ class StreamSource(_Source):
         Tw, stationary = self._gpu_consts
         n_in = self.ctx - 1 if self.bos else self.ctx
         B, S = seq.shape[0], p.num_states
-        b = (_cuda_ops.beliefs(p, seq[:, :n_in], p.stationary, "float64", False, False, check=False)[0] if n_in > 0
+        b = (_backend.trusted_beliefs(p, seq[:, :n_in], "float64") if n_in > 0
              else torch.zeros((B, 0, S), dtype=torch.float64, device=seq.device))
         if self.bos:
             b = torch.cat([stationary.expand(B, 1, S), b], 1)

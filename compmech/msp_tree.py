@@ -11,8 +11,8 @@ from typing import Iterator
 
 import numpy as np
 
-from . import _core
-from ._arrays import check_count, check_nonneg_float, float_dtype_name, is_cuda, smallest_uint
+from . import _backend, _errors, _interop
+from ._arrays import check_count, check_nonneg_float, float_dtype_name, is_torch, smallest_uint
 from .process import Process, as_process
 
 
@@ -44,33 +44,32 @@ class MSPLevel:
         """``(M, depth)`` token sequences, lexicographically ordered."""
         if self._sequences is not None:  # a chunk from msp_level_chunks carries its own
             return self._sequences
-        if is_cuda(self.token):
+        token, back = _interop.incoming(self.token)
+        if is_torch(token):
             import torch
 
-            seq = torch.empty((len(self), self.depth), dtype=self.token.dtype, device=self.token.device)
-            idx = torch.arange(len(self), device=self.token.device)
-            for d in range(self.depth, 0, -1):
-                lvl = self._tree.level(d)
-                seq[:, d - 1] = lvl.token[idx]
-                idx = lvl.parent[idx].long()
-            return seq
-        seq = np.empty((len(self), self.depth), dtype=smallest_uint(self._process.vocab_size))
-        idx = np.arange(len(self))
+            seq = torch.empty((len(self), self.depth), dtype=token.dtype, device=token.device)
+            idx = torch.arange(len(self), device=token.device)
+        else:
+            seq = np.empty((len(self), self.depth), dtype=smallest_uint(self._process.vocab_size))
+            idx = np.arange(len(self))
         for d in range(self.depth, 0, -1):
             lvl = self._tree.level(d)
-            seq[:, d - 1] = lvl.token[idx]
-            idx = lvl.parent[idx]
-        return seq
+            seq[:, d - 1] = _interop.incoming(lvl.token)[0][idx]
+            parent = _interop.incoming(lvl.parent)[0][idx]
+            idx = parent.long() if is_torch(parent) else parent
+        return back(seq)
 
     @property
     def next_token_probs(self) -> np.ndarray:
         """``(M, V)`` float64: P(next token = x | sequence), i.e. ``belief @ T[x] @ w``."""
         Tw = self._process.token_weights  # (V, S)
-        if is_cuda(self.beliefs):
+        beliefs, back = _interop.incoming(self.beliefs)
+        if is_torch(beliefs):
             import torch
 
-            return self.beliefs.double() @ torch.from_numpy(Tw.T.copy()).to(self.beliefs.device)
-        return np.asarray(self.beliefs, dtype=np.float64) @ Tw.T
+            return back(beliefs.double() @ torch.from_numpy(Tw.T.copy()).to(beliefs.device))
+        return back(np.asarray(beliefs, dtype=np.float64) @ Tw.T)
 
 
 class MSPTree:
@@ -105,32 +104,13 @@ class MSPTree:
                 f"nodes per level={[len(l) for l in self.levels]})")
 
 
-def _root(proc: Process, initial, dtype: str, device=None) -> MSPLevel:
-    init = proc.check_initial(initial).astype(dtype)[None, :]
-    arrays = (np.ascontiguousarray(init), np.ones(1), np.zeros(1, np.int32), np.zeros(1, smallest_uint(proc.vocab_size)))
-    if device is not None:
-        import torch
-
-        if torch.device(device).type != "cpu":
-            from . import _cuda_ops
-
-            dev = _cuda_ops.device(device)
-            arrays = tuple(torch.from_numpy(a).to(dev) for a in arrays)
-    return MSPLevel(0, *arrays, proc)
-
-
-def _expand(proc: Process, lvl: MSPLevel, min_prob: float, expect_full: bool = False) -> MSPLevel:
-    """Next level. ``expect_full``: the previous expansion kept every child, so the kernel may
-    try a single pass at fixed offsets first (it falls back to counting when wrong)."""
-    if is_cuda(lvl.beliefs):
-        from . import _cuda_ops
-
-        b, p, par, tok = _cuda_ops.msp_level(proc, lvl.beliefs, lvl.probs, min_prob, expect_full)
-        return MSPLevel(lvl.depth + 1, b, p, par, tok, proc)
-    w = proc.w if proc.is_generalized else None
-    b, p, par, tok = _core.msp_level(proc.T, w, lvl.beliefs, lvl.probs, float(min_prob), proc.zero_tol,
-                                     bool(expect_full))
-    return MSPLevel(lvl.depth + 1, b, p, par, tok, proc)
+def _levels(proc: Process, levels: list, depth: int, min_prob: float, full: bool = False) -> list:
+    """``levels`` (MSPLevels, the last ``lvl.depth``) extended to ``depth`` on their arrays' backend."""
+    first = levels[0].depth
+    arrays = [(lv.beliefs, lv.probs, lv.parent, lv.token) for lv in levels]
+    be = _backend.for_array(arrays[-1][0])
+    arrays = _backend.grow(be, proc, arrays, depth - first, min_prob, full)
+    return levels + [MSPLevel(first + k, *a, proc) for k, a in enumerate(arrays) if k >= len(levels)]
 
 
 def _check_args(depth, min_prob):
@@ -151,16 +131,25 @@ def msp_tree(process, depth, *, dtype=np.float64, min_prob=0.0, initial=None, de
 
     ``device="cuda"`` (or ``"cuda:k"``) enumerates on that GPU (S <= 64) and the levels hold
     torch CUDA tensors, equal to the CPU's arrays; ``None`` (default) or ``"cpu"`` gives numpy
-    arrays on the CPU.
+    arrays on the CPU; a JAX or CuPy device gives that library's arrays on it.
 
     For a level too large to hold at once, see :func:`msp_level_chunks`.
     """
     proc = as_process(process)
     depth, min_prob = _check_args(depth, min_prob)
-    levels = [_root(proc, initial, float_dtype_name(dtype), device)]
-    for d in range(depth):
-        full = d > 0 and len(levels[-1]) == proc.vocab_size * len(levels[-2])
-        levels.append(_expand(proc, levels[-1], min_prob, full))
+    dt = float_dtype_name(dtype)
+    device, back = _interop.for_device(device)
+    if device is not None:
+        import torch
+
+        if torch.device(device).type not in ("cpu", "cuda"):
+            raise _errors.not_a_cuda_device(torch.device(device))
+    be = _backend.for_device(device)
+    root = MSPLevel(0, *_backend.root_level(be, proc, proc.check_initial(initial), dt), proc)
+    levels = _levels(proc, [root], depth, min_prob)
+    if back is not _interop.identity:
+        levels = [MSPLevel(lv.depth, *(back(a) for a in (lv.beliefs, lv.probs, lv.parent, lv.token)), proc)
+                  for lv in levels]
     return MSPTree(proc, levels, min_prob)
 
 
@@ -192,7 +181,7 @@ def msp_level_chunks(process, depth, *, max_nodes=1 << 22, dtype=np.float64, min
         seq = pre_seq[sl]
         full = False
         for _ in range(depth - k):
-            child = _expand(proc, lvl, min_prob, full)
+            child = _levels(proc, [lvl], lvl.depth + 1, min_prob, full)[-1]
             full = len(child) == V * len(lvl)
             seq = np.concatenate([seq[child.parent], child.token[:, None].astype(seq.dtype)], axis=1)
             lvl = child

@@ -5,16 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core
+from . import _backend, _errors, _interop
 from ._arrays import check_count, check_seed, float_dtype_name
-from .beliefs import beliefs as _beliefs
 from .process import as_process
-
-
-def _is_cuda_device(device) -> bool:
-    import torch
-
-    return torch.device(device).type == "cuda"
 
 
 def sample(process, batch, length, *, seed, initial=None, return_states=False, return_beliefs=False,
@@ -36,6 +29,7 @@ def sample(process, batch, length, *, seed, initial=None, return_states=False, r
         device: ``None`` for numpy arrays; otherwise a torch device, and torch tensors are
             returned there (``"cpu"`` shares memory with the sampled arrays). A CUDA device
             generates on that GPU (on torch's current stream), with the CPU's tokens bit for bit.
+            A JAX or CuPy device gives that library's arrays on it (handed over through DLPack).
         row_offset: index of the first row in the RNG stream, to generate a batch in parts.
 
     Returns:
@@ -48,32 +42,31 @@ def sample(process, batch, length, *, seed, initial=None, return_states=False, r
     seed = check_seed(seed)
     row0 = check_count(row_offset, "row_offset", limit=1 << 64)
     if row0 + B >= 1 << 64:
-        raise ValueError("row_offset + batch must be < 2**64")
+        raise _errors.rng_rows_exhausted()
     if L >= 1 << 34:
-        raise ValueError("length must be < 2**34 (the RNG counter's range)")
+        raise _errors.rng_length_exhausted()
     init = proc.check_initial(initial)
     if proc.is_generalized and return_states:
-        raise ValueError("return_states: a GHMM has no hidden states (it is sampled through its beliefs)")
+        raise _errors.ghmm_has_no_states()
     dt = float_dtype_name(dtype) if return_beliefs else None
-    if device is not None and _is_cuda_device(device):
-        from . import _cuda_ops
-
-        tokens, states, beliefs = _cuda_ops.sample(proc, B, L, seed, row0, init, bool(return_states), dt, device)
-        out = [tokens] + ([states] if return_states else []) + ([beliefs] if return_beliefs else [])
-        return out[0] if len(out) == 1 else tuple(out)
+    device, back = _interop.for_device(device)
+    be = _backend.for_device(device)
     states = beliefs = None
     if proc.is_generalized:
-        tokens, beliefs = _core.sample_ghmm(proc.T, proc.w, init, B, L, seed, row0, dt, proc.zero_tol)
+        tokens, beliefs, flags = be.sample_ghmm(proc, init, B, L, seed, row0, dt)
+        (fail,) = be.read(flags)
+        if fail is not None:
+            raise _errors.no_positive_token(fail, L)
     else:
-        tokens, states = _core.sample_hmm(proc.T, init, B, L, seed, row0, bool(return_states))
-        if return_beliefs:
-            beliefs = _beliefs(proc, tokens, initial=init, dtype=dtype)
-    out = [tokens]
-    if return_states:
-        out.append(states)
-    if return_beliefs:
-        out.append(beliefs)
-    if device is not None:
+        if (proc.T < 0).any() or (init < 0).any():
+            raise _errors.negative_for_hidden_states()
+        tokens, states = be.sample_hmm(proc, init, B, L, seed, row0, bool(return_states))
+        if dt is not None:  # sampled tokens are possible by construction: no error flags to read
+            beliefs = _backend.trusted_beliefs(proc, tokens, dt, initial=init, backend=be)
+    out = [tokens] + ([states] if return_states else []) + ([beliefs] if return_beliefs else [])
+    if back is not _interop.identity:
+        out = [back(a) for a in out]
+    elif be is _backend.CPU and device is not None:
         import torch
 
         dev = torch.device(device)

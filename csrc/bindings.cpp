@@ -40,10 +40,6 @@ FloatKind float_kind(const std::string& dtype) {
   type_error("dtype must be 'float32' or 'float64', got '" + dtype + "'");
 }
 
-std::string where(int64_t row, int64_t pos) {
-  return "row " + std::to_string(row) + ", position " + std::to_string(pos);
-}
-
 // A caller-provided output array: float32/float64, C-contiguous, writeable, shape (B, L, S).
 void check_out(const py::array& out, int64_t B, int64_t L, int S) {
   if (!out.dtype().is(py::dtype::of<float>()) && !out.dtype().is(py::dtype::of<double>()))
@@ -54,9 +50,12 @@ void check_out(const py::array& out, int64_t B, int64_t L, int S) {
   if (!out.writeable()) value_error("out must be writeable");
 }
 
+// Data errors are reported, not raised: the Python layer words every message (compmech/_errors.py).
+// Returns (beliefs or None, logp or None, first zero-probability flat index, first
+// out-of-vocabulary flat index), -1 where there is none; an out-of-vocabulary token skips the kernel.
 template <typename Tok>
 py::tuple beliefs_typed(const ProcessView& p, const double* init, const py::array& tokens, py::object dtype,
-                        bool want_logp, bool nan_on_zero, py::object out_arg) {
+                        bool want_logp, py::object out_arg) {
   const int64_t B = tokens.shape(0), L = tokens.shape(1);
   const Tok* tok = static_cast<const Tok*>(tokens.data());
   ZeroProb bad;
@@ -64,9 +63,8 @@ py::tuple beliefs_typed(const ProcessView& p, const double* init, const py::arra
     py::gil_scoped_release release;
     bad = find_bad_token(tok, B, L, p.V);
   }
-  if (bad.row >= 0)
-    value_error("tokens: value " + std::to_string(static_cast<int64_t>(tok[bad.row * L + bad.pos])) + " at " +
-                where(bad.row, bad.pos) + " is outside the vocabulary [0, " + std::to_string(p.V) + ")");
+  const auto flat = [L](const ZeroProb& z) { return z.row >= 0 ? z.row * L + z.pos : int64_t(-1); };
+  if (bad.row >= 0) return py::make_tuple(py::none(), py::none(), int64_t(-1), flat(bad));
   py::object out = py::none(), logp = py::none();
   double* lp = nullptr;
   if (want_logp) {
@@ -96,25 +94,20 @@ py::tuple beliefs_typed(const ProcessView& p, const double* init, const py::arra
     zero = run(a.mutable_data());
     out = a;
   }
-  if (zero.row >= 0 && !nan_on_zero)
-    value_error("token " + std::to_string(static_cast<int64_t>(tok[zero.row * L + zero.pos])) + " at " +
-                where(zero.row, zero.pos) +
-                " has zero probability under the belief before it: the sequence is impossible under this process "
-                "(pass on_zero='nan' to get NaN beliefs and log_prob=-inf instead)");
-  return py::make_tuple(out, logp);
+  return py::make_tuple(out, logp, flat(zero), int64_t(-1));
 }
 
 py::tuple beliefs(const py::array& T, const py::object& w, const py::array& initial, const py::array& tokens,
-                  py::object dtype, bool want_logp, bool nan_on_zero, double zero_tol, py::object out) {
+                  py::object dtype, bool want_logp, double zero_tol, py::object out) {
   const ProcessView p = view_process(T, w, zero_tol);
   const double* init = f64_data(initial, "initial", {p.S});
   if (tokens.ndim() != 2) value_error("tokens must have shape (B, L), got ndim " + std::to_string(tokens.ndim()));
   if (!(tokens.flags() & py::array::c_style)) value_error("tokens must be C-contiguous");
   const auto dt = tokens.dtype();
-  if (dt.is(py::dtype::of<uint8_t>())) return beliefs_typed<uint8_t>(p, init, tokens, dtype, want_logp, nan_on_zero, out);
-  if (dt.is(py::dtype::of<uint16_t>())) return beliefs_typed<uint16_t>(p, init, tokens, dtype, want_logp, nan_on_zero, out);
-  if (dt.is(py::dtype::of<int32_t>())) return beliefs_typed<int32_t>(p, init, tokens, dtype, want_logp, nan_on_zero, out);
-  if (dt.is(py::dtype::of<int64_t>())) return beliefs_typed<int64_t>(p, init, tokens, dtype, want_logp, nan_on_zero, out);
+  if (dt.is(py::dtype::of<uint8_t>())) return beliefs_typed<uint8_t>(p, init, tokens, dtype, want_logp, out);
+  if (dt.is(py::dtype::of<uint16_t>())) return beliefs_typed<uint16_t>(p, init, tokens, dtype, want_logp, out);
+  if (dt.is(py::dtype::of<int32_t>())) return beliefs_typed<int32_t>(p, init, tokens, dtype, want_logp, out);
+  if (dt.is(py::dtype::of<int64_t>())) return beliefs_typed<int64_t>(p, init, tokens, dtype, want_logp, out);
   type_error("tokens must be uint8, uint16, int32 or int64 at the extension boundary");
 }
 
@@ -210,10 +203,8 @@ py::tuple sample_ghmm_typed(const ProcessView& p, const double* init, int64_t B,
     py::gil_scoped_release release;
     bad = sample_ghmm_cpu<Tok, Out>(p, init, B, L, seed, row0, tk, bp);
   }
-  if (bad.row >= 0)
-    value_error("sampling reached a belief that gives no token positive probability at " + where(bad.row, bad.pos) +
-                ": the GHMM does not define a valid process from this initial belief");
-  return py::make_tuple(tokens, beliefs);
+  // (tokens, beliefs, flat index where no token had positive probability or -1): reported, not raised
+  return py::make_tuple(tokens, beliefs, bad.row >= 0 ? bad.row * L + bad.pos : int64_t(-1));
 }
 
 py::tuple sample_ghmm(const py::array& T, const py::object& w, const py::array& initial, int64_t B, int64_t L,
@@ -231,7 +222,7 @@ py::tuple sample_ghmm(const py::array& T, const py::object& w, const py::array& 
 }
 
 template <typename Out, typename Tok>
-py::tuple msp_level_typed(const ProcessView& p, const py::array& parents, const double* pp, double min_prob,
+py::object msp_level_typed(const ProcessView& p, const py::array& parents, const double* pp, double min_prob,
                           bool expect_full) {
   const int64_t P = parents.shape(0);
   const Out* pb = static_cast<const Out*>(parents.data());
@@ -257,15 +248,14 @@ py::tuple msp_level_typed(const ProcessView& p, const py::array& parents, const 
     return py::make_tuple(beliefs, probs, parent, token);
   };
   if (expect_full) {
-    // Optimistic single pass: when the previous level kept every child, assume this one does
-    // too and write at fixed offsets; if any child is dropped, redo it with the counting pass.
+    // Optimistic single pass at fixed offsets (the caller expects every child to be kept);
+    // None tells it a child was dropped.
     for (int64_t c = 0; c <= n_chunks; ++c) offsets[c] = std::min(P, c * chunk) * p.V;
     std::vector<int64_t> counts(static_cast<size_t>(n_chunks), 0);
     py::tuple out = fill(P * p.V, counts.data());
     bool full = true;
     for (int64_t c = 0; c < n_chunks; ++c) full &= counts[c] == offsets[c + 1] - offsets[c];
-    if (full) return out;
-    std::fill(offsets.begin(), offsets.end(), 0);
+    return full ? py::object(out) : py::object(py::none());  // None: redo by counting (compmech/_backend.py)
   }
   {
     py::gil_scoped_release release;
@@ -275,7 +265,7 @@ py::tuple msp_level_typed(const ProcessView& p, const py::array& parents, const 
   return fill(offsets[static_cast<size_t>(n_chunks)], nullptr);
 }
 
-py::tuple msp_level(const py::array& T, const py::object& w, const py::array& parents, const py::array& parent_probs,
+py::object msp_level(const py::array& T, const py::object& w, const py::array& parents, const py::array& parent_probs,
                     double min_prob, double zero_tol, bool expect_full) {
   const ProcessView p = view_process(T, w, zero_tol);
   if (parents.ndim() != 2 || parents.shape(1) != p.S)
@@ -323,7 +313,7 @@ py::dict build_info() {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "compmech compiled core (CPU kernels). Use the wrappers in compmech, not this module directly.";
   m.def("beliefs", &beliefs, py::arg("T"), py::arg("w"), py::arg("initial"), py::arg("tokens"), py::arg("dtype"),
-        py::arg("want_logp"), py::arg("nan_on_zero"), py::arg("zero_tol"), py::arg("out") = py::none());
+        py::arg("want_logp"), py::arg("zero_tol"), py::arg("out") = py::none());
   m.def("sample_hmm", &sample_hmm, py::arg("T"), py::arg("initial"), py::arg("batch"), py::arg("length"),
         py::arg("seed"), py::arg("row0"), py::arg("want_states"));
   m.def("hmm_sample_tables", &hmm_sample_tables, py::arg("T"), py::arg("initial"));

@@ -123,13 +123,13 @@ def test_extension_checks_its_own_arguments():
     init = np.full(3, 1 / 3)
     tok = np.zeros((1, 2), np.int64)
     with pytest.raises(TypeError, match="T must be a float64"):
-        _core.beliefs(T.astype(np.float32), None, init, tok, "float32", False, False, 0.0)
+        _core.beliefs(T.astype(np.float32), None, init, tok, "float32", False, 0.0)
     with pytest.raises(ValueError, match="initial: dimension 0 must be 3"):
-        _core.beliefs(T, None, np.ones(2), tok, "float32", False, False, 0.0)
+        _core.beliefs(T, None, np.ones(2), tok, "float32", False, 0.0)
     with pytest.raises(ValueError, match="C-contiguous"):
-        _core.beliefs(T, None, init, np.zeros((2, 4), np.int64)[:, ::2], "float32", False, False, 0.0)
+        _core.beliefs(T, None, init, np.zeros((2, 4), np.int64)[:, ::2], "float32", False, 0.0)
     with pytest.raises(TypeError, match="tokens must be uint8"):
-        _core.beliefs(T, None, init, np.zeros((1, 2)), "float32", False, False, 0.0)
+        _core.beliefs(T, None, init, np.zeros((1, 2)), "float32", False, 0.0)
     bad = T.copy()
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):

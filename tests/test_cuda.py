@@ -1,30 +1,31 @@
-"""The CUDA kernels against the CPU core, on three back ends with the same test bodies:
+"""The CUDA kernels against the CPU core, through the public API on two back ends with the
+same test bodies:
 
 * ``emu``: the .cu sources compiled for the CPU (``compmech._cuda_emu``: one std::thread per
-  CUDA thread, real barriers, per-block shared memory), driven through ``compmech._cuda_ops``
-  with CPU tensors. Runs everywhere, so the kernels' indexing, tiling and error flags are
-  tested on every machine.
-* ``api``: the public API's CUDA code paths (``device="cuda"``, dispatch on tensor devices,
-  MSP levels as tensors, GPU streaming batches) with the device routed to the emulation and
-  CPU tensors standing in for CUDA ones (monkeypatched). Runs everywhere.
-* ``cuda``: the real GPU through the public API (``device="cuda"``, CUDA tensors); marked
-  ``cuda`` and skipped when torch sees no GPU.
+  CUDA thread, real barriers, per-block shared memory), with CPU tensors standing in for CUDA
+  ones: the one swap is the backend router (``_backend.EmulationRouter``). Runs everywhere, so
+  the kernels' indexing, tiling and error flags and the public API's GPU code paths (device
+  dispatch, MSP levels as tensors, GPU streaming batches) are tested on every machine.
+* ``cuda``: the real GPU (``device="cuda"``, CUDA tensors); marked ``cuda`` and skipped when
+  torch sees no GPU.
 
 Sampled tokens must equal the CPU's bit for bit; beliefs and probabilities agree to round-off
 (the GPU contracts multiply-adds into FMAs where the CPU build may not, and vice versa).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import compmech as cm
-from compmech import _cuda_ops
-from compmech.msp_tree import MSPLevel
+from compmech import _backend, _cuda_ops
 
 torch = pytest.importorskip("torch")
 
@@ -32,35 +33,15 @@ HAS_GPU = torch.cuda.is_available() and cm.build_info()["cuda"]
 gpu_only = pytest.mark.skipif(not HAS_GPU, reason="no CUDA GPU visible (or compmech built without CUDA)")
 
 
-def route_cuda_to_emulation(monkeypatch):
-    """Make the public API's CUDA paths run on the emulation, with CPU tensors as 'CUDA' ones."""
-    import importlib
-
-    # (compmech.beliefs / compmech.msp_tree are also the names of functions: import the modules)
-    beliefs_mod, msp_mod, sampling_mod = (importlib.import_module(f"compmech.{m}")
-                                          for m in ("beliefs", "msp_tree", "sampling"))
-
-    def any_tensor(x):
-        return isinstance(x, torch.Tensor)
-
-    class EmulatedBackend(_cuda_ops._Backend):
-        def __init__(self, dev, emulate):
-            super().__init__(dev, True)
-
-    monkeypatch.setattr(beliefs_mod, "is_cuda", any_tensor)
-    monkeypatch.setattr(msp_mod, "is_cuda", any_tensor)
-    monkeypatch.setattr(sampling_mod, "_is_cuda_device", lambda d: torch.device(d).type == "cuda")
-    monkeypatch.setattr(_cuda_ops, "_Backend", EmulatedBackend)
-    monkeypatch.setattr(_cuda_ops, "device", lambda d: torch.device("cpu"))
-
-
 class Runner:
-    """The same operations on the emulated or the real GPU back end."""
+    """The public API with CUDA devices on the emulation (``emu``) or on the real GPU."""
 
     def __init__(self, kind: str):
         self.kind = kind
         self.cuda = kind == "cuda"
-        self.public = kind in ("api", "cuda")  # through cm.beliefs / cm.sample / cm.msp_tree
+
+    def routed(self):
+        return contextlib.nullcontext() if self.cuda else _backend.routed(_backend.EmulationRouter())
 
     def tensor(self, a):
         t = torch.from_numpy(np.ascontiguousarray(a))
@@ -69,57 +50,35 @@ class Runner:
     def beliefs(self, proc, tokens, *, dtype=np.float32, return_log_prob=False, on_zero="raise", out=None,
                 initial=None):
         tok = tokens if isinstance(tokens, torch.Tensor) else self.tensor(tokens)
-        if self.public:
+        with self.routed():
             return cm.beliefs(proc, tok, dtype=dtype, return_log_prob=return_log_prob, on_zero=on_zero, out=out,
                               initial=initial)
-        proc = cm.process.as_process(proc)
-        b, lp = _cuda_ops.beliefs(proc, tok, proc.check_initial(initial), np.dtype(dtype).name, return_log_prob,
-                                  on_zero == "nan", out, emulate=True)
-        return (b, lp) if return_log_prob else b
 
     def log_prob(self, proc, tokens, on_zero="raise"):
-        return self.beliefs(proc, tokens, dtype=None, return_log_prob=True, on_zero=on_zero)[1] if not self.public \
-            else cm.log_prob(proc, self.tensor(tokens), on_zero=on_zero)
+        with self.routed():
+            return cm.log_prob(proc, self.tensor(tokens), on_zero=on_zero)
 
     def sample(self, proc, B, L, *, seed, return_states=False, return_beliefs=False, row_offset=0,
                dtype=np.float32, initial=None):
-        if self.public:
+        with self.routed():
             return cm.sample(proc, B, L, seed=seed, return_states=return_states, return_beliefs=return_beliefs,
                              row_offset=row_offset, dtype=dtype, initial=initial, device="cuda")
-        proc = cm.process.as_process(proc)
-        tok, states, bel = _cuda_ops.sample(proc, B, L, seed, row_offset, proc.check_initial(initial),
-                                            return_states, np.dtype(dtype).name if return_beliefs else None,
-                                            None, emulate=True)
-        out = [tok] + ([states] if return_states else []) + ([bel] if return_beliefs else [])
-        return out[0] if len(out) == 1 else tuple(out)
 
     def msp_levels(self, proc, depth, *, dtype=np.float64, min_prob=0.0):
         """Levels 0..depth as (beliefs, probs, parent, token) tensors on this back end."""
-        if self.public:
+        with self.routed():
             tree = cm.msp_tree(proc, depth, dtype=dtype, min_prob=min_prob, device="cuda")
-            return [(lv.beliefs, lv.probs, lv.parent, lv.token) for lv in tree]
-        root = cm.msp_tree(proc, 0, dtype=dtype).level(0)
-        levels = [tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in
-                        (root.beliefs, root.probs, root.parent, root.token))]
-        for d in range(depth):  # same optimistic/full bookkeeping as compmech.msp_tree
-            full = d > 0 and len(levels[-1][1]) == proc.vocab_size * len(levels[-2][1])
-            levels.append(_cuda_ops.msp_level(proc, levels[-1][0], levels[-1][1], min_prob, full, emulate=True))
-        return levels
+        return [(lv.beliefs, lv.probs, lv.parent, lv.token) for lv in tree]
 
 
-@pytest.fixture(params=["emu", "api", pytest.param("cuda", marks=[pytest.mark.cuda, gpu_only])])
+@pytest.fixture(params=["emu", pytest.param("cuda", marks=[pytest.mark.cuda, gpu_only])])
 def run(request, monkeypatch):
-    if request.param == "api":
-        route_cuda_to_emulation(monkeypatch)
+    if request.param == "emu":  # the whole test (not only the Runner's calls) on the emulation
+        monkeypatch.setattr(_backend, "_router", _backend.EmulationRouter())
     return Runner(request.param)
 
 
-@pytest.fixture(params=["api", pytest.param("cuda", marks=[pytest.mark.cuda, gpu_only])])
-def api(request, monkeypatch):
-    """The public API on the real GPU, or routed to the emulation."""
-    if request.param == "api":
-        route_cuda_to_emulation(monkeypatch)
-    return Runner(request.param)
+api = run  # tests of the public API's device plumbing (the Runner is the public API on both)
 
 
 def host(t):
@@ -397,9 +356,11 @@ def test_gpu_outputs_stay_on_device_and_stream():
     tok = cm.sample(MESS3, 256, 64, seed=0, device="cuda")
     assert tok.is_cuda and tok.dtype == torch.uint8
     s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())  # tok was written on the default stream
     with torch.cuda.stream(s):
         b = cm.beliefs(MESS3, tok)
         t2 = cm.sample(MESS3, 256, 64, seed=0, device="cuda")
+    tok.record_stream(s)
     s.synchronize()
     assert b.is_cuda and b.device == tok.device
     torch.testing.assert_close(t2, tok, rtol=0, atol=0)
@@ -453,3 +414,111 @@ def test_second_gpu_and_current_device_untouched():
     assert torch.cuda.current_device() == 0
     np.testing.assert_array_equal(host(tok), cm.sample(MESS3, 300, 40, seed=2))
     close(b, cm.beliefs(MESS3, host(tok), dtype=np.float64), np.float64)
+
+
+# ---- one backend boundary: the same primitives and messages on every backend ----------------
+
+def _error(fn):
+    with pytest.raises((ValueError, TypeError)) as info:
+        fn()
+    return str(info.value)
+
+
+def test_error_messages_identical_on_cpu_and_emulation():
+    """The backends report where; the wrapper words the message once (compmech._errors)."""
+    tok = cm.sample(MESS3, 4, 10, seed=0).astype(np.int64)
+    tok[2, 6] = 7
+    gold = cm.processes.golden_mean()
+    bad = np.zeros((3, 6), np.uint8)
+    bad[1, 3:5] = 1  # "11" is impossible
+    emu = Runner("emu")
+    for proc, t in ((MESS3, tok), (gold, bad)):
+        cpu_msg = _error(lambda: cm.beliefs(proc, t))
+        assert cpu_msg == _error(lambda: emu.beliefs(proc, t))
+        assert cpu_msg == _error(lambda: cm.beliefs(proc, torch.from_numpy(t)))
+    huge = np.array([[0, 2**64 - 1]], np.uint64)  # wraps negative in the kernel dtype; message keeps the value
+    assert _error(lambda: cm.beliefs(MESS3, huge)) == _error(lambda: emu.beliefs(MESS3, huge))
+    assert f"value {2**64 - 1} at row 0, position 1" in _error(lambda: cm.beliefs(MESS3, huge))
+
+
+def test_state_limit_defined_once():
+    from compmech import _cuda_emu
+
+    assert _cuda_ops.CudaBackend(None, emulate=True).max_states == _cuda_emu.max_states == 64
+    if cm.build_info()["cuda"]:
+        assert _backend.cuda_state_limit() == 64
+
+
+def test_msp_optimistic_levels_read_flags_once(monkeypatch):
+    """Mess3 keeps every child: one read of the dropped-flags for the whole tree. With a tiny
+    speculation budget the flags are read more often; the tree is the same."""
+    reads = []
+    orig = _cuda_ops.CudaBackend.first_dropped
+    monkeypatch.setattr(_cuda_ops.CudaBackend, "first_dropped",
+                        lambda self, flags: reads.append(len(flags)) or orig(self, flags))
+    run = Runner("emu")
+    _msp_match(run, MESS3, 7, 0.0, np.float64)
+    assert reads == [6]  # levels 2..7 are optimistic, level 1 is counted from the root
+    reads.clear()
+    monkeypatch.setattr(_cuda_ops, "SPECULATION_BYTES", 1)
+    _msp_match(run, MESS3, 7, 0.0, np.float64)
+    assert reads == [1] * 6
+
+
+def test_msp_redo_from_first_dropped_level():
+    """A drop deep in a run of optimistic levels: levels from the first one that dropped are
+    redone by counting (and those after it stay correct)."""
+    proc = cm.processes.random_hmm(3, 2, seed=4, sparsity=0.0)
+    ref = cm.msp_tree(proc, 6)
+    cut = float(np.sort(ref.level(4).probs)[0]) * 1.0001  # drops only at level 4
+    assert len(cm.msp_tree(proc, 3, min_prob=cut).level(3)) == 8
+    _msp_match(Runner("emu"), proc, 6, cut, np.float64)
+
+
+def test_beliefs_tile_plan():
+    """Tiles sized from the blocks per SM that registers allow (emulated device: an sm_90-like
+    SM without the shared-memory opt-in): S = 12 gets long tiles, S = 64 float64 is unstaged."""
+    from compmech import _cuda_emu
+
+    mess3 = _cuda_emu.beliefs_plan(0, 3, 3, 4)
+    s12 = _cuda_emu.beliefs_plan(0, 4, 12, 4)
+    s64 = _cuda_emu.beliefs_plan(0, 2, 64, 8)
+    assert mess3["staged"] and s12["staged"] and not s64["staged"]
+    n = s12["tile"] * 12  # floats per staged row, copied out by a warp
+    assert s12["tile"] > 3 and n / (32 * -(-n // 32)) >= 0.9  # the fixed 24 KiB budget gave 3: 36 of 64 lanes
+    assert s12["blocks_per_sm"] < mess3["blocks_per_sm"]
+    for plan in (mess3, s12, s64, _cuda_emu.beliefs_plan(0, 3, 3, 0)):
+        assert plan["smem"] <= 48 * 1024 and 1 <= plan["tile"] <= 32
+
+
+def test_beliefs_long_tiles_match_cpu(run):
+    """S = 12 float32/float64 with the register-sized tiles, L and B off every tile size."""
+    proc = cm.processes.random_hmm(12, 4, seed=3)
+    tok = cm.sample(proc, 133, 53, seed=2)
+    for dtype in (np.float32, np.float64):
+        close(run.beliefs(proc, tok, dtype=dtype), cm.beliefs(proc, tok, dtype=dtype), dtype)
+
+
+def test_debug_switch_read_from_environment():
+    code = "from compmech import _cuda_emu; print(_cuda_emu.debug_mode())"
+    for value, want in (("1", "True"), ("0", "False")):
+        env = dict(os.environ, COMPMECH_CUDA_DEBUG=value)
+        got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+        assert got.stdout.strip() == want, got.stderr
+
+
+def test_data_uses_the_backend_not_cuda_internals():
+    import inspect
+
+    from compmech import data
+
+    src = inspect.getsource(data)
+    assert "_cuda_ops" not in src and "_cuda_emu" not in src
+
+
+def test_backends_offer_the_same_primitives():
+    primitives = ("tokens", "value_at", "out_buffer", "from_numpy", "beliefs", "read", "sample_hmm", "sample_ghmm",
+                  "msp_counted", "msp_full", "first_dropped", "speculate", "nbytes")
+    for be in (_backend.CPU, _cuda_ops.CudaBackend(None, emulate=True)):
+        missing = [p for p in primitives if not callable(getattr(be, p, None))]
+        assert not missing, (be.name, missing)

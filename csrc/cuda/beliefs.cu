@@ -4,6 +4,7 @@
 // positions so that global reads and writes are coalesced.
 #include <algorithm>
 #include <cmath>
+#include <string>
 
 #include "compmech/kernels.hpp"
 #include "device.cuh"
@@ -86,24 +87,57 @@ __global__ void __launch_bounds__(kRows)
   if (active && logp) logp[row] = failed ? -CUDART_INF : acc.value();
 }
 
+// Registers the emulation pretends a beliefs kernel uses (two belief arrays of W::N doubles in
+// registers up to 16 states, local memory above), so its launch planning has something to plan with.
+template <typename W>
+constexpr int modelled_registers() {
+  return W::N <= 16 ? 40 + 4 * W::N : 96;
+}
+
+// Shared memory layout of one launch: T (when small), the token tile and, when at least one
+// position fits, the staged output tile. The tile length TT comes from the shared memory each
+// block may use at the occupancy its registers allow (so S = 5..16, whose kernels are limited
+// by registers to a few blocks per SM, get long tiles instead of a fixed 24 KiB budget's short ones).
+BeliefsPlan plan_beliefs(const DeviceLimits& d, int regs, int V, int S, size_t out_elem) {
+  BeliefsPlan pl{};
+  pl.regs = regs;
+  pl.blocks_per_sm = blocks_by_registers(d, regs, kRows);
+  const size_t t_bytes = static_cast<size_t>(V) * S * S * sizeof(double);
+  pl.t_shared = t_bytes <= kTableBytes;
+  const size_t fixed = pl.t_shared ? t_bytes : 0;
+  const size_t budget = std::max<size_t>(smem_budget(d, regs, kRows), 8192);
+  const auto bytes = [&](int tt, bool staged) {
+    return fixed + kRows * odd_stride(tt) * sizeof(int) + (staged ? kRows * odd_stride(tt * S) * out_elem : 0);
+  };
+  pl.TT = 0;
+  if (out_elem > 0)
+    for (int tt = 32; tt >= 1 && pl.TT == 0; --tt)
+      if (bytes(tt, true) <= budget) pl.TT = tt;
+  pl.stage_out = pl.TT > 0;
+  pl.TT = pl.stage_out ? lane_friendly_tile(pl.TT, S) : 32;
+  pl.smem = bytes(pl.TT, pl.stage_out);
+  return pl;
+}
+
+template <typename W, typename Tok, typename Out>
+BeliefsPlan plan_for(int device, int V, int S, bool with_out) {
+  const auto kernel = &beliefs_kernel<W, Tok, Out>;
+  return plan_beliefs(device_limits(device), kernel_registers(kernel, modelled_registers<W>()), V, S,
+                      with_out ? sizeof(Out) : 0);
+}
+
 template <typename W, typename Tok, typename Out>
 void launch(const Launch& at, const DevProcess& p, const double* init, const Tok* tokens, int64_t B, int64_t L,
             Out* out, double* logp, unsigned long long* flags) {
-  const int S = p.S;
-  const size_t t_bytes = static_cast<size_t>(p.V) * S * S * sizeof(double);
-  const bool t_shared = t_bytes <= kTableBytes;
-  // Output tiles of TT positions are staged when at least one position fits; only the widest
-  // beliefs (S * sizeof(Out) near 192 bytes) go straight out, already contiguous per row.
-  const size_t per_pos = sizeof(int) + (out ? static_cast<size_t>(S) * sizeof(Out) : 0);
-  int TT = static_cast<int>(std::min<size_t>(32, kStageBytes / (kRows * per_pos)));
-  const bool stage_out = out != nullptr && TT >= 1;
-  TT = stage_out ? lane_friendly_tile(TT, S) : 32;
-  const size_t smem = (t_shared ? t_bytes : 0) + kRows * odd_stride(TT) * sizeof(int) +
-                      (stage_out ? kRows * odd_stride(TT * S) * sizeof(Out) : 0);
+  const BeliefsPlan pl = plan_for<W, Tok, Out>(at.device, p.V, p.S, out != nullptr);
   const auto kernel = &beliefs_kernel<W, Tok, Out>;
-  CM_LAUNCH(kernel, grid_for(blocks_for(B, kRows)), kRows, smem, at,
-            p, init, tokens, B, L, out, logp, flags, TT, t_shared, stage_out);
-  check_launch("the beliefs kernel");
+  allow_dynamic_smem(kernel, pl.smem);
+  CM_LAUNCH(kernel, grid_for(blocks_for(B, kRows)), kRows, pl.smem, at,
+            p, init, tokens, B, L, out, logp, flags, pl.TT, pl.t_shared, pl.stage_out);
+  check_launch("the beliefs kernel (S=" + std::to_string(p.S) + ", V=" + std::to_string(p.V) + ", " +
+                   std::to_string(sizeof(Tok)) + "-byte tokens, " + (out ? std::to_string(sizeof(Out)) + "-byte" : "no") +
+                   " output, tile " + std::to_string(pl.TT) + (pl.stage_out ? " staged" : " unstaged") + ")",
+               at);
 }
 
 template <typename Tok, typename Out>
@@ -123,18 +157,33 @@ void dispatch_out(const Launch& at, const DevProcess& p, const double* init, con
 
 }  // namespace
 
+BeliefsPlan beliefs_plan(int device, int V, int S, int out_bytes) {
+  require_states(S);
+  DeviceGuard guard(device);
+  BeliefsPlan pl{};
+  dispatch_width(S, [&](auto w) {
+    using W = decltype(w);
+    pl = out_bytes == 8 ? plan_for<W, uint8_t, double>(device, V, S, true)
+                        : plan_for<W, uint8_t, float>(device, V, S, out_bytes == 4);
+  });
+  return pl;
+}
+
 void beliefs(const Launch& at, const DevProcess& p, const double* init, const void* tokens, IntType tok_type,
              int64_t B, int64_t L, void* out, FloatType out_type, double* logp, unsigned long long* flags) {
-  if (p.S < 1 || p.S > kMaxStates) throw std::invalid_argument("S out of range for the CUDA kernels");
+  require_states(p.S);
   if (B == 0 || L == 0) return;  // nothing to do; the caller sets logp = 0 for L == 0
   DeviceGuard guard(at.device);
   switch (tok_type) {
     case IntType::u8: return dispatch_out<uint8_t>(at, p, init, tokens, B, L, out, out_type, logp, flags);
+    case IntType::u16: return dispatch_out<uint16_t>(at, p, init, tokens, B, L, out, out_type, logp, flags);
     case IntType::i32: return dispatch_out<int32_t>(at, p, init, tokens, B, L, out, out_type, logp, flags);
     case IntType::i64: return dispatch_out<int64_t>(at, p, init, tokens, B, L, out, out_type, logp, flags);
-    default: throw std::invalid_argument("CUDA beliefs take uint8, int32 or int64 tokens");
+    default: throw std::invalid_argument("CUDA beliefs take uint8, uint16, int32 or int64 tokens");
   }
 }
+
+bool debug_mode() { return debug_sync(); }
 
 #if defined(COMPMECH_CUDA_EMULATION)
 int device_count() { return 0; }

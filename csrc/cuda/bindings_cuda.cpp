@@ -33,11 +33,8 @@ T* ptr(uintptr_t p) {
   return reinterpret_cast<T*>(p);
 }
 
+// S is checked by the launchers (require_states); the message users see is compmech/_errors.py's.
 DevProcess process(uintptr_t T, uintptr_t w, int V, int S, double zero_tol) {
-  if (V < 1 || S < 1) throw py::value_error("V and S must be >= 1");
-  if (S > kMaxStates)
-    throw py::value_error("the CUDA kernels take processes with at most " + std::to_string(kMaxStates) +
-                          " states, got S = " + std::to_string(S) + " (use CPU tensors for larger processes)");
   return DevProcess{ptr<const double>(T), ptr<const double>(w), V, S, zero_tol};
 }
 
@@ -52,6 +49,22 @@ PYBIND11_MODULE(COMPMECH_CUDA_MODULE, m) {
   m.attr("max_states") = kMaxStates;
   m.def("device_count", &device_count, "Visible CUDA devices; raises RuntimeError with the CUDA error text.");
   m.def("runtime_version", &runtime_version);
+  m.def("debug_mode", &debug_mode, "Whether COMPMECH_CUDA_DEBUG=1 makes every launch synchronise and check.");
+  m.def(
+      "beliefs_plan",
+      [](int device, int V, int S, int out_bytes) {
+        const BeliefsPlan pl = beliefs_plan(device, V, S, out_bytes);
+        py::dict d;
+        d["tile"] = pl.TT;
+        d["staged"] = pl.stage_out;
+        d["table_shared"] = pl.t_shared;
+        d["smem"] = pl.smem;
+        d["registers"] = pl.regs;
+        d["blocks_per_sm"] = pl.blocks_per_sm;
+        return d;
+      },
+      py::arg("device"), py::arg("V"), py::arg("S"), py::arg("out_bytes"),
+      "Launch layout of the beliefs kernel for a process on a device (out_bytes 0, 4 or 8).");
   m.def(
       "beliefs",
       [](int device, uintptr_t stream, uintptr_t T, uintptr_t w, int V, int S, double zero_tol, uintptr_t init,

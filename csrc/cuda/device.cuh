@@ -5,11 +5,27 @@
 // Compiled by nvcc for the GPU, or by the host compiler with COMPMECH_CUDA_EMULATION for the
 // CPU emulation used in tests (emulation.hpp); CM_LAUNCH and CM_DYNAMIC_SMEM hide the difference.
 #pragma once
+#include <algorithm>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
 #include "compmech/kernels.hpp"
 #include "launch.hpp"
+
+namespace compmech {
+namespace cuda {
+// COMPMECH_CUDA_DEBUG=1 (read once): every launch is followed by a synchronisation of its
+// stream, so a fault is reported by the kernel that caused it rather than by a later call.
+inline bool debug_sync() {
+  static const bool on = [] {
+    const char* v = std::getenv("COMPMECH_CUDA_DEBUG");
+    return v != nullptr && *v != '\0' && std::string(v) != "0";
+  }();
+  return on;
+}
+}  // namespace cuda
+}  // namespace compmech
 
 #if defined(COMPMECH_CUDA_EMULATION)
 #include "emulation.hpp"
@@ -20,8 +36,15 @@ class DeviceGuard {
  public:
   explicit DeviceGuard(int) {}
 };
-inline void check_launch(const char*) {}
+// Launches run to completion before CM_LAUNCH returns: nothing to synchronise or check.
+inline void check_launch(const std::string&, const Launch&) {}
 inline int sm_count(int) { return 2; }
+template <typename K>
+int kernel_registers(K, int modelled) { return modelled; }
+template <typename K>
+void allow_dynamic_smem(K, size_t) {}
+template <typename K>
+int resident_blocks(K, int, size_t) { return 2; }
 }  // namespace cuda
 }  // namespace compmech
 
@@ -74,13 +97,44 @@ class DeviceGuard {
 
 inline cudaStream_t stream_of(const Launch& at) { return reinterpret_cast<cudaStream_t>(at.stream); }
 
-// Throws if the launch just made on this thread failed (bad configuration, no device, ...).
-inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
+// Throws if the launch just made on this thread failed (bad configuration, no device, ...),
+// naming the kernel; in debug mode also waits for it and reports a fault it raised.
+inline void check_launch(const std::string& kernel, const Launch& at) {
+  check(cudaGetLastError(), ("launching " + kernel).c_str());
+  if (debug_sync()) check(cudaStreamSynchronize(stream_of(at)), ("running " + kernel + " (COMPMECH_CUDA_DEBUG)").c_str());
+}
 
-inline int sm_count(int device) {
+inline int device_attribute(cudaDeviceAttr attr, int device) {
   int n = 0;
-  check(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  check(cudaDeviceGetAttribute(&n, attr, device), "cudaDeviceGetAttribute");
   return n;
+}
+
+inline int sm_count(int device) { return device_attribute(cudaDevAttrMultiProcessorCount, device); }
+
+// Registers per thread the compiler gave a kernel (`modelled` is the emulation's stand-in).
+template <typename K>
+int kernel_registers(K kernel, int /*modelled*/) {
+  cudaFuncAttributes a{};
+  check(cudaFuncGetAttributes(&a, kernel), "cudaFuncGetAttributes");
+  return a.numRegs;
+}
+
+// Opt in to more than 48 KiB of dynamic shared memory for a kernel (sm_70 and later).
+template <typename K>
+void allow_dynamic_smem(K kernel, size_t bytes) {
+  if (bytes > 48 * 1024)
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
+          "cudaFuncSetAttribute");
+}
+
+// Blocks of a kernel that fit on one SM at once (registers, shared memory, threads).
+template <typename K>
+int resident_blocks(K kernel, int threads, size_t smem) {
+  int n = 0;
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem),
+        "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  return n > 0 ? n : 1;
 }
 
 }  // namespace cuda
@@ -92,8 +146,54 @@ namespace cuda {
 
 constexpr int kRows = 128;              // threads per block in the per-sequence kernels (1 row each)
 constexpr int kWarp = 32;
-constexpr size_t kStageBytes = 24576;   // shared memory for staged output tiles per block
+constexpr size_t kStageBytes = 24576;   // shared memory for staged tiles per block (sampling)
 constexpr size_t kTableBytes = 16384;   // process tables copied to shared memory up to this size
+
+// The one guard on S for every launcher (the per-thread belief arrays hold kMaxStates); the
+// user-facing check, with its message, is in compmech/_cuda_ops.py.
+inline void require_states(int S) {
+  if (S < 1 || S > kMaxStates) throw std::invalid_argument("S out of range for the CUDA kernels");
+}
+
+// What the launch planning needs to know about a device.
+struct DeviceLimits {
+  int regs_per_sm;         // 32-bit registers per SM
+  int smem_per_sm;         // shared memory per SM (bytes)
+  int smem_per_block;      // largest dynamic shared memory one block may opt in to (bytes)
+  int smem_reserved;       // shared memory the runtime reserves per block (bytes)
+  int max_blocks_per_sm;
+};
+
+#if defined(COMPMECH_CUDA_EMULATION)
+// A stand-in sm_90-like SM, without the shared-memory opt-in (the emulated launch refuses
+// more than 48 KiB, as a GPU does without it).
+inline DeviceLimits device_limits(int) { return {65536, 228 * 1024, 48 * 1024, 1024, 32}; }
+#else
+inline DeviceLimits device_limits(int device) {
+  return {device_attribute(cudaDevAttrMaxRegistersPerMultiprocessor, device),
+          device_attribute(cudaDevAttrMaxSharedMemoryPerMultiprocessor, device),
+          device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+          device_attribute(cudaDevAttrReservedSharedMemoryPerBlock, device),
+          device_attribute(cudaDevAttrMaxBlocksPerMultiprocessor, device)};
+}
+#endif
+
+// Blocks of `threads` threads with `regs` registers each that fit on one SM by registers
+// (allocated per warp in units of 256).
+inline int blocks_by_registers(const DeviceLimits& d, int regs, int threads) {
+  const int per_warp = (std::max(regs, 1) * kWarp + 255) / 256 * 256;
+  const int per_block = per_warp * ((threads + kWarp - 1) / kWarp);
+  return std::max(1, std::min(d.max_blocks_per_sm, d.regs_per_sm / per_block));
+}
+
+// Shared memory one block may use without lowering the occupancy its registers allow: the
+// SM's shared memory split over that many blocks, within what one block may opt in to.
+inline size_t smem_budget(const DeviceLimits& d, int regs, int threads) {
+  const int blocks = blocks_by_registers(d, regs, threads);
+  const size_t share = static_cast<size_t>(d.smem_per_sm) / blocks;
+  const size_t share_net = share > static_cast<size_t>(d.smem_reserved) ? share - d.smem_reserved : 0;
+  return std::min(static_cast<size_t>(d.smem_per_block), share_net);
+}
 
 inline int64_t blocks_for(int64_t n, int64_t per_block) { return (n + per_block - 1) / per_block; }
 

@@ -2,8 +2,10 @@
 // compiled by the host compiler, no CUDA headers) and the kernels (*.cu, compiled by nvcc).
 // Every pointer is device memory owned by the caller (torch tensors, allocated in Python);
 // the Python layer (compmech/_cuda_ops.py) has checked shapes, dtypes and devices. Launches are
-// asynchronous on `stream`; launch failures throw std::runtime_error with the CUDA error text.
+// asynchronous on `stream` (synchronised with COMPMECH_CUDA_DEBUG=1); launch failures throw
+// std::runtime_error with the CUDA error text and the kernel's name.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -60,6 +62,23 @@ void msp_keep(const Launch& at, const DevProcess& p, const void* parents, FloatT
 void msp_fill(const Launch& at, const DevProcess& p, const void* parents, FloatType type, const double* pprobs,
               int64_t P, double min_prob, const int32_t* keep, const int64_t* offsets, void* beliefs, double* probs,
               int32_t* parent, void* token, IntType tok_type, unsigned long long* dropped);
+
+// How a beliefs launch is laid out on a device (see plan_beliefs in beliefs.cu): tile length in
+// positions, whether output goes through shared memory, whether T does, dynamic shared memory,
+// registers per thread, and the blocks per SM those registers allow.
+struct BeliefsPlan {
+  int TT;
+  bool stage_out;
+  bool t_shared;
+  size_t smem;
+  int regs;
+  int blocks_per_sm;
+};
+// out_bytes: 0 (log-probabilities only), 4 (float32 output) or 8 (float64 output).
+BeliefsPlan beliefs_plan(int device, int V, int S, int out_bytes);
+
+// Whether COMPMECH_CUDA_DEBUG is on (a synchronisation and check after every launch).
+bool debug_mode();
 
 int device_count();            // throws with the CUDA error text (no driver, no device, ...)
 std::string runtime_version();  // of the statically linked CUDA runtime, e.g. "13.0"

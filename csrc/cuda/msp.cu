@@ -4,6 +4,7 @@
 // safe_inverse), so levels match the CPU's. Offsets of the retained children are an exclusive
 // prefix sum of `keep`, computed by the caller (torch.cumsum) between the two kernels.
 #include <algorithm>
+#include <string>
 #include <type_traits>
 
 #include "compmech/kernels.hpp"
@@ -83,37 +84,45 @@ struct Geometry {
   bool t_shared;
 };
 
-Geometry geometry(const Launch& at, const DevProcess& p, int64_t P) {
+// Grid-stride loops: as many blocks as fit on the GPU at once (occupancy API) cover any P * V,
+// and T is copied to shared memory once per block rather than once per 256 children.
+template <typename K>
+Geometry geometry(K kernel, const Launch& at, const DevProcess& p, int64_t P) {
   const size_t t_bytes = static_cast<size_t>(p.V) * p.S * p.S * sizeof(double);
   const bool t_shared = t_bytes <= kTableBytes;
-  // Grid-stride loops: a few waves of blocks cover any P * V, and T is copied to shared memory
-  // once per block rather than once per 256 children.
-  const int64_t blocks = std::min<int64_t>(blocks_for(P * p.V, kMspThreads), int64_t(16) * sm_count(at.device));
-  return {static_cast<unsigned>(blocks), t_shared ? t_bytes : 0, t_shared};
+  const size_t smem = t_shared ? t_bytes : 0;
+  const int64_t resident = int64_t(resident_blocks(kernel, kMspThreads, smem)) * sm_count(at.device);
+  const int64_t blocks = std::min<int64_t>(blocks_for(P * p.V, kMspThreads), resident);
+  return {static_cast<unsigned>(blocks), smem, t_shared};
+}
+
+std::string variant(const char* what, const DevProcess& p, int64_t P, size_t out_bytes) {
+  return std::string("the MSP ") + what + " kernel (S=" + std::to_string(p.S) + ", V=" + std::to_string(p.V) +
+         ", P=" + std::to_string(P) + ", " + std::to_string(out_bytes) + "-byte beliefs)";
 }
 
 template <typename Out>
 void keep_typed(const Launch& at, const DevProcess& p, const Out* pb, const double* pp, int64_t P, double min_prob,
                 int32_t* keep) {
-  const Geometry g = geometry(at, p, P);
   dispatch_width(p.S, [&](auto w) {
     const auto kernel = &keep_kernel<decltype(w), Out>;
+    const Geometry g = geometry(kernel, at, p, P);
     CM_LAUNCH(kernel, g.blocks, kMspThreads, g.smem, at, p, pb, pp, P, min_prob, keep, g.t_shared);
   });
-  check_launch("the MSP keep kernel");
+  check_launch(variant("keep", p, P, sizeof(Out)), at);
 }
 
 template <typename Out, typename Tok>
 void fill_typed(const Launch& at, const DevProcess& p, const Out* pb, const double* pp, int64_t P, double min_prob,
                 const int32_t* keep, const int64_t* offsets, Out* beliefs, double* probs, int32_t* parent,
                 Tok* token, unsigned long long* dropped) {
-  const Geometry g = geometry(at, p, P);
   dispatch_width(p.S, [&](auto w) {
     const auto kernel = &fill_kernel<decltype(w), Out, Tok>;
+    const Geometry g = geometry(kernel, at, p, P);
     CM_LAUNCH(kernel, g.blocks, kMspThreads, g.smem, at,
               p, pb, pp, P, min_prob, keep, offsets, beliefs, probs, parent, token, dropped, g.t_shared);
   });
-  check_launch("the MSP fill kernel");
+  check_launch(variant(keep ? "fill" : "full-level fill", p, P, sizeof(Out)), at);
 }
 
 template <typename Out>
@@ -135,7 +144,7 @@ void fill_tok(const Launch& at, const DevProcess& p, const void* pb, const doubl
 
 void msp_keep(const Launch& at, const DevProcess& p, const void* parents, FloatType type, const double* pprobs,
               int64_t P, double min_prob, int32_t* keep) {
-  if (p.S < 1 || p.S > kMaxStates) throw std::invalid_argument("S out of range for the CUDA kernels");
+  require_states(p.S);
   if (P == 0) return;
   DeviceGuard guard(at.device);
   if (type == FloatType::f64) return keep_typed(at, p, static_cast<const double*>(parents), pprobs, P, min_prob, keep);
@@ -145,7 +154,7 @@ void msp_keep(const Launch& at, const DevProcess& p, const void* parents, FloatT
 void msp_fill(const Launch& at, const DevProcess& p, const void* parents, FloatType type, const double* pprobs,
               int64_t P, double min_prob, const int32_t* keep, const int64_t* offsets, void* beliefs, double* probs,
               int32_t* parent, void* token, IntType tok_type, unsigned long long* dropped) {
-  if (p.S < 1 || p.S > kMaxStates) throw std::invalid_argument("S out of range for the CUDA kernels");
+  require_states(p.S);
   if ((keep == nullptr) != (offsets == nullptr)) throw std::invalid_argument("keep and offsets go together");
   if (P == 0) return;
   DeviceGuard guard(at.device);

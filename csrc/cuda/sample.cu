@@ -3,6 +3,7 @@
 // draws use the same alias tables (built on the host by build_hmm_tables) or, for GHMMs, the
 // same belief arithmetic, so the GPU gives the CPU's tokens bit for bit.
 #include <algorithm>
+#include <string>
 
 #include "compmech/kernels.hpp"
 #include "device.cuh"
@@ -82,7 +83,8 @@ void launch_hmm(const Launch& at, const DevHmmTables& h, int64_t B, int64_t L, u
   const auto kernel = &sample_hmm_kernel<PACKED, Tok, St>;
   CM_LAUNCH(kernel, grid_for(blocks_for(B, kRows)), kRows, smem, at,
             h, B, L, seed, row0, tokens, states, TT, tab_shared);
-  check_launch("the sampling kernel");
+  check_launch("the HMM sampling kernel (S=" + std::to_string(h.S) + ", V=" + std::to_string(h.V) +
+                   (PACKED ? ", packed tables)" : ", alias tables)"), at);
 }
 
 template <typename Tok, typename St>
@@ -197,7 +199,7 @@ void launch_ghmm(const Launch& at, const DevProcess& p, const double* Tw, const 
   const auto kernel = &sample_ghmm_kernel<W, Tok, Out>;
   CM_LAUNCH(kernel, grid_for(blocks_for(B, kRows)), kRows, smem, at,
             p, Tw, init, B, L, seed, row0, tokens, beliefs, flags, TT, t_shared, stage_out);
-  check_launch("the GHMM sampling kernel");
+  check_launch("the GHMM sampling kernel (S=" + std::to_string(S) + ", V=" + std::to_string(p.V) + ")", at);
 }
 
 template <typename Tok, typename Out>
@@ -223,7 +225,7 @@ void sample_hmm(const Launch& at, const DevHmmTables& h, int64_t B, int64_t L, u
 void sample_ghmm(const Launch& at, const DevProcess& p, const double* Tw, const double* init, int64_t B, int64_t L,
                  uint64_t seed, uint64_t row0, void* tokens, IntType tok_type, void* beliefs, FloatType out_type,
                  unsigned long long* flags) {
-  if (p.S < 1 || p.S > kMaxStates) throw std::invalid_argument("S out of range for the CUDA kernels");
+  require_states(p.S);
   if (B == 0 || L == 0) return;
   DeviceGuard guard(at.device);
   const bool f64 = out_type == FloatType::f64;
