@@ -181,13 +181,13 @@ def _figures(res, rep, snaps, fig_dir, cfg, emergence_depth):
 
 
 def run(cfg, run_dir, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
-        emergence_depth: int = 8) -> Experiment:
+        emergence_depth: int = 8, figures: bool = True) -> Experiment:
     """Train per ``cfg`` (a :class:`~compmech.train.TrainConfig` or dict) in ``run_dir``, probe the
     final model (every layer, all layers concatenated, CV, shuffles), probe the log-spaced
     snapshots, write figures (``run_dir/figures``) and ``run_dir/metrics.json``.
 
     ``resume``/``overwrite`` are passed to :func:`compmech.train.train` (a directory that already
-    holds a run is refused unless one of them is given)."""
+    holds a run is refused unless one of them is given). ``figures=False`` skips the figures."""
     import torch
 
     from .train import TrainConfig, train
@@ -204,7 +204,7 @@ def run(cfg, run_dir, *, resume: bool = False, overwrite: bool = False, progress
     t_probe = time.perf_counter()
     snaps = probe_snapshots(run_dir, cfg, emergence_depth, cfg.device)
     t_snap = time.perf_counter()
-    figs = _figures(res, rep, snaps, run_dir / "figures", cfg, emergence_depth)
+    figs = _figures(res, rep, snaps, run_dir / "figures", cfg, emergence_depth) if figures else []
     t_fig = time.perf_counter()
 
     proc = cfg.make_process()
