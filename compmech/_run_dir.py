@@ -13,12 +13,13 @@ Rules (documented in the README, "Interrupting and resuming"):
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import threading
 import warnings
 from pathlib import Path
+
+from ._json import dumps
 
 CHECKPOINT_FORMAT = "compmech-checkpoint-v1"
 
@@ -110,9 +111,9 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint {path} does not exist") from None
     except Exception as exc:  # truncated, random bytes, or a pickle with code in it
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ValueError(f"{path}: not a readable {CHECKPOINT_FORMAT} checkpoint (corrupt or truncated file: "
-                         f"{type(exc).__name__}{': ' + first[:120] if first else ''})") from None
+        # torch's own text advises weights_only=False, i.e. running the file's code: not repeated
+        raise ValueError(f"{path}: not a readable {CHECKPOINT_FORMAT} checkpoint (corrupt, truncated or "
+                         f"not written by compmech; {type(exc).__name__})") from None
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint")
     return obj
@@ -120,14 +121,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
 
 def json_line(row: dict) -> str:
     """One metrics row as strict JSON (non-finite floats written as ``null``)."""
-    def fix(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, list):
-            return [fix(u) for u in v]
-        return v
-
-    return json.dumps({k: fix(v) for k, v in row.items()}, allow_nan=False)
+    return dumps(row)
 
 
 def read_history(path: Path, upto_step: int) -> list:

@@ -52,6 +52,8 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, KeyError) and len(exc.args) == 1:
         text = f"unknown name {exc.args[0]!r}"
     first = text.splitlines()[0] if text else type(exc).__name__
+    if isinstance(exc, OverflowError):
+        first += " (a numeric argument or parameter is too large)"
     return first if isinstance(exc, _USAGE_ERRORS) or not text else f"{type(exc).__name__}: {first}"
 
 

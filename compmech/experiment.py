@@ -11,14 +11,12 @@ determined by the configuration and seed (the budget is in tokens, never seconds
 """
 from __future__ import annotations
 
-import json
-import math
 import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+from ._json import dump as json_dump
 
 __all__ = ["DEFAULTS", "TARGETS", "Experiment", "default_config", "run", "resume", "report",
            "run_probe", "probe_snapshots", "write_probe_figures", "json_dump"]
@@ -64,29 +62,6 @@ class Experiment:
     snapshots: list
     metrics: dict
     figures: list = field(default_factory=list)
-
-
-def json_dump(obj, path) -> None:
-    """Write JSON with numpy scalars/arrays converted and non-finite floats as ``null`` (strict
-    JSON: no ``Infinity``/``NaN`` tokens that other parsers reject)."""
-    Path(path).write_text(json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n")
-
-
-def _finite(o):
-    if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return _finite(o.tolist())
-    if isinstance(o, (np.floating, float)):
-        o = float(o)
-        return o if math.isfinite(o) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    return o
 
 
 def run_probe(model, cfg, *, folds=5, shuffles=10, seed=0, layers=None, device="cpu"):

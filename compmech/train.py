@@ -153,6 +153,10 @@ class TrainConfig:
         for name in ("process_params", "model"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"TrainConfig.{name} must be a table of name = value, got {getattr(self, name)!r}")
+        unknown = set(self.model) - {f.name for f in dataclasses.fields(ModelConfig)}
+        if unknown:
+            raise ValueError(f"unknown model fields {sorted(unknown)}; known: "
+                             f"{[f.name for f in dataclasses.fields(ModelConfig)]}")
         for name, options in _CHOICES.items():
             if getattr(self, name) not in options:
                 raise ValueError(f"TrainConfig.{name} must be one of {'/'.join(options)}, got {getattr(self, name)!r}")
@@ -382,7 +386,8 @@ def evaluate(model, process, *, ctx: int, bos: bool = False, device="cpu", prefi
     else:
         loss = ps.expected_loss(_forward_all(model, torch.from_numpy(ps.inputs), device))
     opt = ps.optimal_loss()
-    ratio = loss / opt
+    with np.errstate(divide="ignore", invalid="ignore"):  # optimum 0 (deterministic position): ratio inf
+        ratio = loss / opt
     return {"loss": loss.tolist(), "optimal": opt.tolist(), "ratio": ratio.tolist(),
             "excess_nats": (loss - opt).tolist(), "mean_loss": float(loss.mean()),
             "mean_optimal": float(opt.mean()), "worst_ratio": float(ratio.max()), "exact": True}
@@ -495,7 +500,8 @@ class _MetricsLog:
             raise FloatingPointError(f"training loss became {mean_loss} at step {step}; lower lr or raise grad_clip")
         if self.eval_set is not None and (step % cfg.eval_every < cfg.log_every or step == cfg.steps):
             ev = self.eval_set.loss(eval_model, self.device)
-            row.update({"eval_loss": ev.tolist(), "eval_ratio": (ev / self.eval_set.optimal).tolist()})
+            with np.errstate(divide="ignore", invalid="ignore"):  # a deterministic position: ratio inf -> null
+                row.update({"eval_loss": ev.tolist(), "eval_ratio": (ev / self.eval_set.optimal).tolist()})
         self.history.append(row)
         if self._fh:
             self._fh.write(json_line(row) + "\n")
@@ -548,8 +554,10 @@ def _final_eval(cfg, proc, model, eval_set, device) -> dict:
         return evaluate(model, proc, ctx=cfg.ctx, bos=cfg.bos, device=device)
     es = eval_set or _EvalSet(proc, cfg, max(cfg.eval_sequences, 16384), seed=cfg.seed + 1_000_003)
     ev = es.loss(model, device)
-    return {"loss": ev.tolist(), "optimal": es.optimal.tolist(), "ratio": (ev / es.optimal).tolist(),
-            "worst_ratio": float((ev / es.optimal).max()), "exact": False}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = ev / es.optimal
+    return {"loss": ev.tolist(), "optimal": es.optimal.tolist(), "ratio": ratio.tolist(),
+            "worst_ratio": float(ratio.max()), "exact": False}
 
 
 def _setup(cfg: TrainConfig):

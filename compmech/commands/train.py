@@ -50,25 +50,30 @@ def merge_layer(d: dict, layer: dict) -> dict:
 
 
 def apply_overrides(base: dict, pairs) -> dict:
-    """``["lr=0.01", "model.d_model=128", "bos=true"]`` applied to a config dict."""
-    out = json.loads(json.dumps(base))
-    top = {}
+    """``["lr=0.01", "model.d_model=128", "bos=true"]`` applied to a config dict (top-level
+    fields first, as one layer, then nested ones such as ``process_params.p=0.3``)."""
+    top, nested = {}, []
     for key, val in parse_params(pairs).items():
         if isinstance(val, str) and val.lower() in ("true", "false"):
             val = val.lower() == "true"
         elif isinstance(val, str) and val.lower() in ("none", "null"):
             val = None
+        if "." in key:
+            nested.append((key, val))
+        else:
+            top[key] = val
+    out = merge_layer(json.loads(json.dumps(base)), top)
+    for key, val in nested:
         *parents, leaf = key.split(".")
-        if not parents:
-            top[leaf] = val
-            continue
         d = out
         for p in parents:
-            d = d.setdefault(p, {})
+            if d.get(p) is None:
+                d[p] = {}
+            d = d[p]
             if not isinstance(d, dict):
                 raise ValueError(f"--set {key}: {p} is not a table of fields")
         d[leaf] = val
-    return merge_layer(out, top)
+    return out
 
 
 def add_common_train_args(p) -> None:
