@@ -167,6 +167,24 @@ def test_msp_tree_is_refused_or_equals_brute_force(proc, depth, min_prob):
     np.testing.assert_allclose(np.asarray(lvl.beliefs), beliefs[keep], atol=1e-9)
 
 
+@FUZZ
+@given(small_processes(), st.sampled_from([-1, 0, 1, 7, 500, 2.5, None]),
+       st.sampled_from([1e-9, 1e-3, 0.0, -1e-9, 1e-25, math.nan, 0.5]))
+def test_msp_graph_is_refused_or_consistent(proc, max_states, tol):
+    g = call(cm.msp, proc, max_states=max_states, tol=tol)
+    if g is None:
+        return
+    assert 1 <= g.num_states <= max_states
+    b = np.asarray(g.beliefs, np.float64)
+    np.testing.assert_allclose(b @ np.asarray(proc.w), 1.0, atol=1e-8)  # every mixed state normalised
+    p = np.asarray(g.prob)
+    assert np.all((p > 0) & (p <= 1 + 1e-12))
+    out = np.zeros(g.num_states)
+    np.add.at(out, np.asarray(g.src), p)
+    leaving = out[out > 0]
+    np.testing.assert_allclose(leaving, 1.0, atol=1e-8)  # explored states: outgoing probability sums to 1
+
+
 def ref_block_entropy(proc, L):
     """``H(0..L)`` in bits by enumerating every word (plain numpy, float64)."""
     T, w, pi = np.asarray(proc.T, np.float64), np.asarray(proc.w, np.float64), np.asarray(proc.stationary)

@@ -201,3 +201,30 @@ def test_experiment_resume_finishes_an_interrupted_run(tmp_path):
     assert "trained" in experiment.report(exp)
     with pytest.raises(ValueError, match="nothing to resume"):
         experiment.resume(tmp_path / "nothing")
+
+
+def test_resume_auto_continues_or_starts_but_never_mixes(tmp_path):
+    cfg = tiny_cfg(snapshots=0, save_every=10)
+    fresh = train(cfg, tmp_path / "a", resume="auto", progress=False, stop_at_step=20, final_eval=False)
+    assert fresh.final["steps"] == 20
+    cont = train(cfg, tmp_path / "a", resume="auto", progress=False, final_eval=False)
+    assert cont.final["steps"] == cfg.steps and cont.history[0]["step"] == 5  # history kept
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "metrics.jsonl").write_text('{"step": 5}\n')  # died before its first checkpoint
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(cfg, tmp_path / "b", resume="auto", progress=False)
+    with pytest.raises(ValueError, match="contradict"):
+        train(cfg, tmp_path / "a", resume=True, overwrite=True, progress=False)
+
+
+def test_sigterm_outside_training_is_one_line(capsys, monkeypatch):
+    import compmech.commands.msp as msp_cmd
+
+    def slow(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+
+    monkeypatch.setattr(msp_cmd, "run", slow)
+    assert main(["msp", "mess3"]) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert err.strip() == "compmech msp: stopped by SIGTERM"
