@@ -571,6 +571,27 @@ def _setup(cfg: TrainConfig):
     return device
 
 
+def _open_run(run_dir: Path, cfg: TrainConfig, model, optimizer, device, *, resume, overwrite):
+    """Prepare ``run_dir`` (refusing to mix runs) and, when resuming, restore the model,
+    optimiser, loss meter and EMA: ``(start_step, history, meter, ema_state)``."""
+    start_step, history, meter, ema_state = 0, [], _LossMeter(device), None
+    ck_path = open_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    if ck_path is not None:
+        ck = load_checkpoint(ck_path, map_location=device)
+        old = TrainConfig.from_dict(ck["train_config"])
+        if not same_run(old, cfg):
+            diff = sorted(k for k, v in cfg.identity().items() if old.identity().get(k) != v)
+            raise ValueError(f"cannot resume {ck_path}: its config differs in {diff}")
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        start_step, ema_state = int(ck["step"]), ck.get("ema")
+        meter = _LossMeter(device, float(ck.get("acc_loss", 0.0)), int(ck.get("acc_count", 0)))
+        history = read_history(run_dir / "metrics.jsonl", start_step)
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    write_history(run_dir / "metrics.jsonl", history)
+    return start_step, history, meter, ema_state
+
+
 def train(cfg: TrainConfig | dict, run_dir=None, *, resume: bool | str = False, overwrite: bool = False,
           progress: bool = True, stop_at_step: int | None = None, final_eval: bool = True) -> TrainResult:
     """Train a model per ``cfg``; write logs and checkpoints under ``run_dir`` (if given).
@@ -600,25 +621,11 @@ def train(cfg: TrainConfig | dict, run_dir=None, *, resume: bool | str = False, 
     model = build_model(cfg.model_config(proc)).to(device)
     optimizer = _make_optimizer(cfg, model, device)
 
-    # Run directory: refuse to mix runs; restore model, optimiser, loss meter and EMA on resume.
     run_dir = Path(run_dir) if run_dir is not None else None
     start_step, history, meter, ema_state = 0, [], _LossMeter(device), None
     if run_dir:
-        ck_path = open_run_dir(run_dir, resume=resume, overwrite=overwrite)
-        if ck_path is not None:
-            ck = load_checkpoint(ck_path, map_location=device)
-            if not same_run(TrainConfig.from_dict(ck["train_config"]), cfg):
-                old = TrainConfig.from_dict(ck["train_config"]).identity()
-                diff = sorted(k for k, v in cfg.identity().items() if old.get(k) != v)
-                raise ValueError(f"cannot resume {ck_path}: its config differs in {diff}")
-            model.load_state_dict(ck["model"])
-            optimizer.load_state_dict(ck["optimizer"])
-            start_step, ema_state = int(ck["step"]), ck.get("ema")
-            meter = _LossMeter(device, float(ck.get("acc_loss", 0.0)), int(ck.get("acc_count", 0)))
-            history = read_history(run_dir / "metrics.jsonl", start_step)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        write_history(run_dir / "metrics.jsonl", history)
-
+        start_step, history, meter, ema_state = _open_run(run_dir, cfg, model, optimizer, device,
+                                                          resume=resume, overwrite=overwrite)
     total = cfg.steps
     end = total if stop_at_step is None else min(total, int(stop_at_step))
     ema = _EMA(model, cfg.ema, ema_state) if cfg.ema > 0 else None
