@@ -98,6 +98,30 @@ def _atomic_write_text(path: Path, text: str):
             tmp.unlink()
 
 
+def cpu_state(sd):
+    import torch
+
+    return {k: v.detach().to("cpu") if isinstance(v, torch.Tensor) else v for k, v in sd.items()}
+
+
+def save_checkpoint(path, model, cfg, *, step: int, optimizer=None, extra: dict | None = None):
+    """Write a checkpoint of ``model`` (and ``optimizer``) for ``cfg`` (a TrainConfig) atomically (temporary file, fsync, rename). Loadable with
+    ``torch.load(path, weights_only=True)``."""
+    obj = {
+        "format": CHECKPOINT_FORMAT,
+        "step": int(step),
+        "tokens": int(step) * cfg.tokens_per_step,
+        "train_config": cfg.to_dict(),
+        "model_config": model.cfg.to_dict(),
+        "model": cpu_state(model.state_dict()),
+    }
+    if optimizer is not None:
+        obj["optimizer"] = optimizer.state_dict()
+    if extra:
+        obj.update(extra)
+    atomic_save(obj, path)
+
+
 def load_checkpoint(path, map_location="cpu") -> dict:
     """Load a checkpoint with ``weights_only=True`` (no code execution) and check its format.
     A missing file raises ``FileNotFoundError``; anything unreadable raises ``ValueError``."""

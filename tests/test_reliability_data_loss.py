@@ -14,8 +14,8 @@ torch = pytest.importorskip("torch")
 
 from compmech import experiment  # noqa: E402
 from compmech.cli import main  # noqa: E402
-from compmech.train import (TrainConfig, TrainingInterrupted, load_checkpoint, same_run, train,  # noqa: E402
-                            _LossMeter)
+from compmech._train_loop import _LossMeter  # noqa: E402
+from compmech.train import TrainConfig, TrainingInterrupted, load_checkpoint, same_run, train  # noqa: E402
 
 # 40 steps of a one-layer model on mess3 at context 4: a run takes well under a second.
 TINY_RUN = dict(ctx=4, tokens=4 * 32 * 40, batch_size=32, lr=1e-2, log_every=5, snapshots=3, threads=1,

@@ -4,7 +4,6 @@ synchronisation information, Markov and cryptic orders), exact when its mixed-st
 presentation is finite, estimates with error bars otherwise."""
 from __future__ import annotations
 
-import json
 import math
 import time
 
