@@ -29,6 +29,7 @@ import torch
 from ._run_dir import (CHECKPOINT_FORMAT, StopSignals, TrainingInterrupted, load_checkpoint, open_run_dir,
                        read_history, save_checkpoint, write_history)
 from ._train_loop import _EMA, _Checkpointer, _LossMeter, _make_step, _MetricsLog, _progress_bar
+from ._train_loop import _step_fn  # noqa: F401  (the bare step, timed by benchmarks/bench_probe.py)
 from .data import PrefixSet, make_source, n_tokens_for, to_model_io
 from .model import ModelConfig, build_model
 from .processes import get as get_process
