@@ -3,12 +3,26 @@ and position): the output depends only on the seed and shapes, never on thread c
 split, and ``row_offset`` lets a large batch be generated in pieces that match one call."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from . import _core
 from ._arrays import check_count, check_seed, float_dtype_name
 from .beliefs import beliefs as _beliefs
 from .process import as_process
+
+
+@contextlib.contextmanager
+def _force_path(name: str):
+    """Private: run the CPU hidden-state sampler on one path ("scalar", "packed", "avx512";
+    "auto" is the default choice) inside the block. Every path gives the same tokens; tests and
+    benchmarks use this to check that and to compare speeds. Not thread-safe (process-wide)."""
+    old = _core.set_sample_path(name)
+    try:
+        yield
+    finally:
+        _core.set_sample_path(old)
 
 
 def _is_cuda_device(device) -> bool:
