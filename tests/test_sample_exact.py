@@ -40,13 +40,13 @@ def exact_draw(hi: int, lo: int, thresh, alias) -> int:
     return b if (P & M64) < int(thresh[b]) else int(alias[b])
 
 
-def outcome_probs(thresh, alias) -> list:
-    """Exact probability (as a fraction of 2^64 uniforms U) of each outcome of one alias table."""
+def outcome_probs(thresh, alias, bits=64) -> list:
+    """Exact probability (as a count of the 2^bits uniforms U) of each outcome of one alias table."""
     K = len(thresh)
     counts = [0] * K
     start = lambda x: -(-x // K)  # smallest U with U * K >= x
     for b in range(K):
-        lo, hi, cut = start(b << 64), start((b + 1) << 64), start((b << 64) + int(thresh[b]))
+        lo, hi, cut = start(b << bits), start((b + 1) << bits), start((b << bits) + int(thresh[b]))
         counts[b] += cut - lo
         counts[int(alias[b])] += hi - cut
     return counts
@@ -92,9 +92,10 @@ def test_rare_outcomes_keep_their_probability(p_rare):
     got = np.array([c / 2.0**64 for c in counts])
     assert got[2] == 0.0
     np.testing.assert_allclose(got, p, rtol=1e-13, atol=1e-19)
-    # the old 32-bit thresholds on the same tables lose the rare token: the check has power
-    old = outcome_probs(thresh[0] & ~np.uint64(0xFFFFFFFF), alias[0])
-    assert abs(old[0] / 2.0**64 - p_rare) > 0.1 * p_rare
+    # the old draw (one 32-bit word against 32-bit thresholds) gets the rare token badly wrong:
+    # the check has power
+    old = outcome_probs(thresh[0] >> np.uint64(32), alias[0], bits=32)
+    assert abs(old[0] / 2.0**32 - p_rare) > 0.1 * p_rare
 
 
 @settings(max_examples=40, deadline=None)
@@ -202,60 +203,74 @@ def test_every_path_gives_the_same_tokens(S, V, B, L, seed, row0, threads):
         np.testing.assert_array_equal(np.concatenate(parts), ref)
 
 
-# Rows of Mess3 (default parameters), seed 0, whose high word leaves a draw undecided (found by a
-# search over 2^28 draws; the test re-checks that they are undecided, so it cannot go vacuous).
-MESS3_UNDECIDED = None  # filled in below by a quick search when absent
+def reference_rows(proc, rows, L, seed):
+    """Vectorised reference over many rows: tokens and, per draw, whether its high word left
+    the decision undecided (so that the low word was needed)."""
+    thresh, alias, ithresh, ialias = row_tables(proc)
+    S, K = proc.num_states, thresh.shape[1]
+    u32 = np.uint64(0xFFFFFFFF)
+    rows = np.asarray(rows, dtype=np.uint64)
+    w = philox(seed, rows, 1, 0).astype(np.uint64)
+    state = np.array([exact_draw(a, b, ithresh, ialias) for a, b in w[:, :2]], dtype=np.int64)
+    nblk = (L + 3) // 4
+    hi = philox(seed, np.repeat(rows, nblk), 0, np.tile(np.arange(nblk), len(rows))).reshape(len(rows), -1)
+    lo = philox(seed, np.repeat(rows, nblk), 2, np.tile(np.arange(nblk), len(rows))).reshape(len(rows), -1)
+    hi, lo = hi.astype(np.uint64), lo.astype(np.uint64)
+    tokens = np.zeros((len(rows), L), np.int64)
+    undecided = np.zeros((len(rows), L), bool)
+    kk = np.uint64(K)
+    for t in range(L):
+        plo = lo[:, t] * kk
+        m = hi[:, t] * kk + (plo >> np.uint64(32))
+        b = (m >> np.uint64(32)).astype(np.int64)
+        frac = ((m & u32) << np.uint64(32)) | (plo & u32)
+        o = np.where(frac < thresh[state, b], b, alias[state, b].astype(np.int64))
+        fhi = (hi[:, t] * kk) & u32
+        b0 = ((hi[:, t] * kk) >> np.uint64(32)).astype(np.int64)
+        th_hi = thresh[state, b0] >> np.uint64(32)
+        undecided[:, t] = (((th_hi - fhi) & u32) < kk) | (fhi > np.uint64(2**32 - K))
+        tokens[:, t], state = np.divmod(o, S)
+    return tokens, undecided
 
 
-def _undecided_positions(proc, seed, rows, L):
-    """(row, t) pairs of the given rows whose high word leaves the draw undecided, given the
-    reference hidden states."""
-    thresh, alias, _, _ = row_tables(proc)
-    K = thresh.shape[1]
-    _, states = reference_sample(proc, len(rows), L, seed, rows[0])
-    found = []
-    for i, row in enumerate(rows):
-        nblk = (L + 3) // 4
-        hi = philox(seed, np.full(nblk, row), 0, np.arange(nblk)).ravel()[:L].astype(np.uint64)
-        _, _, decided = _core.alias_draw_words(thresh[0], alias[0], hi[:1].astype(np.uint32), hi[:1].astype(np.uint32))
-        for t in range(L):
-            s = states[i, t]
-            th_hi = int(thresh[s, (int(hi[t]) * K) >> 32]) >> 32
-            frac = (int(hi[t]) * K) & 0xFFFFFFFF
-            if (th_hi - frac) % 2**32 < K or frac > 2**32 - K:
-                found.append((row, t))
-    return found
+def test_vectorised_reference_agrees_with_exact_integers():
+    proc = cm.processes.random_hmm(3, 4, seed=2)
+    tok, _ = reference_rows(proc, np.arange(5, 12), 13, 99)
+    np.testing.assert_array_equal(tok, reference_sample(proc, 7, 13, 99, 5)[0])
 
 
-def test_undecided_draws_take_the_low_word_on_every_path():
-    """A process with many outcomes per state makes undecided draws frequent enough to find with
-    numpy; those rows must match the exact reference on every path (each path's fallback)."""
-    proc = cm.processes.random_hmm(4, 8, seed=11, concentration=0.3)  # K = 32 outcomes per state
-    seed, L = 7, 64
-    thresh, alias, _, _ = row_tables(proc)
-    K = thresh.shape[1]
-    # search rows for undecided draws from any state (cheap, vectorised), then confirm exactly
-    n_rows = 1 << 17
-    nblk = L // 4
-    rows = np.repeat(np.arange(n_rows, dtype=np.uint64), nblk)
-    hi = philox(seed, rows, 0, np.tile(np.arange(nblk), n_rows)).reshape(n_rows, L).astype(np.uint64)
-    frac = (hi * np.uint64(K)) & np.uint64(0xFFFFFFFF)
-    bucket = (hi * np.uint64(K)) >> np.uint64(32)
-    th_hi = (thresh >> np.uint64(32))  # (S, K)
-    near = np.zeros(hi.shape, bool)
-    for s in range(proc.num_states):
-        near |= ((th_hi[s][bucket] - frac) & np.uint64(0xFFFFFFFF)) < np.uint64(K)
-    near |= frac > np.uint64(2**32 - K)
-    cand = np.unique(np.nonzero(near)[0])
-    assert len(cand) > 0
-    confirmed = [r for r in cand[:40] if _undecided_positions(proc, seed, [int(r)], L)]
-    assert confirmed, "no undecided draw on the reference path among the candidates"
-    for r in confirmed[:8]:
-        ref_tok, _ = reference_sample(proc, 1, L, seed, int(r))
-        for path, tok in _sample_all_paths(proc, 1, L, seed, int(r)).items():
-            np.testing.assert_array_equal(tok, ref_tok, err_msg=path)
-        # the same row inside a batch of 16 (the SIMD paths' unit), at every lane position
-        lane = int(r) % 16
+def _check_rows_with_undecided(proc, seed, rows, L):
+    ref, und = reference_rows(proc, rows, L, seed)
+    assert und.any(), "no undecided draw in these rows: the test would be vacuous"
+    for r, ref_row in zip(rows, ref):
+        lane = int(r) % 16  # the row inside a group of 16 (the SIMD paths' unit), batch of 32
         start = int(r) - lane
-        for path, tok in _sample_all_paths(proc, 16, L, seed, start).items():
-            np.testing.assert_array_equal(tok[lane], ref_tok[0], err_msg=path)
+        for path, tok in _sample_all_paths(proc, 32, L, seed, start).items():
+            np.testing.assert_array_equal(tok[lane], ref_row, err_msg=path)
+        for path, tok in _sample_all_paths(proc, 1, L, seed, int(r)).items():
+            np.testing.assert_array_equal(tok[0], ref_row, err_msg=path)
+
+
+def test_undecided_draws_take_the_low_word_on_the_packed_and_scalar_paths():
+    """K = 10^4 outcomes per state makes undecided draws (about 2K in 2^32) frequent enough to
+    find with numpy (5 in these 10^6 draws); those rows must match the exact reference on every path."""
+    proc = cm.processes.random_hmm(100, 100, seed=11, concentration=0.3)
+    seed, L = 7, 32
+    rows = np.arange(1 << 15, dtype=np.uint64)
+    _, und = reference_rows(proc, rows, L, seed)
+    hit = rows[und.any(axis=1)]
+    assert len(hit) >= 3
+    _check_rows_with_undecided(proc, seed, hit, L)
+
+
+# Rows whose high word leaves a draw of Mess3 (default parameters) undecided, found by a search
+# over ~10^9 draws (the test re-checks that they are, so it cannot go vacuous): they exercise the
+# AVX-512 path's redo of a chunk, including tails shorter than its 16 positions.
+MESS3_UNDECIDED = {0: [380408, 6099105, 6761855, 10034663]}
+
+
+@pytest.mark.parametrize("L", [256, 37])
+def test_undecided_draws_take_the_low_word_on_the_avx512_path(L):
+    proc = cm.processes.mess3()
+    for seed, rows in MESS3_UNDECIDED.items():
+        _check_rows_with_undecided(proc, seed, np.array(rows, dtype=np.uint64), L)
