@@ -3,6 +3,7 @@
 AVX-512), including the rare draws whose high word leaves the decision open."""
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings, strategies as st
 
 import compmech as cm
@@ -159,11 +160,35 @@ def test_alias_draw_is_the_exact_64_bit_decision(K):
 
 # ---- the stream and the paths ------------------------------------------------------------------
 
-def _sample_all_paths(proc, B, L, seed, row0=0, **kw):
+def _gpu_samplers():
+    """The CUDA kernels' sampler on the CPU emulation, and on a real GPU when one is visible."""
+    runs = {"gpu-emulated": dict(device=None, emulate=True)}  # compmech._cuda_emu is always built
+    if cm.build_info()["cuda"] and torch.cuda.is_available():
+        runs["gpu"] = dict(device="cuda", emulate=False)
+    return runs
+
+
+def _sample_gpu(proc, B, L, seed, row0, device, emulate, return_states=False):
+    from compmech import _cuda_ops
+
+    proc = cm.process.as_process(proc)
+    tok, states, _ = _cuda_ops.sample(proc, B, L, seed, row0, proc.check_initial(None), return_states, None,
+                                      device, emulate=emulate)
+    tok = tok.cpu().numpy() if isinstance(tok, torch.Tensor) else np.asarray(tok)
+    if return_states:
+        return tok, states.cpu().numpy() if isinstance(states, torch.Tensor) else np.asarray(states)
+    return tok
+
+
+def _sample_all_paths(proc, B, L, seed, row0=0, gpu=True, **kw):
+    """Tokens (and states) from every CPU path, and from the GPU kernels (emulated; real when present)."""
     out = {}
     for path in PATHS:
         with _force_path(path):
             out[path] = cm.sample(proc, B, L, seed=seed, row_offset=row0, **kw)
+    if gpu and B > 0:
+        for name, how in _gpu_samplers().items():
+            out[name] = _sample_gpu(proc, B, L, seed, row0, how["device"], how["emulate"], **kw)
     return out
 
 
@@ -193,7 +218,7 @@ def test_every_path_gives_the_same_tokens(S, V, B, L, seed, row0, threads):
     finally:
         cm.set_num_threads(0)
     ref = outs["scalar"]
-    for path in PATHS:
+    for path in outs:
         np.testing.assert_array_equal(outs[path], ref, err_msg=path)
         np.testing.assert_array_equal(outs_st[path][0], ref, err_msg=path)
         np.testing.assert_array_equal(outs_st[path][1], outs_st["scalar"][1], err_msg=path)
@@ -274,3 +299,30 @@ def test_undecided_draws_take_the_low_word_on_the_avx512_path(L):
     proc = cm.processes.mess3()
     for seed, rows in MESS3_UNDECIDED.items():
         _check_rows_with_undecided(proc, seed, np.array(rows, dtype=np.uint64), L)
+
+
+def test_ghmm_draw_reads_the_low_word():
+    """GHMM sampling draws with a 53-bit uniform (high word, then the low word's top 21 bits): a
+    coin whose P(0) = (hi + 1/2) / 2^32 sits between two 32-bit grid points at a chosen draw, so
+    that draw's token is 0 exactly when the low word is below 2^31 (a 32-bit uniform would always
+    give 1)."""
+    seed, row, t = 12345, 6, 9
+    hi = int(philox(seed, [row], 0, t // 4)[0, t % 4])
+    lo = int(philox(seed, [row], 2, t // 4)[0, t % 4])
+    p0 = (hi + 0.5) / 2**32
+    coin = cm.GHMM(np.array([[[p0]], [[1 - p0]]]))
+    want = 0 if lo < 2**31 else 1
+    assert cm.sample(coin, 1, t + 1, seed=seed, row_offset=row)[0, t] == want
+    for name, how in _gpu_samplers().items():
+        assert _sample_gpu(coin, 1, t + 1, seed, row, how["device"], how["emulate"])[0, t] == want, name
+    # and the other branch: a row whose low word is on the other side gives the other token
+    for r in range(row + 1, row + 40):
+        lo_r = int(philox(seed, [r], 2, t // 4)[0, t % 4])
+        if (lo_r < 2**31) != (lo < 2**31):
+            hi_r = int(philox(seed, [r], 0, t // 4)[0, t % 4])
+            p0 = (hi_r + 0.5) / 2**32
+            coin = cm.GHMM(np.array([[[p0]], [[1 - p0]]]))
+            assert cm.sample(coin, 1, t + 1, seed=seed, row_offset=r)[0, t] == (0 if lo_r < 2**31 else 1)
+            break
+    else:
+        raise AssertionError("no row with the other low bit")
