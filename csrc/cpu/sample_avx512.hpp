@@ -120,18 +120,22 @@ inline void store_chunk(const __m512i p[4], uint8_t* dst, int64_t stride, int n)
   // r[k], 128-bit lane q: the 16 tokens of row 4q + k
   const __m512i r[4] = {_mm512_unpacklo_epi64(a, c), _mm512_unpackhi_epi64(a, c), _mm512_unpacklo_epi64(b, d),
                         _mm512_unpackhi_epi64(b, d)};
-  alignas(64) uint8_t buf[4][64];
-  for (int k = 0; k < 4; ++k) _mm512_store_si512(reinterpret_cast<__m512i*>(buf[k]), r[k]);
-  const __mmask16 m = n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
-  for (int q = 0; q < 4; ++q)
+  if (n >= 16) {
     for (int k = 0; k < 4; ++k) {
-      const __m128i v = _mm_load_si128(reinterpret_cast<const __m128i*>(buf[k] + 16 * q));
-      uint8_t* row = dst + (4 * q + k) * stride;
-      if (n >= 16)
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(row), v);
-      else
-        _mm_mask_storeu_epi8(row, m, v);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + k * stride), _mm512_castsi512_si128(r[k]));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (4 + k) * stride), _mm512_extracti32x4_epi32(r[k], 1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (8 + k) * stride), _mm512_extracti32x4_epi32(r[k], 2));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (12 + k) * stride), _mm512_extracti32x4_epi32(r[k], 3));
     }
+    return;
+  }
+  const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+  for (int k = 0; k < 4; ++k) {
+    _mm_mask_storeu_epi8(dst + k * stride, m, _mm512_castsi512_si128(r[k]));
+    _mm_mask_storeu_epi8(dst + (4 + k) * stride, m, _mm512_extracti32x4_epi32(r[k], 1));
+    _mm_mask_storeu_epi8(dst + (8 + k) * stride, m, _mm512_extracti32x4_epi32(r[k], 2));
+    _mm_mask_storeu_epi8(dst + (12 + k) * stride, m, _mm512_extracti32x4_epi32(r[k], 3));
+  }
 }
 
 // Rows r0..r0+15 (row0 + r0 + l in the RNG stream), all L positions; `redo(l, state, t0, t1)`
