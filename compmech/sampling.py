@@ -7,7 +7,7 @@ import contextlib
 
 import numpy as np
 
-from . import _core
+from . import _core, _product
 from ._arrays import check_count, check_seed, float_dtype_name
 from .beliefs import beliefs as _beliefs
 from .process import as_process
@@ -32,7 +32,7 @@ def _is_cuda_device(device) -> bool:
 
 
 def sample(process, batch, length, *, seed, initial=None, return_states=False, return_beliefs=False,
-           device=None, row_offset=0, dtype=np.float32):
+           device=None, row_offset=0, dtype=np.float32, factors=False):
     """Sample ``batch`` sequences of ``length`` tokens.
 
     Args:
@@ -51,12 +51,24 @@ def sample(process, batch, length, *, seed, initial=None, return_states=False, r
             returned there (``"cpu"`` shares memory with the sampled arrays). A CUDA device
             generates on that GPU (on torch's current stream), with the CPU's tokens bit for bit.
         row_offset: index of the first row in the RNG stream, to generate a batch in parts.
+        factors: for a product process, return the per-factor beliefs (a list) instead of the
+            joint ones. A product (:func:`compmech.processes.product`) is always sampled factor
+            by factor: factor ``i`` draws its own stream (seed ``compmech._product.factor_seed(seed, i)``)
+            and the joint token is the row-major combination of the factors' tokens.
 
     Returns:
         tokens ``(B, L)`` in the smallest unsigned dtype holding ``V`` (uint8 for V <= 256),
         then states and beliefs if requested, as a tuple.
     """
     proc = as_process(process)
+    if _product.factors_of(proc) is not None:
+        got = _product.sample(proc, batch, length, seed=seed, initial=initial, return_states=return_states,
+                              return_beliefs=return_beliefs, device=device, row_offset=row_offset, dtype=dtype,
+                              factors=factors)
+        if got is not None:
+            return got
+    elif factors:
+        raise ValueError("factors=True needs a product process (compmech.processes.product)")
     B = check_count(batch, "batch")
     L = check_count(length, "length")
     seed = check_seed(seed)
