@@ -51,20 +51,22 @@ def split_tokens(proc, tokens) -> list:
     fs = factors_of(proc)
     tokens = _check_joint_tokens(tokens, proc.vocab_size)
     if is_torch(tokens):
-        rest = tokens.long()
-    else:
-        rest = tokens.astype(np.int64) if tokens.dtype.itemsize < 8 or tokens.dtype.kind == "u" else tokens
-    parts = []
-    for f in reversed(fs[1:]):
-        parts.append(rest % f.vocab_size)
-        rest = rest // f.vocab_size
-    parts.append(rest)
-    parts.reverse()
-    if is_torch(tokens):
         import torch
 
-        return [p.to(torch.uint8 if f.vocab_size <= 256 else torch.int32) for p, f in zip(parts, fs)]
-    return [p.astype(smallest_uint(f.vocab_size)) for p, f in zip(parts, fs)]
+        rest = tokens.long()
+        parts = []
+        for f in reversed(fs[1:]):
+            parts.append(rest % f.vocab_size)
+            rest = rest // f.vocab_size
+        parts.append(rest)
+        return [p.to(torch.uint8 if f.vocab_size <= 256 else torch.int32) for p, f in zip(reversed(parts), fs)]
+    rest = tokens  # in range, so the token dtype's own arithmetic is exact
+    parts = []
+    for f in reversed(fs[1:]):
+        rest, part = np.divmod(rest, tokens.dtype.type(f.vocab_size))
+        parts.append(part)
+    parts.append(rest)
+    return [p.astype(smallest_uint(f.vocab_size), copy=False) for p, f in zip(reversed(parts), fs)]
 
 
 def combine(parts: list, sizes: list, out_dtype):

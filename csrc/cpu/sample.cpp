@@ -197,10 +197,8 @@ void sample_hmm_cpu(const ProcessView& p, const double* init, int64_t B, int64_t
     if constexpr (std::is_same<Tok, uint8_t>::value) {
       if (use_reg)
         for (; r + R <= e; r += R) {
-          uint32_t init_states[R];
-          for (int l = 0; l < R; ++l) init_states[l] = first_state(ia, seed, row0 + r + l);
           const int64_t r0 = r;
-          avx512::hmm_rows16(rt, init_states, r, L, seed, row0, reinterpret_cast<uint8_t*>(tokens),
+          avx512::hmm_rows16(rt, ia, r, L, seed, row0, reinterpret_cast<uint8_t*>(tokens),
                              [&](int l, uint32_t st, int64_t t0, int64_t t1) {
                                return redo_row(tr, S, st, r0 + l, t0, t1, L, seed, row0, tokens);
                              });

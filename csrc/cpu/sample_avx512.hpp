@@ -40,7 +40,7 @@ inline RegTables reg_tables(const AliasTables& tr, int S) {
   return rt;
 }
 
-// Philox4x32-10 for 16 rows (row0 + 0..15) at block `block` of domain 0. Each word is kept in
+// Philox4x32-10 for 16 rows (row0 + 0..15) at block `block` of a domain. Each word is kept in
 // two vectors of eight 64-bit lanes (rows 0-7, rows 8-15), the value in the low half: the
 // 32x32->64 multiply then needs no shuffles, and the garbage it leaves in the high halves is
 // never read (vpmuludq reads only low halves; the caller extracts low halves).
@@ -65,12 +65,12 @@ struct Philox16 {
   }
 
   // w[k][h]: word k of rows 8h..8h+7.
-  inline void operator()(uint32_t block, __m512i w[4][2]) const {
+  inline void operator()(uint32_t block, __m512i w[4][2], uint32_t domain = kDomainTokens) const {
     const __m512i M0 = _mm512_set1_epi64(0xD2511F53), M1 = _mm512_set1_epi64(0xCD9E8D57);
     __m512i a0[2], a1[2], a2[2], a3[2];
     for (int h = 0; h < 2; ++h) {
       a0[h] = _mm512_set1_epi64(block);
-      a1[h] = _mm512_setzero_si512();  // kDomainTokens
+      a1[h] = _mm512_set1_epi64(domain);
       a2[h] = c2[h];
       a3[h] = c3[h];
     }
@@ -138,14 +138,28 @@ inline void store_chunk(const __m512i p[4], uint8_t* dst, int64_t stride, int n)
   }
 }
 
-// Rows r0..r0+15 (row0 + r0 + l in the RNG stream), all L positions; `redo(l, state, t0, t1)`
+// Rows r0..r0+15 (row0 + r0 + l in the RNG stream), all L positions, starting from initial_state()
+// (init_a: the initial distribution's tables); `redo(l, state, t0, t1)`
 // recomputes positions [t0, t1) of row l from hidden state `state` with the scalar code,
 // writing its tokens, and returns the state after them.
 template <typename Redo>
-void hmm_rows16(const RegTables& rt, const uint32_t* init_states, int64_t r0, int64_t L, uint64_t seed,
+void hmm_rows16(const RegTables& rt, const AliasTables& init_a, int64_t r0, int64_t L, uint64_t seed,
                 uint64_t row0, uint8_t* tokens, Redo&& redo) {
   const uint32_t K = rt.K;
   const Philox16 philox(seed, row0 + r0);
+  uint32_t init_states[16];
+  {  // initial_state() for the 16 rows: words 0 and 1 of their kDomainInitial block 0
+    __m512i w[4][2];
+    philox(0, w, kDomainInitial);
+    alignas(64) uint64_t hi[16], lo[16];
+    for (int h = 0; h < 2; ++h) {
+      _mm512_store_si512(hi + 8 * h, w[0][h]);
+      _mm512_store_si512(lo + 8 * h, w[1][h]);
+    }
+    for (int l = 0; l < 16; ++l)
+      init_states[l] = alias_draw64(static_cast<uint32_t>(hi[l]), static_cast<uint32_t>(lo[l]), init_a.K,
+                                    init_a.thresh.data(), init_a.alias.data());
+  }
   const __m512i TH0 = _mm512_load_si512(rt.th), TH1 = _mm512_load_si512(rt.th + 16);
   const __m512i E0 = _mm512_load_si512(rt.e), E1 = _mm512_load_si512(rt.e + 16);
   const __m512i idx_lo = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
