@@ -229,3 +229,58 @@ def sample(proc, batch, length, *, seed, initial, return_states, return_beliefs,
         per = [r[-1] for r in runs]
         out.append(per if factors else joint_beliefs(per))
     return out[0] if len(out) == 1 else tuple(out)
+
+
+def msp_tree(proc, depth, *, dtype, min_prob, initial):
+    """cm.msp_tree on a product from the factors' trees: a joint node is one node per factor, its
+    probability the product of theirs, its belief the outer product of theirs. Children of a
+    joint node are the factors' children combined row-major, which is joint-token order, so each
+    level is in the joint tree's lexicographic order. Each level also carries ``factor_index``
+    ``(M, k)``: the node's index in each factor's level (``tree.factor_trees[i]``). None when
+    ``initial`` is not of product form."""
+    from .msp_tree import MSPLevel, MSPTree, msp_tree as factor_tree
+
+    fs = factors_of(proc)
+    inits = split_initial(proc, initial)
+    if inits is None:
+        return None
+    # a joint node below min_prob has every factor node... at most as probable: pruning the
+    # factor trees at min_prob drops nothing the joint tree keeps
+    trees = [factor_tree(f, depth, dtype=dtype, min_prob=min_prob, initial=i0) for f, i0 in zip(fs, inits)]
+    tok_dt = smallest_uint(proc.vocab_size)
+    V = [f.vocab_size for f in fs]
+    idx = np.zeros((1, len(fs)), np.int64)
+    root = trees[0].level(0)
+    levels = [MSPLevel(0, np.ascontiguousarray(joint_beliefs([t.level(0).beliefs for t in trees])),
+                       np.ones(1), root.parent.copy(), np.zeros(1, tok_dt), proc)]
+    levels[0].factor_index = idx
+    for d in range(1, depth + 1):
+        flv = [t.level(d) for t in trees]
+        prev_sizes = [len(t.level(d - 1)) for t in trees]
+        counts = [np.bincount(lv.parent, minlength=n) for lv, n in zip(flv, prev_sizes)]
+        starts = [np.concatenate([[0], np.cumsum(c)[:-1]]) for c in counts]
+        per_factor = np.stack([c[idx[:, i]] for i, c in enumerate(counts)], axis=1)  # (M_prev, k)
+        n_child = per_factor.prod(axis=1)
+        parent = np.repeat(np.arange(len(idx)), n_child)
+        local = np.arange(len(parent)) - np.repeat(np.cumsum(n_child) - n_child, n_child)
+        child = np.empty((len(parent), len(fs)), np.int64)
+        for i in reversed(range(len(fs))):  # row-major: the last factor varies fastest
+            cnt = per_factor[parent, i]
+            child[:, i] = starts[i][idx[parent, i]] + local % cnt
+            local //= cnt
+        probs = np.ones(len(parent))
+        for i, lv in enumerate(flv):
+            probs *= lv.probs[child[:, i]]
+        keep = (probs > 0) & (probs >= min_prob)
+        parent, child, probs = parent[keep], child[keep], probs[keep]
+        tokens = np.zeros(len(parent), np.int64)
+        for i, lv in enumerate(flv):
+            tokens = tokens * V[i] + lv.token[child[:, i]]
+        beliefs = joint_beliefs([lv.beliefs[child[:, i]] for i, lv in enumerate(flv)])
+        lvl = MSPLevel(d, np.ascontiguousarray(beliefs), probs, parent.astype(np.int32), tokens.astype(tok_dt), proc)
+        lvl.factor_index = child
+        levels.append(lvl)
+        idx = child
+    tree = MSPTree(proc, levels, min_prob)
+    tree.factor_trees = trees
+    return tree

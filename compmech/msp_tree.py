@@ -157,6 +157,13 @@ def msp_tree(process, depth, *, dtype=np.float64, min_prob=0.0, initial=None, de
     """
     proc = as_process(process)
     depth, min_prob = _check_args(depth, min_prob)
+    if device is None or str(device) == "cpu":  # a product runs on its factors (compmech._product)
+        from . import _product
+
+        if _product.factors_of(proc) is not None:
+            tree = _product.msp_tree(proc, depth, dtype=float_dtype_name(dtype), min_prob=min_prob, initial=initial)
+            if tree is not None:
+                return tree
     levels = [_root(proc, initial, float_dtype_name(dtype), device)]
     for d in range(depth):
         full = d > 0 and len(levels[-1]) == proc.vocab_size * len(levels[-2])

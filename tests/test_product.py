@@ -203,3 +203,44 @@ def test_five_mess3_factors():
     lp = cm.log_prob(proc, tok)
     np.testing.assert_allclose(lp, sum(cm.log_prob(m, t) for t in split_tokens(proc, tok)), rtol=1e-14)
     assert len(per) == 5 and per[0].shape == (64, 20, 3)
+
+
+# ---- mixed-state trees -------------------------------------------------------------------------
+
+@settings(max_examples=20, deadline=None)
+@given(fs=factor_lists(max_factors=3, max_states=3, max_vocab=3), depth=st.integers(0, 4),
+       min_prob=st.sampled_from([0.0, 0.0, 1e-3]), dtype=st.sampled_from([np.float64, np.float32]))
+def test_msp_tree_from_the_factors_equals_the_joint_tree(fs, depth, min_prob, dtype):
+    proc = cm.processes.product(fs)
+    joint = cm.GHMM(proc.T) if proc.is_generalized else cm.HMM(proc.T)
+    a = cm.msp_tree(proc, depth, min_prob=min_prob, dtype=dtype)
+    b = cm.msp_tree(joint, depth, min_prob=min_prob, dtype=dtype, initial=proc.stationary)
+    tol = 1e-10 if dtype == np.float64 else 1e-5
+    for la, lb in zip(a, b):
+        if min_prob and len(la) != len(lb):  # a node within round-off of min_prob may go either way
+            continue
+        assert len(la) == len(lb)
+        np.testing.assert_array_equal(la.token, lb.token)
+        np.testing.assert_array_equal(la.parent, lb.parent)
+        np.testing.assert_allclose(la.probs, lb.probs, rtol=tol, atol=1e-300)
+        np.testing.assert_allclose(la.beliefs, lb.beliefs, rtol=tol, atol=tol)
+        assert la.beliefs.dtype == np.dtype(dtype)
+        # each joint node is one node of every factor's tree
+        for i, ft in enumerate(a.factor_trees):
+            np.testing.assert_array_equal(la.sequences[:, :].astype(int) if la.depth == 0 else
+                                          split_tokens(proc, la.sequences)[i],
+                                          ft.level(la.depth).sequences[la.factor_index[:, i]])
+
+
+def test_msp_tree_of_five_mess3_factors():
+    m = cm.processes.mess3()
+    proc = cm.processes.product([m] * 5)
+    tree = cm.msp_tree(proc, 2, dtype=np.float32)
+    lvl = tree.level(2)
+    assert len(lvl) == 243**2 and lvl.beliefs.shape == (243**2, 243)
+    np.testing.assert_allclose(lvl.probs.sum(), 1.0, rtol=1e-6)  # float32 beliefs: float32 round-off
+    # probabilities are products of the factors' word probabilities
+    m_tree = cm.msp_tree(m, 2, dtype=np.float32)
+    np.testing.assert_allclose(lvl.probs, np.prod(m_tree.level(2).probs[lvl.factor_index], axis=1), rtol=1e-14)
+    seq = lvl.sequences[[0, 5000, 59048]]
+    np.testing.assert_allclose(lvl.probs[[0, 5000, 59048]], np.exp(cm.log_prob(proc, seq)), rtol=1e-6)
