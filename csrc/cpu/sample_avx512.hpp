@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include "compmech/alias.hpp"
 #include "compmech/kernels.hpp"
@@ -170,6 +171,11 @@ void hmm_rows16(const RegTables& rt, const AliasTables& init_a, int64_t r0, int6
   for (int l = 0; l < 16; ++l) lane[l] = init_states[l] * K;
   __m512i code = _mm512_load_si512(lane);
   uint8_t* out = tokens + r0 * L;
+  alignas(64) uint8_t stage[16 * 64];
+  // Lines start where rows meet 64-byte boundaries: after `head` positions (a multiple of 16 when
+  // the output is 16-byte aligned and L % 64 == 0, as numpy's are; else lines are not aligned).
+  const bool aligned = L % 64 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 && L >= 128;
+  const int64_t head = aligned ? static_cast<int64_t>((64 - reinterpret_cast<uintptr_t>(out) % 64) % 64) : 0;
   for (int64_t t0 = 0; t0 < L; t0 += 16) {
     const __m512i start = code;
     __m512i low = _mm512_set1_epi32(-1), high = _mm512_setzero_si512();
@@ -193,7 +199,9 @@ void hmm_rows16(const RegTables& rt, const AliasTables& init_a, int64_t r0, int6
       packed[j] = pack_tokens(c);
     }
     const int n = static_cast<int>(std::min<int64_t>(16, L - t0));
-    store_chunk(packed, out + t0, L, n);
+    // staged in L1 (16 rows x 64 bytes), written out a cache line per row at a time
+    const int64_t line = t0 < head ? 0 : head + ((t0 - head) & ~int64_t(63));
+    store_chunk(packed, stage + (t0 - line), 64, n);
     const __mmask16 undecided =
         _mm512_cmplt_epu32_mask(low, vK32) | _mm512_cmpgt_epu32_mask(high, carry_at);
     if (undecided) {  // rare: about 32 K draws in 2^32
@@ -201,10 +209,24 @@ void hmm_rows16(const RegTables& rt, const AliasTables& init_a, int64_t r0, int6
       _mm512_store_si512(lane, code);
       _mm512_store_si512(from, start);
       for (int l = 0; l < 16; ++l)
-        if (undecided >> l & 1) lane[l] = redo(l, (from[l] & 31) / K, t0, t0 + n) * K;
+        if (undecided >> l & 1) {
+          lane[l] = redo(l, (from[l] & 31) / K, t0, t0 + n) * K;  // writes the output row
+          std::memcpy(stage + l * 64 + (t0 - line), out + l * L + t0, static_cast<size_t>(n));
+        }
       code = _mm512_load_si512(lane);
     }
+    if (t0 + 16 == head || t0 + 16 - line == 64 || t0 + 16 >= L) {  // flush the line of every row
+      const int m = static_cast<int>(t0 + n - line);
+      if (m == 64 && aligned)  // whole aligned lines: streaming stores (no read for ownership)
+        for (int l = 0; l < 16; ++l)
+          _mm512_stream_si512(reinterpret_cast<__m512i*>(out + l * L + line), _mm512_load_si512(stage + l * 64));
+      else
+        for (int l = 0; l < 16; ++l)
+          _mm512_mask_storeu_epi8(out + l * L + line, m >= 64 ? ~__mmask64(0) : (__mmask64(1) << m) - 1,
+                                  _mm512_load_si512(stage + l * 64));
+    }
   }
+  _mm_sfence();  // order the streaming stores before the caller hands the array on
 }
 
 }  // namespace avx512
