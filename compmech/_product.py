@@ -23,27 +23,29 @@ def factors_of(proc):
 def _check_joint_tokens(tokens, V: int):
     """One clear error for joint tokens outside [0, V) (the factors' checks could not name them)."""
     if is_torch(tokens):
-        if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == __import__("torch").bool:
+        import torch
+
+        if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
             raise TypeError(f"tokens must be an integer array, got dtype {tokens.dtype}")
-        if tokens.ndim not in (1, 2):
-            raise ValueError(f"tokens must have shape (B, L) or (L,), got shape {tuple(tokens.shape)}")
+        shape = tuple(tokens.shape)
         bad = (tokens < 0) | (tokens >= V)
-        if tokens.numel() and bool(bad.any()):
-            idx = np.unravel_index(int(bad.reshape(-1).int().argmax()), tuple(tokens.shape))
-            raise ValueError(f"tokens: value {int(tokens[idx])} at {'row %d, position %d' % idx if len(idx) == 2 else 'position %d' % idx} "
-                             f"is outside the vocabulary [0, {V})")
-        return tokens
-    arr = to_numpy(tokens, "tokens")
-    if arr.dtype == np.bool_ or arr.dtype.kind not in "iu":
-        raise TypeError(f"tokens must be an integer array, got dtype {arr.dtype}")
-    if arr.ndim not in (1, 2):
-        raise ValueError(f"tokens must have shape (B, L) or (L,), got shape {arr.shape}")
-    bad = (arr < 0) | (arr >= V)
-    if bad.any():
-        idx = np.unravel_index(int(np.argmax(bad)), arr.shape)
-        where = f"row {idx[0]}, position {idx[1]}" if arr.ndim == 2 else f"position {idx[0]}"
-        raise ValueError(f"tokens: value {int(arr[idx])} at {where} is outside the vocabulary [0, {V})")
-    return arr
+        first = int(bad.reshape(-1).int().argmax()) if tokens.numel() and bool(bad.any()) else None
+        value = None if first is None else int(tokens.reshape(-1)[first])
+    else:
+        tokens = to_numpy(tokens, "tokens")
+        if tokens.dtype == np.bool_ or tokens.dtype.kind not in "iu":
+            raise TypeError(f"tokens must be an integer array, got dtype {tokens.dtype}")
+        shape = tokens.shape
+        bad = (tokens < 0) | (tokens >= V)
+        first = int(np.argmax(bad)) if bad.any() else None
+        value = None if first is None else int(tokens.reshape(-1)[first])
+    if len(shape) not in (1, 2):
+        raise ValueError(f"tokens must have shape (B, L) or (L,), got shape {shape}")
+    if first is not None:
+        idx = np.unravel_index(first, shape)
+        where = f"row {idx[0]}, position {idx[1]}" if len(shape) == 2 else f"position {idx[0]}"
+        raise ValueError(f"tokens: value {value} at {where} is outside the vocabulary [0, {V})")
+    return tokens
 
 
 def split_tokens(proc, tokens) -> list:
@@ -135,7 +137,7 @@ def factor_seed(seed: int, i: int) -> int:
     return z ^ (z >> 31)
 
 
-def _per_factor(fs, what, run):
+def _per_factor(fs, run):
     """run(i, factor) for every factor, naming the factor in a ValueError."""
     out = []
     for i, f in enumerate(fs):
@@ -161,8 +163,8 @@ def beliefs(proc, tokens, *, initial, dtype, return_log_prob, on_zero, out, fact
         raise ValueError("out= gives the joint beliefs; it cannot be combined with factors=True")
     toks = split_tokens(proc, tokens)
     if out is not None:
-        dtype = out.dtype if not is_torch(out) else out.dtype
-    runs = _per_factor(fs, "beliefs", lambda i, f: factor_beliefs(
+        dtype = str(out.dtype).replace("torch.", "")
+    runs = _per_factor(fs, lambda i, f: factor_beliefs(
         f, toks[i], initial=inits[i], dtype=dtype, return_log_prob=return_log_prob, on_zero=on_zero))
     per = [r[0] for r in runs] if return_log_prob else runs
     result = per if factors else joint_beliefs(per)
@@ -189,7 +191,7 @@ def log_prob(proc, tokens, *, initial, on_zero):
     if inits is None:
         return None
     toks = split_tokens(proc, tokens)
-    lps = _per_factor(fs, "log_prob", lambda i, f: factor_log_prob(f, toks[i], initial=inits[i], on_zero=on_zero))
+    lps = _per_factor(fs, lambda i, f: factor_log_prob(f, toks[i], initial=inits[i], on_zero=on_zero))
     total = lps[0]
     for lp in lps[1:]:
         total = total + lp
@@ -215,7 +217,7 @@ def sample(proc, batch, length, *, seed, initial, return_states, return_beliefs,
         if factors:
             raise ValueError("factors=True needs an initial belief of product form")
         return None
-    runs = _per_factor(fs, "sample", lambda i, f: factor_sample(
+    runs = _per_factor(fs, lambda i, f: factor_sample(
         f, batch, length, seed=factor_seed(seed, i), initial=inits[i], return_states=return_states,
         return_beliefs=return_beliefs, device=device, row_offset=row_offset, dtype=dtype))
     runs = [r if isinstance(r, tuple) else (r,) for r in runs]
@@ -244,8 +246,8 @@ def msp_tree(proc, depth, *, dtype, min_prob, initial):
     inits = split_initial(proc, initial)
     if inits is None:
         return None
-    # a joint node below min_prob has every factor node... at most as probable: pruning the
-    # factor trees at min_prob drops nothing the joint tree keeps
+    # a joint node is at most as probable as each of its factor nodes: pruning the factor trees
+    # at min_prob drops nothing that the joint tree keeps
     trees = [factor_tree(f, depth, dtype=dtype, min_prob=min_prob, initial=i0) for f, i0 in zip(fs, inits)]
     tok_dt = smallest_uint(proc.vocab_size)
     V = [f.vocab_size for f in fs]
