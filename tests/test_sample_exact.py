@@ -326,3 +326,16 @@ def test_ghmm_draw_reads_the_low_word():
             break
     else:
         raise AssertionError("no row with the other low bit")
+
+
+@pytest.mark.parametrize("L", [1, 15, 16, 17, 64, 128, 192, 256, 320, 1000])
+def test_long_rows_on_every_path(L):
+    """Lengths around the AVX-512 path's 16-position chunks and 64-byte output lines (whole
+    aligned lines go out with streaming stores), batches that are not multiples of 16, and a
+    batch split inside a group of 16 rows."""
+    for proc in (cm.processes.mess3(), cm.processes.random_hmm(2, 8, seed=4, concentration=0.3)):
+        outs = _sample_all_paths(proc, 100, L, 2024, 3, gpu=L <= 64)
+        for path, tok in outs.items():
+            np.testing.assert_array_equal(tok, outs["scalar"], err_msg=path)
+        parts = [cm.sample(proc, n, L, seed=2024, row_offset=3 + o) for o, n in ((0, 37), (37, 63))]
+        np.testing.assert_array_equal(np.concatenate(parts), outs["scalar"])
