@@ -61,14 +61,6 @@ def sample(process, batch, length, *, seed, initial=None, return_states=False, r
         then states and beliefs if requested, as a tuple.
     """
     proc = as_process(process)
-    if _product.factors_of(proc) is not None:
-        got = _product.sample(proc, batch, length, seed=seed, initial=initial, return_states=return_states,
-                              return_beliefs=return_beliefs, device=device, row_offset=row_offset, dtype=dtype,
-                              factors=factors)
-        if got is not None:
-            return got
-    elif factors:
-        raise ValueError("factors=True needs a product process (compmech.processes.product)")
     B = check_count(batch, "batch")
     L = check_count(length, "length")
     seed = check_seed(seed)
@@ -77,6 +69,14 @@ def sample(process, batch, length, *, seed, initial=None, return_states=False, r
         raise ValueError("row_offset + batch must be < 2**64")
     if L >= 1 << 34:
         raise ValueError("length must be < 2**34 (the RNG counter's range)")
+    if _product.factors_of(proc) is not None:
+        got = _product.sample(proc, B, L, seed=seed, initial=initial, return_states=return_states,
+                              return_beliefs=return_beliefs, device=device, row_offset=row0, dtype=dtype,
+                              factors=factors)
+        if got is not None:
+            return got
+    elif factors:
+        raise ValueError("factors=True needs a product process (compmech.processes.product)")
     init = proc.check_initial(initial)
     if proc.is_generalized and return_states:
         raise ValueError("return_states: a GHMM has no hidden states (it is sampled through its beliefs)")

@@ -244,3 +244,17 @@ def test_msp_tree_of_five_mess3_factors():
     np.testing.assert_allclose(lvl.probs, np.prod(m_tree.level(2).probs[lvl.factor_index], axis=1), rtol=1e-14)
     seq = lvl.sequences[[0, 5000, 59048]]
     np.testing.assert_allclose(lvl.probs[[0, 5000, 59048]], np.exp(cm.log_prob(proc, seq)), rtol=1e-6)
+
+
+def test_sample_arguments_checked_before_the_factors_run():
+    proc = cm.processes.product([cm.processes.mess3()] * 2)
+    for kw, msg in ((dict(seed=-1), "seed"), (dict(seed=2**64), "seed"), (dict(seed=1, row_offset=-1), "row_offset")):
+        with pytest.raises(ValueError, match=msg):
+            cm.sample(proc, 2, 3, **kw)
+    with pytest.raises(ValueError, match="^batch"):
+        cm.sample(proc, -2, 3, seed=1)
+    with pytest.raises(ValueError, match="factor 1 .*no hidden states"):
+        cm.sample(cm.processes.product([cm.processes.mess3(), cm.processes.random_ghmm_like(2, 2, 1)]), 2, 3,
+                  seed=1, return_states=True)
+    assert cm.sample(proc, 0, 5, seed=1).shape == (0, 5)
+    assert cm.sample(proc, 3, 0, seed=1, return_beliefs=True)[1].shape == (3, 0, 9)
