@@ -43,7 +43,7 @@ def _run(process, tokens, initial, dtype, want_logp, on_zero, out=None):
 
 
 def beliefs(process, tokens, *, initial=None, dtype=np.float32, return_log_prob=False, on_zero="raise",
-            out=None):
+            out=None, factors=False):
     """Belief states along token sequences.
 
     Args:
@@ -65,13 +65,21 @@ def beliefs(process, tokens, *, initial=None, dtype=np.float32, return_log_prob=
         out: optional preallocated ``(B, L, S)`` float32/float64 C-contiguous array (numpy,
             torch CPU, or torch CUDA on the tokens' device) to write into and return, e.g. to
             reuse one buffer across training steps; its dtype overrides ``dtype``.
+        factors: for a product process (:func:`compmech.processes.product`), return the list of
+            per-factor beliefs ``(B, L, S_i)`` instead of the joint ``(B, L, prod S_i)``. A
+            product is always propagated factor by factor (the joint is their outer product).
 
     Returns:
         beliefs ``(B, L, S)`` (or ``(L, S)``): ``beliefs[b, t]`` is the belief *after*
         ``tokens[b, :t+1]``; the belief before any token is ``initial``. Renormalised every
         step, so any length works. Same array kind as ``tokens`` (torch in, torch out).
     """
-    b, lp = _run(process, tokens, initial, float_dtype_name(dtype), return_log_prob, on_zero, out)
+    dt = float_dtype_name(dtype)
+    got = _product_run("beliefs", process, tokens, initial=initial, dtype=dt,
+                       return_log_prob=return_log_prob, on_zero=on_zero, out=out, factors=factors)
+    if got is not None:
+        return got
+    b, lp = _run(process, tokens, initial, dt, return_log_prob, on_zero, out)
     return (b, lp) if return_log_prob else b
 
 
@@ -79,4 +87,20 @@ def log_prob(process, tokens, *, initial=None, on_zero="raise"):
     """Natural-log probability of each sequence, ``(B,)`` float64 (0-d for ``(L,)`` input),
     without materialising beliefs. ``on_zero="nan"`` gives ``-inf`` for impossible sequences
     instead of raising."""
-    return _run(process, tokens, initial, None, True, on_zero)[1]
+    got = _product_run("log_prob", process, tokens, initial=initial, on_zero=on_zero)
+    return got if got is not None else _run(process, tokens, initial, None, True, on_zero)[1]
+
+
+def _product_run(what, process, tokens, **kw):
+    """A product process runs factor by factor (compmech._product); None for other processes and
+    for an initial belief that is not of product form (then the joint process runs)."""
+    from . import _product
+
+    proc = as_process(process)
+    if _product.factors_of(proc) is None:
+        if kw.get("factors"):
+            raise ValueError("factors=True needs a product process (compmech.processes.product)")
+        return None
+    if kw.get("on_zero", "raise") not in _ON_ZERO:
+        raise ValueError(f"on_zero must be one of {_ON_ZERO}, got {kw['on_zero']!r}")
+    return getattr(_product, what)(proc, tokens, **kw)

@@ -137,6 +137,13 @@ def msp_tree(process, depth, *, dtype=np.float64, min_prob=0.0, initial=None, de
     """
     proc = as_process(process)
     depth, min_prob = _check_args(depth, min_prob)
+    if device is None or str(device) == "cpu":  # a product runs on its factors (compmech._product)
+        from . import _product
+
+        if _product.factors_of(proc) is not None:
+            tree = _product.msp_tree(proc, depth, dtype=float_dtype_name(dtype), min_prob=min_prob, initial=initial)
+            if tree is not None:
+                return tree
     dt = float_dtype_name(dtype)
     device, back = _interop.for_device(device)
     if device is not None:

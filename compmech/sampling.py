@@ -3,15 +3,29 @@ and position): the output depends only on the seed and shapes, never on thread c
 split, and ``row_offset`` lets a large batch be generated in pieces that match one call."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
-from . import _backend, _errors, _interop
+from . import _backend, _core, _errors, _interop, _product
 from ._arrays import check_count, check_seed, float_dtype_name
 from .process import as_process
 
 
+@contextlib.contextmanager
+def _force_path(name: str):
+    """Private: run the CPU hidden-state sampler on one path ("scalar", "packed", "avx512";
+    "auto" is the default choice) inside the block. Every path gives the same tokens; tests and
+    benchmarks use this to check that and to compare speeds. Not thread-safe (process-wide)."""
+    old = _core.set_sample_path(name)
+    try:
+        yield
+    finally:
+        _core.set_sample_path(old)
+
+
 def sample(process, batch, length, *, seed, initial=None, return_states=False, return_beliefs=False,
-           device=None, row_offset=0, dtype=np.float32):
+           device=None, row_offset=0, dtype=np.float32, factors=False):
     """Sample ``batch`` sequences of ``length`` tokens.
 
     Args:
@@ -31,6 +45,10 @@ def sample(process, batch, length, *, seed, initial=None, return_states=False, r
             generates on that GPU (on torch's current stream), with the CPU's tokens bit for bit.
             A JAX or CuPy device gives that library's arrays on it (handed over through DLPack).
         row_offset: index of the first row in the RNG stream, to generate a batch in parts.
+        factors: for a product process, return the per-factor beliefs (a list) instead of the
+            joint ones. A product (:func:`compmech.processes.product`) is always sampled factor
+            by factor: factor ``i`` draws its own stream (seed ``compmech._product.factor_seed(seed, i)``)
+            and the joint token is the row-major combination of the factors' tokens.
 
     Returns:
         tokens ``(B, L)`` in the smallest unsigned dtype holding ``V`` (uint8 for V <= 256),
@@ -45,6 +63,14 @@ def sample(process, batch, length, *, seed, initial=None, return_states=False, r
         raise _errors.rng_rows_exhausted()
     if L >= 1 << 34:
         raise _errors.rng_length_exhausted()
+    if _product.factors_of(proc) is not None:
+        got = _product.sample(proc, B, L, seed=seed, initial=initial, return_states=return_states,
+                              return_beliefs=return_beliefs, device=device, row_offset=row0, dtype=dtype,
+                              factors=factors)
+        if got is not None:
+            return got
+    elif factors:
+        raise ValueError("factors=True needs a product process (compmech.processes.product)")
     init = proc.check_initial(initial)
     if proc.is_generalized and return_states:
         raise _errors.ghmm_has_no_states()

@@ -22,6 +22,7 @@ namespace py = pybind11;
 using namespace compmech;
 
 void register_graph(py::module_& m);  // bindings_graph.cpp
+void register_sample(py::module_& m);  // bindings_sample.cpp
 
 namespace {
 
@@ -159,8 +160,8 @@ py::tuple sample_hmm(const py::array& T, const py::array& initial, int64_t B, in
 }
 
 // The alias tables hidden-state sampling draws from (the same ones sample_hmm builds), for the
-// CUDA sampler to upload: (packed uint64 (S, V*S) or None, thresh, alias uint32 (S, V*S),
-// initial thresh, alias uint32 (S,)).
+// CUDA sampler to upload: (packed uint64 (S, V*S) or None, thresh uint64, alias uint32 (S, V*S),
+// initial thresh uint64, alias uint32 (S,)).
 py::tuple hmm_sample_tables(const py::array& T, const py::array& initial) {
   const ProcessView p = view_process(T, py::none(), 0.0);
   const double* init = f64_data(initial, "initial", {p.S});
@@ -326,4 +327,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("get_num_threads", &num_threads);
   m.def("build_info", &build_info);
   register_graph(m);
+  register_sample(m);
 }

@@ -113,19 +113,48 @@ def mixture(processes, weights=None, *, name: str = "mixture") -> MixtureHMM | M
     return MixtureHMM(T, wts, [p.stationary for p in procs], name=name)
 
 
+class _ProductMixin:
+    """A product of independent factors (``.factors``): ``cm.beliefs``, ``cm.log_prob`` and
+    ``cm.sample`` run on the factors (see :mod:`compmech._product`)."""
+
+    factors: tuple
+
+    def _compute_stationary(self) -> np.ndarray:
+        # the outer product of the factors' stationary vectors (unique iff each factor's is)
+        out = np.ones(1)
+        for f in self.factors:
+            out = np.multiply.outer(out, f.stationary).reshape(-1)
+        return out
+
+
+class ProductHMM(_ProductMixin, HMM):
+    """Product of HMM factors; see :func:`product`."""
+
+
+class ProductGHMM(_ProductMixin, GHMM):
+    """Product with at least one GHMM factor; see :func:`product`."""
+
+
 @register
 def product(processes, *, name: str = "product") -> Process:
     """Independent factors run side by side: joint state ``(s_1, ..., s_n)`` (row-major),
     joint token ``x = ((x_1 V_2 + x_2) V_3 + x_3) ...`` (row-major over the factors'
-    vocabularies), ``T[x] = kron(T_1[x_1], ..., T_n[x_n])``. A GHMM if any factor is one."""
+    vocabularies), ``T[x] = kron(T_1[x_1], ..., T_n[x_n])``. A GHMM if any factor is one.
+
+    The result keeps its factors (``.factors``): ``cm.beliefs``, ``cm.log_prob`` and ``cm.sample``
+    propagate and sample factor by factor (the joint belief is the outer product of the factors'
+    beliefs), so k factors cost k small propagations, not one over ``prod S_i`` states; pass
+    ``factors=True`` to get the per-factor beliefs instead of the joint."""
     procs = _components(processes, "product")
     T = procs[0].T
     for p in procs[1:]:
         V1, S1 = T.shape[:2]
         V2, S2 = p.T.shape[:2]
         T = np.einsum("aij,bkl->abikjl", T, p.T).reshape(V1 * V2, S1 * S2, S1 * S2)
-    cls = GHMM if any(p.is_generalized for p in procs) else HMM
-    return cls(T, name=name)
+    cls = ProductGHMM if any(p.is_generalized for p in procs) else ProductHMM
+    out = cls(T, name=name)
+    out.factors = tuple(procs)
+    return out
 
 
 @register

@@ -1,5 +1,7 @@
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX2__)
@@ -10,6 +12,8 @@
 #include "compmech/kernels.hpp"
 #include "launchers.hpp"
 #include "parallel.hpp"
+#include "sample_avx512.hpp"
+#include "sample_paths.hpp"
 
 namespace compmech {
 namespace {
@@ -60,19 +64,33 @@ inline void philox_rows8(uint64_t seed, uint64_t row0, uint32_t domain, uint32_t
 #endif
 }
 
-// Fast path for V <= 256 and S <= 256: one 64-bit table entry per (state, bucket) holds the
-// threshold and both candidate outcomes, each packed as (token << 8 | next state). Same
-// tables and decisions as alias_draw, so the same tokens.
+// The outcome (token * S + next state) of the draw at position t of `row` from hidden state st:
+// alias_draw64 on the draw's two words, reading the low word only when the high one leaves the
+// decision open. Every CPU path calls this (or makes the same fast decision) for every draw.
+inline uint32_t draw_outcome(const AliasTables& tr, uint32_t st, uint32_t hi, uint64_t seed, uint64_t row, int64_t t) {
+  const size_t base = static_cast<size_t>(st) * tr.K;
+  uint32_t o;
+  if (!alias_draw_fast(hi, tr.K, tr.thresh.data() + base, tr.alias.data() + base, o))
+    o = alias_draw64(hi, low_word(seed, row, t), tr.K, tr.thresh.data() + base, tr.alias.data() + base);
+  return o;
+}
+
+inline uint32_t first_state(const AliasTables& init_a, uint64_t seed, uint64_t row) {
+  return initial_state(seed, row, init_a.K, init_a.thresh.data(), init_a.alias.data());
+}
+
+// Packed path for V <= 256 and S <= 256: one 64-bit table entry per (state, bucket) holds the
+// threshold's high half and both candidate outcomes, each packed as (token << 8 | next state).
 template <typename Tok, typename St>
-void hmm_rows_packed(const AliasTables& init_a, const std::vector<uint64_t>& packed, uint32_t K, int64_t r0,
-                     int64_t L, uint64_t seed, uint64_t row0, Tok* tokens, St* states) {
+void hmm_rows_packed(const AliasTables& init_a, const AliasTables& tr, const std::vector<uint64_t>& packed, int S,
+                     int64_t r0, int64_t L, uint64_t seed, uint64_t row0, Tok* tokens, St* states) {
   constexpr int R = 16;
+  const uint32_t K = tr.K;
   const uint64_t* tab = packed.data();
   uint32_t base[R];
   for (int r = 0; r < R; ++r) {
     const int64_t row = r0 + r;
-    const uint32_t u = philox_block(seed, row0 + row, kDomainInitial, 0).v[0];
-    const uint32_t st = alias_draw(u, init_a.K, init_a.thresh.data(), init_a.alias.data());
+    const uint32_t st = first_state(init_a, seed, row0 + row);
     base[r] = st * K;
     if (states) states[row * (L + 1)] = static_cast<St>(st);
   }
@@ -86,7 +104,10 @@ void hmm_rows_packed(const AliasTables& init_a, const std::vector<uint64_t>& pac
       Tok* tcol = tokens + r0 * L + t;
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
-        const uint32_t code = packed_alias_draw(rnd[r >> 3][k * 8 + (r & 7)], K, tab + base[r]);
+        const uint32_t hi = rnd[r >> 3][k * 8 + (r & 7)];
+        uint32_t code;
+        if (!packed_alias_fast(hi, K, tab + base[r], code))
+          code = outcome_code(draw_outcome(tr, base[r] / K, hi, seed, row0 + r0 + r, t), S);
         tcol[r * L] = static_cast<Tok>(code >> 8);
         base[r] = (code & 0xFF) * K;
       }
@@ -96,18 +117,14 @@ void hmm_rows_packed(const AliasTables& init_a, const std::vector<uint64_t>& pac
   }
 }
 
+// Scalar path, any V and S: R rows side by side.
 template <int R, typename Tok, typename St>
-void hmm_rows(const AliasTables& init_a, const AliasTables& tr, const uint16_t* tok_of,
-              const uint32_t* st_of, int64_t r0, int64_t L, uint64_t seed, uint64_t row0, Tok* tokens,
-              St* states) {
-  const uint32_t K = tr.K;
-  const uint32_t* th = tr.thresh.data();
-  const uint32_t* al = tr.alias.data();
+void hmm_rows(const AliasTables& init_a, const AliasTables& tr, int S, int64_t r0, int64_t L, uint64_t seed,
+              uint64_t row0, Tok* tokens, St* states) {
   uint32_t st[R];
   for (int r = 0; r < R; ++r) {
     const int64_t row = r0 + r;
-    const uint32_t u = philox_block(seed, row0 + row, kDomainInitial, 0).v[0];
-    st[r] = alias_draw(u, init_a.K, init_a.thresh.data(), init_a.alias.data());
+    st[r] = first_state(init_a, seed, row0 + row);
     if (states) states[row * (L + 1)] = static_cast<St>(st[r]);
   }
   for (int64_t t0 = 0; t0 < L; t0 += 4) {
@@ -118,17 +135,44 @@ void hmm_rows(const AliasTables& init_a, const AliasTables& tr, const uint16_t* 
       const int64_t t = t0 + k;
       for (int r = 0; r < R; ++r) {
         const int64_t row = r0 + r;
-        const size_t base = static_cast<size_t>(st[r]) * K;
-        const uint32_t o = alias_draw(rnd[r].v[k], K, th + base, al + base);
-        tokens[row * L + t] = static_cast<Tok>(tok_of[o]);
-        st[r] = st_of[o];
+        const uint32_t o = draw_outcome(tr, st[r], rnd[r].v[k], seed, row0 + row, t);
+        tokens[row * L + t] = static_cast<Tok>(o / static_cast<uint32_t>(S));
+        st[r] = o % static_cast<uint32_t>(S);
         if (states) states[row * (L + 1) + t + 1] = static_cast<St>(st[r]);
       }
     }
   }
 }
 
+// Positions [t0, t1) of one row from hidden state st, scalar; returns the state after them.
+template <typename Tok>
+uint32_t redo_row(const AliasTables& tr, int S, uint32_t st, int64_t row, int64_t t0, int64_t t1, int64_t L,
+                  uint64_t seed, uint64_t row0, Tok* tokens) {
+  for (int64_t t = t0; t < t1; ++t) {
+    const uint32_t hi = word_of(philox_block(seed, row0 + row, kDomainTokens, static_cast<uint32_t>(t >> 2)),
+                                static_cast<int>(t & 3));
+    const uint32_t o = draw_outcome(tr, st, hi, seed, row0 + row, t);
+    tokens[row * L + t] = static_cast<Tok>(o / static_cast<uint32_t>(S));
+    st = o % static_cast<uint32_t>(S);
+  }
+  return st;
+}
+
+std::atomic<SamplePath> g_sample_path{SamplePath::automatic};
+
 }  // namespace
+
+bool sample_path_available(SamplePath p) {
+#if defined(COMPMECH_SAMPLE_AVX512)
+  return true;
+#else
+  return p != SamplePath::avx512;
+#endif
+}
+
+SamplePath set_sample_path(SamplePath p) {
+  return g_sample_path.exchange(p);
+}
 
 template <typename Tok, typename St>
 void sample_hmm_cpu(const ProcessView& p, const double* init, int64_t B, int64_t L, uint64_t seed,
@@ -137,23 +181,34 @@ void sample_hmm_cpu(const ProcessView& p, const double* init, int64_t B, int64_t
   const HmmTables h = build_hmm_tables(p.T, init, V, S);
   const AliasTables& tr = h.trans;
   const AliasTables& ia = h.init;
-  const uint32_t K = tr.K;
-  std::vector<uint16_t> tok_of(K);
-  std::vector<uint32_t> st_of(K);
-  for (uint32_t o = 0; o < K; ++o) {
-    tok_of[o] = static_cast<uint16_t>(o / S);
-    st_of[o] = o % S;
-  }
-  const bool use_packed = HmmTables::packable(V, S);
+  const SamplePath want = g_sample_path;
+  const bool use_packed = HmmTables::packable(V, S) && (want == SamplePath::automatic || want == SamplePath::packed);
+#if defined(COMPMECH_SAMPLE_AVX512)
+  const bool use_reg = std::is_same<Tok, uint8_t>::value && states == nullptr && avx512::RegTables::fits(V, S) &&
+                       (want == SamplePath::automatic || want == SamplePath::avx512);
+  const avx512::RegTables rt = use_reg ? avx512::reg_tables(tr, S) : avx512::RegTables{};
+#endif
   const std::vector<uint64_t>& packed = h.packed;
   const int64_t grain = std::max<int64_t>(16, ((262144 / std::max<int64_t>(L, 1)) + 15) / 16 * 16);
   parallel_for(B, grain, [&](int64_t b, int64_t e) {
     constexpr int R = 16;
     int64_t r = b;
+#if defined(COMPMECH_SAMPLE_AVX512)
+    if constexpr (std::is_same<Tok, uint8_t>::value) {
+      if (use_reg)
+        for (; r + R <= e; r += R) {
+          const int64_t r0 = r;
+          avx512::hmm_rows16(rt, ia, r, L, seed, row0, reinterpret_cast<uint8_t*>(tokens),
+                             [&](int l, uint32_t st, int64_t t0, int64_t t1) {
+                               return redo_row(tr, S, st, r0 + l, t0, t1, L, seed, row0, tokens);
+                             });
+        }
+    }
+#endif
     if (use_packed)
-      for (; r + R <= e; r += R) hmm_rows_packed(ia, packed, K, r, L, seed, row0, tokens, states);
-    for (; r + R <= e; r += R) hmm_rows<R>(ia, tr, tok_of.data(), st_of.data(), r, L, seed, row0, tokens, states);
-    for (; r < e; ++r) hmm_rows<1>(ia, tr, tok_of.data(), st_of.data(), r, L, seed, row0, tokens, states);
+      for (; r + R <= e; r += R) hmm_rows_packed(ia, tr, packed, S, r, L, seed, row0, tokens, states);
+    for (; r + R <= e; r += R) hmm_rows<R>(ia, tr, S, r, L, seed, row0, tokens, states);
+    for (; r < e; ++r) hmm_rows<1>(ia, tr, S, r, L, seed, row0, tokens, states);
   });
 }
 
@@ -170,14 +225,17 @@ ZeroProb sample_ghmm_cpu(const ProcessView& p, const double* init, int64_t B, in
     std::vector<double> eta(S), nxt(S), probs(V);
     for (int64_t row = b; row < e; ++row) {
       for (int j = 0; j < S; ++j) eta[j] = init[j];
-      U32x4 rnd{};
+      U32x4 rnd{}, rlo{};
       for (int64_t t = 0; t < L; ++t) {
-        if ((t & 3) == 0) rnd = philox_block(seed, row0 + row, kDomainTokens, static_cast<uint32_t>(t >> 2));
+        if ((t & 3) == 0) {
+          rnd = philox_block(seed, row0 + row, kDomainTokens, static_cast<uint32_t>(t >> 2));
+          rlo = philox_block(seed, row0 + row, kDomainTokensLow, static_cast<uint32_t>(t >> 2));
+        }
         next_token_probs<double>(eta.data(), Tw.data(), V, S, probs.data());
         double total = 0.0;
         for (int x = 0; x < V; ++x) total += probs[x] > p.zero_tol ? probs[x] : 0.0;
         const int x = total > p.zero_tol
-                          ? categorical_draw<double>(probs.data(), V, total, u32_to_unit(rnd.v[t & 3]), p.zero_tol)
+                          ? categorical_draw<double>(probs.data(), V, total, u64_to_unit(rnd.v[t & 3], rlo.v[t & 3]), p.zero_tol)
                           : -1;
         double norm = x >= 0 ? belief_step<0, double>(eta.data(), p.T + static_cast<int64_t>(x) * S * S, p.w, nxt.data(), S) : 0.0;
         if (!(norm > p.zero_tol)) {

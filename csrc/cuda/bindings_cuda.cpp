@@ -85,8 +85,8 @@ PYBIND11_MODULE(COMPMECH_CUDA_MODULE, m) {
       [](int device, uintptr_t stream, int V, int S, uintptr_t packed, uintptr_t thresh, uintptr_t alias,
          uintptr_t init_thresh, uintptr_t init_alias, int64_t B, int64_t L, uint64_t seed, uint64_t row0,
          uintptr_t tokens, const std::string& tok_type, uintptr_t states, const std::string& st_type) {
-        const DevHmmTables h{V, S, ptr<const uint64_t>(packed), ptr<const uint32_t>(thresh),
-                             ptr<const uint32_t>(alias), ptr<const uint32_t>(init_thresh),
+        const DevHmmTables h{V, S, ptr<const uint64_t>(packed), ptr<const uint64_t>(thresh),
+                             ptr<const uint32_t>(alias), ptr<const uint64_t>(init_thresh),
                              ptr<const uint32_t>(init_alias)};
         const IntType tt = int_type(tok_type), st = int_type(st_type);
         py::gil_scoped_release release;

@@ -39,9 +39,9 @@ void beliefs(const Launch& at, const DevProcess& p, const double* init, const vo
 struct DevHmmTables {
   int V, S;
   const uint64_t* packed;       // (S, V*S) packed entries, or nullptr when V or S > 256
-  const uint32_t* thresh;       // (S, V*S) alias thresholds
+  const uint64_t* thresh;       // (S, V*S) alias thresholds (64-bit fixed point)
   const uint32_t* alias;        // (S, V*S)
-  const uint32_t* init_thresh;  // (S,)
+  const uint64_t* init_thresh;  // (S,)
   const uint32_t* init_alias;   // (S,)
 };
 

@@ -1,6 +1,6 @@
 // Sampling on the GPU: one thread per sequence, the whole time loop in one launch. Random
 // words come from philox_block with the same (seed, row, position) counter as the CPU and the
-// draws use the same alias tables (built on the host by build_hmm_tables) or, for GHMMs, the
+// draws make alias_draw64's decisions (kernels.hpp) on the same alias tables (built on the host by build_hmm_tables) or, for GHMMs, the
 // same belief arithmetic, so the GPU gives the CPU's tokens bit for bit.
 #include <algorithm>
 #include <string>
@@ -37,8 +37,7 @@ __global__ void __launch_bounds__(kRows)
   const bool active = slot.active();
   uint32_t st = 0;
   if (active) {
-    const uint32_t u = philox_block(seed, row0 + row, kDomainInitial, 0).v[0];
-    st = alias_draw(u, static_cast<uint32_t>(S), h.init_thresh, h.init_alias);
+    st = initial_state(seed, row0 + row, static_cast<uint32_t>(S), h.init_thresh, h.init_alias);
     if (states) states[row * (L + 1)] = static_cast<St>(st);
   }
   for (int64_t t0 = 0; t0 < L; t0 += TT) {
@@ -49,14 +48,25 @@ __global__ void __launch_bounds__(kRows)
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
           if (tt + k >= nt) break;
+          // alias_draw64's decision, as on the CPU: the low word is read only when the high one
+          // leaves it open (rare, so the divergent branch costs nothing on average)
+          const int64_t t = t0 + tt + k;
+          const size_t base = static_cast<size_t>(st) * K;
           uint32_t tok;
-          if (PACKED) {  // the CPU's packed path (hmm_rows_packed) makes the same call
-            const uint32_t code = packed_alias_draw(rnd.v[k], K, tab + static_cast<size_t>(st) * K);
+          bool decided;
+          if (PACKED) {
+            uint32_t code;
+            decided = packed_alias_fast(rnd.v[k], K, tab + base, code);
             tok = code >> 8;
-            st = code & 0xFF;
+            if (decided) st = code & 0xFF;
           } else {
-            const size_t base = static_cast<size_t>(st) * K;
-            const uint32_t o = alias_draw(rnd.v[k], K, h.thresh + base, h.alias + base);
+            uint32_t o;
+            decided = alias_draw_fast(rnd.v[k], K, h.thresh + base, h.alias + base, o);
+            tok = o / S;
+            if (decided) st = o % S;
+          }
+          if (!decided) {
+            const uint32_t o = alias_draw64(rnd.v[k], low_word(seed, row0 + row, t), K, h.thresh + base, h.alias + base);
             tok = o / S;
             st = o % S;
           }
@@ -145,10 +155,13 @@ __global__ void __launch_bounds__(kRows)
   for (int64_t t0 = 0; t0 < L; t0 += TT) {
     const int nt = static_cast<int>(min(static_cast<int64_t>(TT), L - t0));
     if (active) {
-      U32x4 rnd{};
+      U32x4 rnd{}, rlo{};
       for (int tt = 0; tt < nt; ++tt) {
         const int64_t t = t0 + tt;
-        if ((t & 3) == 0) rnd = philox_block(seed, row0 + row, kDomainTokens, static_cast<uint32_t>(t >> 2));
+        if ((t & 3) == 0) {
+          rnd = philox_block(seed, row0 + row, kDomainTokens, static_cast<uint32_t>(t >> 2));
+          rlo = philox_block(seed, row0 + row, kDomainTokensLow, static_cast<uint32_t>(t >> 2));
+        }
         int x = -1;
         double norm = 0.0;
         if (!failed) {
@@ -158,7 +171,7 @@ __global__ void __launch_bounds__(kRows)
             const double py = prob(y);
             total += py > tol ? py : 0.0;
           }
-          if (total > tol) x = categorical_draw_fn<double>(prob, V, total, u32_to_unit(word_of(rnd, t & 3)), tol);
+          if (total > tol) x = categorical_draw_fn<double>(prob, V, total, u64_to_unit(word_of(rnd, t & 3), word_of(rlo, t & 3)), tol);
           if (x >= 0) norm = W::step(eta, T + static_cast<int64_t>(x) * S * S, p.w, nxt, S);
           if (!(norm > tol)) {
             atomicMin(flags, static_cast<unsigned long long>(row * L + t));

@@ -9,11 +9,21 @@
 namespace compmech {
 
 // Vose's alias tables for n_dist distributions over K outcomes each (weights need not sum to
-// 1). Thresholds are 32-bit fixed point; a full bucket aliases to itself.
+// 1). Thresholds are 64-bit fixed point, floor(q * 2^64) of the bucket's own share q in [0, 1)
+// (see alias_draw64 for how a draw uses them); a full bucket aliases to itself.
 struct AliasTables {
   uint32_t K = 0;
-  std::vector<uint32_t> thresh, alias;
+  std::vector<uint64_t> thresh;
+  std::vector<uint32_t> alias;
 };
+
+// floor(q * 2^64) for q in [0, 1] (exact: q * 2^64 is a double with at most 53 significant bits),
+// saturating at 2^64 - 1.
+inline uint64_t fixed64(double q) {
+  if (!(q > 0.0)) return 0;
+  if (q >= 1.0) return ~uint64_t(0);
+  return static_cast<uint64_t>(q * 18446744073709551616.0);
+}
 
 inline AliasTables build_alias(const double* weights, int64_t n_dist, uint32_t K) {
   AliasTables a;
@@ -32,12 +42,12 @@ inline AliasTables build_alias(const double* weights, int64_t n_dist, uint32_t K
       q[k] = total > 0 ? wd[k] * K / total : 1.0;
       (q[k] < 1.0 ? small : large).push_back(k);
     }
-    uint32_t* th = a.thresh.data() + d * K;
+    uint64_t* th = a.thresh.data() + d * K;
     uint32_t* al = a.alias.data() + d * K;
     while (!small.empty() && !large.empty()) {
       const uint32_t s = small.back(), l = large.back();
       small.pop_back();
-      th[s] = static_cast<uint32_t>(std::floor(q[s] * 4294967296.0));
+      th[s] = fixed64(q[s]);
       al[s] = l;
       q[l] -= 1.0 - q[s];
       if (q[l] < 1.0) {
@@ -47,9 +57,9 @@ inline AliasTables build_alias(const double* weights, int64_t n_dist, uint32_t K
     }
     // Leftovers are full buckets up to round-off. A leftover with q == 0 exactly (a zero
     // weight) must never be drawn, so it points at some bucket with positive weight.
-    for (uint32_t k : large) { th[k] = 0xFFFFFFFFu; al[k] = k; }
+    for (uint32_t k : large) { th[k] = ~uint64_t(0); al[k] = k; }
     for (uint32_t k : small) {
-      th[k] = 0xFFFFFFFFu;
+      th[k] = ~uint64_t(0);
       al[k] = k;
       if (wd[k] <= 0.0) {
         uint32_t best = 0;
@@ -64,8 +74,9 @@ inline AliasTables build_alias(const double* weights, int64_t n_dist, uint32_t K
 
 // Everything hidden-state sampling needs. Leaving state i, outcome o = x * S + j (emit x, go
 // to j) has weight T[x, i, j]; row i of `trans` is that distribution over K = V * S outcomes.
-// `packed` (only when V <= 256 and S <= 256) holds, per (state, bucket), the threshold and
-// both candidate outcomes as (token << 8 | next state): one 64-bit load per draw.
+// `packed` (only when V <= 256 and S <= 256) holds, per (state, bucket), the threshold's high 32
+// bits and both candidate outcomes as (token << 8 | next state): one 64-bit load per draw; the
+// rare draw that the high bits leave undecided reads `trans` (see packed_alias_fast).
 struct HmmTables {
   int V = 0, S = 0;
   AliasTables init, trans;
@@ -90,7 +101,7 @@ inline HmmTables build_hmm_tables(const double* T, const double* init, int V, in
     h.packed.resize(h.trans.thresh.size());
     const auto code = [S](uint32_t o) { return static_cast<uint64_t>(((o / S) << 8) | (o % S)); };
     for (size_t idx = 0; idx < h.packed.size(); ++idx)
-      h.packed[idx] = (static_cast<uint64_t>(h.trans.thresh[idx]) << 32) | (code(h.trans.alias[idx]) << 16) |
+      h.packed[idx] = (h.trans.thresh[idx] & 0xFFFFFFFF00000000ull) | (code(h.trans.alias[idx]) << 16) |
                       code(static_cast<uint32_t>(idx % K));
   }
   return h;

@@ -129,23 +129,63 @@ CM_HD void next_token_probs(const E* eta, const double* Tw, int V, int S, C* pro
   for (int x = 0; x < V; ++x) probs[x] = token_prob<C>(eta, Tw, x, S);
 }
 
-// Walker alias draw over K outcomes from one 32-bit word: the high part of r*K picks the
-// bucket, the low part is the uniform used against the bucket's threshold (2^-32 resolution).
-CM_HD uint32_t alias_draw(uint32_t r, uint32_t K, const uint32_t* thresh, const uint32_t* alias) {
-  const uint64_t m = static_cast<uint64_t>(r) * K;
+// Walker alias draw over K outcomes, exact to 2^-64. The draw is the 64-bit uniform
+// U = hi * 2^32 + lo (two Philox words, see philox.hpp); P = U * K picks bucket P >> 64, whose own
+// outcome is taken when the fraction P mod 2^64 is below the bucket's 64-bit threshold, else its
+// alias. Every path (scalar, SIMD, GPU) makes exactly this decision.
+CM_HD uint32_t alias_draw64(uint32_t hi, uint32_t lo, uint32_t K, const uint64_t* thresh, const uint32_t* alias) {
+  const uint64_t plo = static_cast<uint64_t>(lo) * K;
+  const uint64_t m = static_cast<uint64_t>(hi) * K + (plo >> 32);  // (U * K) >> 32, < K * 2^32
   const uint32_t bucket = static_cast<uint32_t>(m >> 32);
-  const uint32_t frac = static_cast<uint32_t>(m);
+  const uint64_t frac = (m << 32) | static_cast<uint32_t>(plo);
   return frac < thresh[bucket] ? bucket : alias[bucket];
 }
 
-// alias_draw over packed entries (build_hmm_tables): row_tab is the leaving state's row of K
-// entries, each (threshold << 32 | alias code << 16 | own code); returns the drawn outcome's
-// code, token << 8 | next state.
-CM_HD uint32_t packed_alias_draw(uint32_t r, uint32_t K, const uint64_t* row_tab) {
-  const uint64_t m = static_cast<uint64_t>(r) * K;
+// Whether the high word alone decides alias_draw64 for a bucket whose threshold's high 32 bits
+// are th_hi. With m = hi * K, the low word adds c in [0, K) to the fraction's high half
+// frac_hi = (uint32)m: so the bucket is m >> 32 and the decision is frac_hi < th_hi, unless
+// frac_hi may carry into the next bucket or th_hi - frac_hi lies in [0, K). Undecided draws
+// (about 2K in 2^32) are redone by alias_draw64 with the low word.
+CM_HD bool alias_decided(uint32_t frac_hi, uint32_t th_hi, uint32_t K) {
+  return static_cast<uint32_t>(th_hi - frac_hi) >= K && frac_hi <= static_cast<uint32_t>(0u - K);
+}
+
+// Fast alias draw from the high word: returns false when the low word is needed (then call
+// alias_draw64), else sets `out`.
+CM_HD bool alias_draw_fast(uint32_t hi, uint32_t K, const uint64_t* thresh, const uint32_t* alias, uint32_t& out) {
+  const uint64_t m = static_cast<uint64_t>(hi) * K;
+  const uint32_t bucket = static_cast<uint32_t>(m >> 32), frac = static_cast<uint32_t>(m);
+  const uint32_t th_hi = static_cast<uint32_t>(thresh[bucket] >> 32);
+  out = frac < th_hi ? bucket : alias[bucket];
+  return alias_decided(frac, th_hi, K);
+}
+
+// Fast draw over packed entries (build_hmm_tables): row_tab is the leaving state's row of K
+// entries, each (threshold's high 32 bits << 32 | alias code << 16 | own code). Sets the drawn
+// outcome's code, token << 8 | next state, and returns whether the high word decided it.
+CM_HD bool packed_alias_fast(uint32_t hi, uint32_t K, const uint64_t* row_tab, uint32_t& code) {
+  const uint64_t m = static_cast<uint64_t>(hi) * K;
   const uint64_t e = row_tab[static_cast<uint32_t>(m >> 32)];
-  const uint32_t shift = static_cast<uint32_t>(m) < static_cast<uint32_t>(e >> 32) ? 0 : 16;
-  return static_cast<uint32_t>(e >> shift) & 0xFFFF;
+  const uint32_t frac = static_cast<uint32_t>(m), th_hi = static_cast<uint32_t>(e >> 32);
+  code = static_cast<uint32_t>(e >> (frac < th_hi ? 0 : 16)) & 0xFFFF;
+  return alias_decided(frac, th_hi, K);
+}
+
+// The code (token << 8 | next state) of outcome o = token * S + next state.
+CM_HD uint32_t outcome_code(uint32_t o, int S) {
+  return ((o / static_cast<uint32_t>(S)) << 8) | (o % static_cast<uint32_t>(S));
+}
+
+// The low word of the draw at position t of a row (domain kDomainTokensLow).
+CM_HD uint32_t low_word(uint64_t seed, uint64_t row, int64_t t) {
+  return word_of(philox_block(seed, row, kDomainTokensLow, static_cast<uint32_t>(t >> 2)), static_cast<int>(t & 3));
+}
+
+// The initial hidden state of a row: alias_draw64 on words 0 (high) and 1 (low) of its
+// kDomainInitial block.
+CM_HD uint32_t initial_state(uint64_t seed, uint64_t row, uint32_t S, const uint64_t* thresh, const uint32_t* alias) {
+  const U32x4 r = philox_block(seed, row, kDomainInitial, 0);
+  return alias_draw64(r.v[0], r.v[1], S, thresh, alias);
 }
 
 // Inverse-CDF draw from unnormalised weights prob(0..V-1) with total `total` (the sum of the

@@ -36,9 +36,12 @@ CM_HD U32x4 philox4x32_10(U32x4 ctr, uint32_t k0, uint32_t k1) {
 // Stream layout, shared by every launcher (CPU and GPU must agree bit for bit):
 //   key     = the 64-bit seed
 //   counter = (block, domain, row_lo, row_hi); one call yields 4 words.
-//   domain 0: the token draw at position t uses block t / 4, word t % 4.
-//   domain 1: the initial hidden state uses block 0, word 0.
-enum : uint32_t { kDomainTokens = 0, kDomainInitial = 1 };
+//   domain 0: the token draw at position t uses block t / 4, word t % 4 (its high 32 bits).
+//   domain 2: the same place, block t / 4, word t % 4, holds the draw's low 32 bits.
+//   domain 1: the initial hidden state uses block 0, words 0 (high) and 1 (low).
+// A draw is a 64-bit uniform; hidden-state sampling reads its low word only in the rare draw
+// (about 2K in 2^32 for K outcomes per state) that the high word leaves undecided.
+enum : uint32_t { kDomainTokens = 0, kDomainInitial = 1, kDomainTokensLow = 2 };
 
 CM_HD U32x4 philox_block(uint64_t seed, uint64_t row, uint32_t domain, uint32_t block) {
   U32x4 c{{block, domain, static_cast<uint32_t>(row), static_cast<uint32_t>(row >> 32)}};
@@ -50,7 +53,11 @@ CM_HD uint32_t word_of(const U32x4& r, int k) {
   return k == 0 ? r.v[0] : k == 1 ? r.v[1] : k == 2 ? r.v[2] : r.v[3];
 }
 
-// Uniform double in [0, 1) from one 32-bit word (used where a float is needed: GHMM sampling).
-CM_HD double u32_to_unit(uint32_t u) { return (static_cast<double>(u) + 0.5) * (1.0 / 4294967296.0); }
+// Uniform double in [0, 1) with 53-bit resolution from a draw's high and low words (GHMM
+// sampling): the top 53 bits of hi * 2^32 + lo, times 2^-53 (exact).
+CM_HD double u64_to_unit(uint32_t hi, uint32_t lo) {
+  const uint64_t x = (static_cast<uint64_t>(hi) << 21) | (lo >> 11);
+  return static_cast<double>(x) * (1.0 / 9007199254740992.0);
+}
 
 }  // namespace compmech
