@@ -301,6 +301,13 @@ py::tuple msp_level(const py::array& T, const py::object& w, const py::array& pa
   type_error("parent beliefs must be float32 or float64");
 }
 
+// Runs on the thread that entered the extension, with the GIL released: takes the GIL and lets
+// Python run its signal handlers. A pending Ctrl-C leaves KeyboardInterrupt set on this thread.
+bool python_interrupted() {
+  py::gil_scoped_acquire gil;
+  return PyErr_CheckSignals() != 0;
+}
+
 py::dict build_info() {
   py::dict d;
   d["native"] = static_cast<bool>(COMPMECH_NATIVE_BUILD);
@@ -336,4 +343,14 @@ PYBIND11_MODULE(_core, m) {
   m.def("get_num_threads", &num_threads);
   m.def("build_info", &build_info);
   register_graph(m);
+  set_interrupt_check(&python_interrupted);
+  py::register_exception_translator([](std::exception_ptr e) {
+    try {
+      if (e) std::rethrow_exception(e);
+    } catch (const Interrupted&) {
+      // the signal handler's exception (KeyboardInterrupt) is already set, unless the check was
+      // triggered some other way
+      if (!PyErr_Occurred()) PyErr_SetNone(PyExc_KeyboardInterrupt);
+    }
+  });
 }
