@@ -180,3 +180,33 @@ def test_msp_tree_generic_depth8(benchmark, throughput):
 def test_msp_tree_generic_numpy(benchmark, throughput):
     benchmark.pedantic(msp_numpy, args=(GENERIC.T, GENERIC.stationary, 8), rounds=3)
     throughput("msp tree S=12 V=4", _nodes(8, 4), "nodes", baseline=True)
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def test_msp_tree_ten_calls_memory(benchmark, throughput):
+    """Ten fresh depth-16 float32 trees in a loop, no gc.collect(): resident memory must stay
+    near one tree's size (each tree is freed when the next replaces it). Reported as
+    extra_info (peak growth over the first tree, as a fraction of the tree's size)."""
+    import gc
+
+    def ten():
+        gc.disable()
+        try:
+            tree = cm.msp_tree(MESS3, DEPTH, dtype=np.float32)
+            one = sum(l.beliefs.nbytes + l.probs.nbytes + l.parent.nbytes + l.token.nbytes for l in tree.levels)
+            base, peak = _rss_bytes(), 0
+            for _ in range(9):
+                tree = cm.msp_tree(MESS3, DEPTH, dtype=np.float32)
+                peak = max(peak, _rss_bytes())
+            return one, (peak - base) / one
+        finally:
+            gc.enable()
+
+    one, growth = benchmark.pedantic(ten, rounds=1)
+    benchmark.extra_info.update(tree_bytes=one, rss_growth_over_one_tree=growth)
+    throughput("msp tree mess3", 10 * _nodes(DEPTH), "nodes")
+    print(f"\nten depth-{DEPTH} trees: one tree {one / 1e9:.2f} GB; RSS growth after the first: {growth:+.0%} of one tree")

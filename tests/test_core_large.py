@@ -127,17 +127,23 @@ def test_level_chunks_concatenate_to_the_level(max_nodes, min_prob):
 @pytest.mark.parametrize("proc", [MESS3, cm.processes.random_hmm(3, 6, seed=2),
                                   cm.processes.random_ghmm_like(3, 3, seed=3),
                                   cm.processes.random_hmm(7, 3, seed=5),
-                                  cm.processes.random_ghmm_like(6, 2, seed=6)],
-                         ids=["mess3", "S3V6", "ghmm3", "S7", "ghmm6"])
+                                  cm.processes.random_ghmm_like(6, 2, seed=6),
+                                  cm.processes.random_hmm(20, 5, seed=7),
+                                  cm.processes.random_ghmm_like(17, 3, seed=8),
+                                  cm.processes.random_hmm(33, 4, seed=9, sparsity=0.3)],
+                         ids=["mess3", "S3V6", "ghmm3", "S7", "ghmm6", "S20", "ghmm17", "S33"])
 def test_log_prob_bit_identical_across_paths_and_threads(proc):
-    """Rows in a batch of 37 go through the SIMD lanes, blocks of rows and single rows; alone,
-    each row takes the single-row path. Every path must give the same bits."""
+    """Rows in a batch of 37 go through the SIMD lanes (8 and 4 wide), blocks of rows, single
+    rows, or (many states) token groups of every size; alone, each row takes the single-row path
+    or a group of one. Every path must give the same bits, for log_prob and beliefs."""
     tokens = cm.sample(proc, 37, 300, seed=11)
     whole = cm.log_prob(proc, tokens)
     alone = np.array([cm.log_prob(proc, tokens[i:i + 1])[0] for i in range(len(tokens))])
     np.testing.assert_array_equal(whole, alone)
     b, lp = cm.beliefs(proc, tokens, dtype=np.float64, return_log_prob=True)
     np.testing.assert_array_equal(lp, whole)
+    for i in (0, 17, 36):
+        np.testing.assert_array_equal(cm.beliefs(proc, tokens[i], dtype=np.float64), b[i])
     n = cm.get_num_threads()
     try:
         cm.set_num_threads(1)
@@ -158,6 +164,44 @@ def test_log_prob_tiny_probabilities_bit_identical():
     alone = np.array([cm.log_prob(proc, tokens[i:i + 1], initial=init)[0] for i in range(21)])
     np.testing.assert_array_equal(whole, alone)
     assert np.all(np.isfinite(whole))
+
+
+@pytest.mark.parametrize("S,V", [(16, 2), (24, 6), (40, 3)])
+def test_grouped_path_matches_reference(S, V):
+    """Many states: rows grouped by token into dense products, against the float64 reference."""
+    from reference import ref_beliefs
+
+    proc = cm.processes.random_hmm(S, V, seed=S + V, sparsity=0.2)
+    tokens = cm.sample(proc, 300, 12, seed=1)
+    b, lp = cm.beliefs(proc, tokens, dtype=np.float64, return_log_prob=True)
+    rb, rlp = ref_beliefs(proc.T, proc.w, proc.stationary, tokens, proc.zero_tol)
+    np.testing.assert_allclose(b, rb, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(lp, rlp, rtol=1e-12)
+    g = cm.processes.random_ghmm_like(S, V, seed=S)
+    tg = cm.sample(g, 50, 10, seed=2)
+    bg, lpg = cm.beliefs(g, tg, dtype=np.float64, return_log_prob=True)
+    rbg, rlpg = ref_beliefs(g.T, g.w, g.stationary, tg, g.zero_tol)
+    np.testing.assert_allclose(bg, rbg, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(lpg, rlpg, rtol=1e-9)
+
+
+def test_grouped_path_impossible_tokens():
+    # token 1 leads to states 0..9, which never emit it: "1, 1" is impossible
+    S = 20
+    T = np.zeros((2, S, S))
+    T[0, :10, :] = 1 / S
+    T[0, 10:, :] = 0.5 / S
+    T[1, 10:, :10] = 0.5 / 10
+    proc = cm.HMM(T)
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 2, size=(40, 15))
+    from reference import ref_beliefs
+
+    b, lp = cm.beliefs(proc, tokens, dtype=np.float64, return_log_prob=True, on_zero="nan")
+    rb, rlp = ref_beliefs(proc.T, proc.w, proc.stationary, tokens, proc.zero_tol)
+    np.testing.assert_array_equal(np.isnan(b), np.isnan(rb))
+    np.testing.assert_array_equal(np.isinf(lp), np.isinf(rlp))
+    assert np.isinf(lp).any()
 
 
 # ---- Ctrl-C inside long compiled calls ----------------------------------------------------------

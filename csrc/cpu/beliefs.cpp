@@ -299,6 +299,110 @@ void rows_generic(const ProcessView& p, const double* init, const Tok* tokens, i
   finish_logp(acc, fail, R, logp ? logp + r0 : nullptr);
 }
 
+// Many states: at each position the block's rows are grouped by token, so that each group is
+// one dense product (rows, S) @ T[x] (S, S) done by a register-blocked kernel (kMr rows x 16
+// columns of accumulators). Every output element is still sum_i eta[i] * T[x, i, j] in
+// ascending i, as in belief_step, so a row's bits do not depend on its group or block.
+constexpr int kGroupMinS = 16;     // below this the per-row paths are faster
+constexpr int64_t kGroupRows = 256;
+constexpr int kMr = 8;
+
+typedef double vd8u __attribute__((vector_size(64), aligned(8)));  // unaligned 8-double load/store
+
+// C[r, :] = A[r, :] @ Tx for the `nr` (<= kMr) rows whose pointers are a[0..nr), c[0..nr).
+template <int NR>
+inline void gemm_rows(const double* const* a, double* const* c, const double* Tx, int S) {
+  int j = 0;
+  for (; j + 16 <= S; j += 16) {
+    vd8 acc[NR][2];
+    for (int r = 0; r < NR; ++r) acc[r][0] = acc[r][1] = vd8{};
+    for (int i = 0; i < S; ++i) {
+      const double* row = Tx + static_cast<int64_t>(i) * S + j;
+      const vd8 b0 = *reinterpret_cast<const vd8u*>(row), b1 = *reinterpret_cast<const vd8u*>(row + 8);
+      for (int r = 0; r < NR; ++r) {
+        const double e = a[r][i];
+        acc[r][0] += e * b0;
+        acc[r][1] += e * b1;
+      }
+    }
+    for (int r = 0; r < NR; ++r) {
+      *reinterpret_cast<vd8u*>(c[r] + j) = acc[r][0];
+      *reinterpret_cast<vd8u*>(c[r] + j + 8) = acc[r][1];
+    }
+  }
+  for (; j < S; ++j)  // column tail: the same sum, one column at a time
+    for (int r = 0; r < NR; ++r) {
+      double o = 0.0;
+      for (int i = 0; i < S; ++i) o += a[r][i] * Tx[static_cast<int64_t>(i) * S + j];
+      c[r][j] = o;
+    }
+}
+
+inline void gemm_group(const double* const* a, double* const* c, int n, const double* Tx, int S) {
+  int r = 0;
+  for (; r + kMr <= n; r += kMr) gemm_rows<kMr>(a + r, c + r, Tx, S);
+  switch (n - r) {
+    case 7: return gemm_rows<7>(a + r, c + r, Tx, S);
+    case 6: return gemm_rows<6>(a + r, c + r, Tx, S);
+    case 5: return gemm_rows<5>(a + r, c + r, Tx, S);
+    case 4: return gemm_rows<4>(a + r, c + r, Tx, S);
+    case 3: return gemm_rows<3>(a + r, c + r, Tx, S);
+    case 2: return gemm_rows<2>(a + r, c + r, Tx, S);
+    case 1: return gemm_rows<1>(a + r, c + r, Tx, S);
+    default: return;
+  }
+}
+
+template <bool GH, bool LOGP, typename Tok, typename Out>
+void rows_grouped(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int n, int64_t L,
+                  Out* beliefs, double* logp, int64_t* fail) {
+  const int S = p.S, V = p.V;
+  std::vector<double> eta(static_cast<size_t>(n) * S), nxt(static_cast<size_t>(n) * S);
+  std::vector<int> start(static_cast<size_t>(V) + 1), order(static_cast<size_t>(n)), xr(static_cast<size_t>(n));
+  std::vector<const double*> a(static_cast<size_t>(n));
+  std::vector<double*> c(static_cast<size_t>(n));
+  std::vector<LogProbAcc> acc(static_cast<size_t>(n));
+  for (int r = 0; r < n; ++r) {
+    std::copy(init, init + S, eta.data() + static_cast<size_t>(r) * S);
+    fail[r] = -1;
+  }
+  for (int64_t t = 0; t < L; ++t) {
+    // counting sort of the rows by their token at t
+    std::fill(start.begin(), start.end(), 0);
+    for (int r = 0; r < n; ++r) ++start[(xr[r] = static_cast<int>(tokens[(r0 + r) * L + t])) + 1];
+    for (int x = 0; x < V; ++x) start[x + 1] += start[x];
+    for (int r = 0; r < n; ++r) {
+      const int k = start[xr[r]]++;
+      order[k] = r;
+      a[k] = eta.data() + static_cast<size_t>(r) * S;
+      c[k] = nxt.data() + static_cast<size_t>(r) * S;
+    }
+    for (int x = 0, k0 = 0; x < V; ++x) {  // start[x] is now the end of group x
+      const int k1 = start[x];
+      if (k1 > k0) gemm_group(a.data() + k0, c.data() + k0, k1 - k0, p.T + static_cast<int64_t>(x) * S * S, S);
+      k0 = k1;
+    }
+    for (int r = 0; r < n; ++r) {
+      double* o = nxt.data() + static_cast<size_t>(r) * S;
+      double norm = 0.0;
+      for (int j = 0; j < S; ++j) norm += GH ? o[j] * p.w[j] : o[j];
+      if (!(norm > p.zero_tol)) {
+        if (fail[r] < 0) fail[r] = t;
+        norm = kNaN;
+      }
+      const double inv = safe_inverse(norm, o, S);
+      double* er = eta.data() + static_cast<size_t>(r) * S;
+      for (int j = 0; j < S; ++j) er[j] = o[j] * inv;
+      if (beliefs) {
+        Out* dst = beliefs + ((r0 + r) * L + t) * S;
+        for (int j = 0; j < S; ++j) dst[j] = static_cast<Out>(er[j]);
+      }
+      if (LOGP) acc[static_cast<size_t>(r)].add(norm);
+    }
+  }
+  finish_logp(acc.data(), fail, n, logp ? logp + r0 : nullptr);
+}
+
 template <int SC, bool GH, bool LOGP, typename Tok, typename Out>
 void run_rows(const ProcessView& p, const double* init, const Tok* tokens, int64_t b, int64_t e, int64_t L,
               Out* beliefs, double* logp, int64_t* fail_rows) {
@@ -315,6 +419,11 @@ void run_rows(const ProcessView& p, const double* init, const Tok* tokens, int64
         rows_lanes<SC, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
     for (; r + R <= e; r += R) rows_fixed<SC, R, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
     for (; r < e; ++r) rows_fixed<SC, 1, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
+  } else if (p.S >= kGroupMinS) {
+    for (int64_t r = b; r < e; r += kGroupRows) {
+      const int n = static_cast<int>(std::min(kGroupRows, e - r));
+      rows_grouped<GH, LOGP>(p, init, tokens, r, n, L, beliefs, logp, fail_rows + r);
+    }
   } else {
     std::vector<double> buf;
     constexpr int R = 4;
@@ -336,7 +445,9 @@ ZeroProb beliefs_cpu(const ProcessView& p, const double* init, const Tok* tokens
     return {};
   }
   // ~64k token updates per chunk: large enough to amortise, small enough to balance two cores.
-  const int64_t grain = std::max<int64_t>(16, ((65536 / L) + 15) / 16 * 16);
+  int64_t grain = std::max<int64_t>(16, ((65536 / L) + 15) / 16 * 16);
+  // many states: blocks of rows large enough that every token's group fills the GEMM kernel
+  if (p.S >= kGroupMinS) grain = std::max<int64_t>(grain, std::min<int64_t>(kGroupRows, (B + 1) / 2));
   parallel_for(B, grain, [&](int64_t b, int64_t e) {
     int64_t* f = fail.data();
     dispatch_process(p, [&](auto width, auto gh) {

@@ -55,6 +55,13 @@ inline bool any_lane_of(VL m) {
 }
 template <>
 inline bool any_lane_of<vl4>(vl4 m) { return any_lane(m); }
+#if defined(__AVX512F__)
+template <>
+inline bool any_lane_of<vl8>(vl8 m) {
+  const __m512i v = reinterpret_cast<__m512i>(m);
+  return _mm512_test_epi64_mask(v, v) != 0;
+}
+#endif
 
 // LogProbAcc (kernels.hpp) for W lanes at once: the same formula lane by lane, so a row's
 // log-probability has the same bits whichever path carried it.
