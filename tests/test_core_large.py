@@ -211,6 +211,7 @@ _LONG_CALLS = {
                "start(); cm.log_prob(p, t)",
     "msp_tree": "p = cm.processes.random_hmm(64, 16, seed=0)\nstart(); cm.msp_tree(p, 5, dtype='float32')",
     "msp_graph": "p = cm.processes.random_hmm(24, 6, seed=0)\nstart(); cm.msp(p, max_states=3_000_000)",
+    "sample": "p = cm.processes.random_ghmm_like(32, 4, seed=0)\nstart(); cm.sample(p, 4000, 50_000, seed=0)",
 }
 
 
