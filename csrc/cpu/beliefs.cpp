@@ -237,7 +237,7 @@ void rows_lanes8(const ProcessView& p, const double* init, const Tok* tokens, in
               if (fail[g * W + l] < 0) fail[g * W + l] = t;
               norm[l] = kNaN;
             }
-        const vd8 inv = safe_inverse_lanes8(norm, nxt, SC);
+        const vd8 inv = safe_inverse_lanes(norm, nxt, SC);
         for (int j = 0; j < SC; ++j) eta[g][j] = nxt[j] * inv;
         if (beliefs) store_lanes8<SC>(eta[g], beliefs + ((r0 + g * W) * L + t) * SC, L * SC);
         if (LOGP) acc[g].add(norm);

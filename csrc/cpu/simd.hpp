@@ -32,17 +32,6 @@ CM_HD bool any_lane(vl4 m) {
 #endif
 }
 
-// Lane-wise safe_inverse (see kernels.hpp): rescales only the lanes whose norm is tiny.
-inline vd4 safe_inverse_lanes(vd4 norm, vd4* out, int n) {
-  const vl4 tiny = norm < kTinyNorm;
-  if (any_lane(tiny)) {
-    const vd4 s = tiny ? vd4{} + kTinyScale : vd4{} + 1.0;
-    for (int j = 0; j < n; ++j) out[j] *= s;
-    norm *= s;
-  }
-  return 1.0 / norm;
-}
-
 // Eight lanes (AVX-512 where present; GCC splits them into narrower vectors elsewhere).
 typedef double vd8 __attribute__((vector_size(64)));
 typedef int64_t vl8 __attribute__((vector_size(64)));
@@ -87,11 +76,13 @@ struct LogProbLanesT {
 using LogProbLanes = LogProbLanesT<vd4, vl4>;
 using LogProbLanes8 = LogProbLanesT<vd8, vl8>;
 
-// safe_inverse for 8 lanes: rescales only the lanes whose norm is tiny.
-inline vd8 safe_inverse_lanes8(vd8 norm, vd8* out, int n) {
-  const vl8 tiny = norm < kTinyNorm;
+// Lane-wise safe_inverse (see kernels.hpp) for vd4 or vd8: rescales only the lanes whose norm
+// is tiny.
+template <typename VD>
+inline VD safe_inverse_lanes(VD norm, VD* out, int n) {
+  const auto tiny = norm < kTinyNorm;
   if (any_lane_of(tiny)) {
-    const vd8 s = tiny ? vd8{} + kTinyScale : vd8{} + 1.0;
+    const VD s = tiny ? VD{} + kTinyScale : VD{} + 1.0;
     for (int j = 0; j < n; ++j) out[j] *= s;
     norm *= s;
   }
