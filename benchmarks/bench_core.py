@@ -1,5 +1,13 @@
 """Core kernels vs the obvious numpy code, on Mess3 (x=0.05, alpha=0.85) and a generic S=12, V=4
-random HMM. Run: pytest benchmarks/bench_core.py"""
+random HMM, against the write bound measured in the same run, and many-state processes against
+numpy's own float64 matrix product. Run:
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE pytest benchmarks/bench_core.py
+
+(the BLAS variables unset for this command only, so numpy's matrix product runs at its own
+best). The summary table reports each kernel as a fraction of the write bound: the time numpy
+takes to fill an array of the kernel's output size, fresh (new pages, as a call that allocates
+its output pays) and reused (pages already mapped, as a call with ``out=`` pays)."""
 import numpy as np
 import pytest
 
@@ -88,6 +96,61 @@ def _nodes(depth, V=3):
     return sum(V**d for d in range(1, depth + 1))
 
 
+# ---- write bounds: fill an array of each group's output size ---------------------------------
+# (group, items (the group's unit), output shape, dtype)
+_OUTPUTS = {
+    "beliefs mess3": (B * L, (B, L, 3), np.float32),
+    "beliefs S=12 V=4": (B * L, (B, L, 12), np.float32),
+    "sample mess3": (B * L, (B, L), np.uint8),
+    # depth-16 float32 tree: beliefs (3 x 4 B) + probs (8 B) + parent (4 B) + token (1 B) per node
+    "msp tree mess3": (_nodes(DEPTH), (_nodes(DEPTH) * 25,), np.uint8),
+}
+
+
+def _fill_fresh(shape, dtype):
+    np.empty(shape, dtype).fill(0)
+
+
+@pytest.mark.parametrize("group", sorted(_OUTPUTS))
+def test_write_bound_fresh(benchmark, throughput, group):
+    items, shape, dtype = _OUTPUTS[group]
+    benchmark.pedantic(_fill_fresh, args=(shape, dtype), rounds=7, warmup_rounds=1)
+    throughput(group, items, "items", bound="fresh")
+
+
+@pytest.mark.parametrize("group", sorted(_OUTPUTS))
+def test_write_bound_reused(benchmark, throughput, group):
+    items, shape, dtype = _OUTPUTS[group]
+    buf = np.empty(shape, dtype)
+    benchmark.pedantic(buf.fill, args=(0,), rounds=7, warmup_rounds=1)
+    throughput(group, items, "items", bound="reused")
+
+
+# ---- many-state processes vs numpy's float64 matrix product -----------------------------------
+# A belief update costs 2 S^2 flops (eta @ T[x] for the row's token); numpy's baseline is the
+# dense product (B, S) @ (S, S V) of every row with every token's matrix, in GFLOP/s.
+_MANY = [(32, 8), (64, 16), (128, 32)]
+_MANY_B, _MANY_L = 8192, 32
+
+
+@pytest.mark.parametrize("S,V", _MANY, ids=[f"S{s}V{v}" for s, v in _MANY])
+def test_beliefs_many_states(benchmark, throughput, S, V):
+    proc = cm.processes.random_hmm(S, V, seed=0)
+    tokens = cm.sample(proc, _MANY_B, _MANY_L, seed=0)
+    out = np.empty((_MANY_B, _MANY_L, S), np.float32)
+    benchmark.pedantic(cm.beliefs, args=(proc, tokens), kwargs=dict(out=out), rounds=3, warmup_rounds=1)
+    throughput(f"many states S={S} V={V}", 2.0 * S * S * _MANY_B * _MANY_L, "flop")
+
+
+@pytest.mark.parametrize("S,V", _MANY, ids=[f"S{s}V{v}" for s, v in _MANY])
+def test_numpy_matmul_many_states(benchmark, throughput, S, V):
+    rng = np.random.default_rng(0)
+    eta, T = rng.random((_MANY_B, S)), rng.random((S, S * V))
+    out = np.empty((_MANY_B, S * V))
+    benchmark.pedantic(np.matmul, args=(eta, T), kwargs=dict(out=out), rounds=5, warmup_rounds=1)
+    throughput(f"many states S={S} V={V}", 2.0 * _MANY_B * S * S * V, "flop", baseline=True)
+
+
 def test_msp_tree_mess3_depth16_f32(benchmark, throughput):
     benchmark.pedantic(cm.msp_tree, args=(MESS3, DEPTH), kwargs=dict(dtype=np.float32), rounds=3)
     throughput("msp tree mess3", _nodes(DEPTH), "nodes")
@@ -117,3 +180,33 @@ def test_msp_tree_generic_depth8(benchmark, throughput):
 def test_msp_tree_generic_numpy(benchmark, throughput):
     benchmark.pedantic(msp_numpy, args=(GENERIC.T, GENERIC.stationary, 8), rounds=3)
     throughput("msp tree S=12 V=4", _nodes(8, 4), "nodes", baseline=True)
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def test_msp_tree_ten_calls_memory(benchmark, throughput):
+    """Ten fresh depth-16 float32 trees in a loop, no gc.collect(): resident memory must stay
+    near one tree's size (each tree is freed when the next replaces it). Reported as
+    extra_info (peak growth over the first tree, as a fraction of the tree's size)."""
+    import gc
+
+    def ten():
+        gc.disable()
+        try:
+            tree = cm.msp_tree(MESS3, DEPTH, dtype=np.float32)
+            one = sum(l.beliefs.nbytes + l.probs.nbytes + l.parent.nbytes + l.token.nbytes for l in tree.levels)
+            base, peak = _rss_bytes(), 0
+            for _ in range(9):
+                tree = cm.msp_tree(MESS3, DEPTH, dtype=np.float32)
+                peak = max(peak, _rss_bytes())
+            return one, (peak - base) / one
+        finally:
+            gc.enable()
+
+    one, growth = benchmark.pedantic(ten, rounds=1)
+    benchmark.extra_info.update(tree_bytes=one, rss_growth_over_one_tree=growth)
+    throughput("msp tree mess3", 10 * _nodes(DEPTH), "nodes")
+    print(f"\nten depth-{DEPTH} trees: one tree {one / 1e9:.2f} GB; RSS growth after the first: {growth:+.0%} of one tree")

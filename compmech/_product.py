@@ -279,7 +279,9 @@ def msp_tree(proc, depth, *, dtype, min_prob, initial):
         for i, lv in enumerate(flv):
             tokens = tokens * V[i] + lv.token[child[:, i]]
         beliefs = joint_beliefs([lv.beliefs[child[:, i]] for i, lv in enumerate(flv)])
-        lvl = MSPLevel(d, np.ascontiguousarray(beliefs), probs, parent.astype(np.int32), tokens.astype(tok_dt), proc)
+        lineage = levels[-1]._lineage + ((levels[-1].parent, levels[-1].token),) if d > 1 else ()
+        lvl = MSPLevel(d, np.ascontiguousarray(beliefs), probs, parent.astype(np.int32), tokens.astype(tok_dt), proc,
+                       lineage)
         lvl.factor_index = child
         levels.append(lvl)
         idx = child

@@ -56,9 +56,9 @@ def beliefs(process, tokens, *, initial=None, dtype=np.float32, return_log_prob=
         initial: belief before the first token, ``(S,)``; default ``process.stationary``.
         dtype: float32 (default) or float64 output. Arithmetic is float64 throughout.
         return_log_prob: also return the natural-log probability of each whole sequence
-            (accumulated in float64), ``(B,)`` (a 0-d array for ``(L,)`` input). Beliefs are
-            bit-identical whatever the batch; log-probabilities may differ in the last
-            digits (relative ~1e-14) depending on which SIMD path a row takes.
+            (accumulated in float64), ``(B,)`` (a 0-d array for ``(L,)`` input). Beliefs and
+            log-probabilities are bit-identical whatever the batch, the thread count or the
+            SIMD path a row takes (one accumulator for every path).
         on_zero: ``"raise"`` (default): a token with zero probability under the current belief
             raises ValueError naming its row and position. ``"nan"``: that row's beliefs are NaN
             from there on and its log-probability is ``-inf``.

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _core
+from . import _core, _sizes
 from ._validate import integer
 from .process import HMM, Process, as_process
 
@@ -274,7 +274,10 @@ def msp(process, *, max_depth=None, max_states=None, tol=1e-9, initial=None) -> 
     core. A child belief within ``tol`` (max-norm) of a state already found is merged into the
     earliest such state (whose belief is kept). States at depth ``max_depth`` are not expanded; a state is expanded only if all its
     new children fit within ``max_states`` (the search stops at the first that does not).
-    With neither limit given, ``max_states`` defaults to ``DEFAULT_MAX_STATES`` (100000).
+    With neither limit given, ``max_states`` defaults to ``DEFAULT_MAX_STATES`` (100000). With
+    only ``max_depth``, the search may use what memory is available: when the graph outgrows
+    it, a ``MemoryError`` (also a ``ValueError``) names the size reached and the alternatives
+    (``max_states``, or streaming with ``cm.scale.msp_reduce``).
     ``result.is_complete`` says whether the whole MSP was found.
 
     Returns:
@@ -284,8 +287,9 @@ def msp(process, *, max_depth=None, max_states=None, tol=1e-9, initial=None) -> 
     proc = as_process(process)
     max_depth = _check_limit(max_depth, "max_depth", 0)
     max_states = _check_limit(max_states, "max_states", 1)
-    if max_states is None:
-        max_states = DEFAULT_MAX_STATES if max_depth is None else 2**31 - 1
+    memory_cap = None
+    if max_states is None and max_depth is None:
+        max_states = DEFAULT_MAX_STATES
     try:
         tol = float(tol)
     except (TypeError, ValueError):
@@ -293,9 +297,39 @@ def msp(process, *, max_depth=None, max_states=None, tol=1e-9, initial=None) -> 
     if not (math.isfinite(tol) and 0 < tol < 1):
         raise ValueError(f"tol must be in (0, 1), got {tol!r}")
     init = proc.check_initial(initial)
+    if max_states is None:
+        max_states, memory_cap = _depth_limited_states(proc, init, max_depth)
     w = np.ascontiguousarray(proc.w) if proc.is_generalized else None
     r = _core.msp_graph(np.ascontiguousarray(proc.T), w, init, -1 if max_depth is None else max_depth, max_states, tol, proc.zero_tol)
+    if memory_cap is not None and r["hit_max_states"]:
+        raise _sizes.TooLargeError(
+            f"cm.msp(max_depth={max_depth}) outgrew the memory available at {memory_cap:,} mixed states "
+            f"(~{_STATE_BYTES_FACTOR} x {_state_bytes(proc):,} bytes each): pass max_states to truncate the "
+            f"search, or {_sizes.STREAMING_HINT}")
     return MSPGraph(process=proc, beliefs=r["beliefs"], depth=r["depth"], expanded=r["expanded"].astype(bool),
                     src=r["src"], token=r["token"], dst=r["dst"], prob=r["prob"],
                     merge_dist=r["dist"], tol=tol, max_depth=max_depth,
                     max_states=max_states, hit_max_states=bool(r["hit_max_states"]), merges=int(r["merges"]))
+
+
+# Bytes per graph state: its belief, depth/expanded flags, index entries and up to V edges;
+# the factor covers the std::vector growth (up to 2x) while the graph is built.
+_STATE_BYTES_FACTOR = 2
+
+
+def _state_bytes(proc: Process) -> int:
+    return 8 * proc.num_states + 48 + 28 * proc.vocab_size
+
+
+def _depth_limited_states(proc: Process, init: np.ndarray, max_depth: int) -> tuple[int, int | None]:
+    """``max_states`` for a search limited by depth only: the tree's size bound (a graph has no
+    more states than the tree has nodes), capped by memory. Returns (max_states, the memory
+    cap when that is what limits it, else None)."""
+    bound = 1 + sum(_sizes.msp_level_bounds(proc.T, init, max_depth))
+    limit = min(2**31 - 1, bound)
+    avail = _sizes.available_bytes()
+    if avail is not None:
+        cap = max(1, int(avail // (_STATE_BYTES_FACTOR * _state_bytes(proc))))
+        if cap < limit:
+            return cap, cap
+    return int(limit), None

@@ -3,7 +3,11 @@ probability, level by level, in lexicographic order, with its belief and probabi
 
 Storage is array-only: each level keeps ``beliefs (M, S)``, ``probs (M,)``, ``parent (M,)``
 (index into the previous level) and ``token (M,)``; ``sequences (M, d)`` is rebuilt from the
-parent links on request."""
+parent links on request.
+
+No returned object sits in a reference cycle (a level keeps the parent/token arrays of the
+levels above it, not the tree), so a tree's memory is returned as soon as it is dropped,
+without waiting for the garbage collector."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,6 +17,7 @@ import numpy as np
 
 from . import _backend, _errors, _interop
 from ._arrays import check_count, check_nonneg_float, float_dtype_name, is_torch, smallest_uint
+from ._sizes import check_fits, msp_level_bounds
 from .process import Process, as_process
 
 
@@ -33,7 +38,8 @@ class MSPLevel:
     parent: np.ndarray
     token: np.ndarray
     _process: Process = field(repr=False)
-    _tree: "MSPTree | None" = field(default=None, repr=False)
+    # (parent, token) of levels 1..depth-1, to rebuild sequences without a link to the tree
+    _lineage: tuple = field(default=(), repr=False)
     _sequences: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -53,10 +59,11 @@ class MSPLevel:
         else:
             seq = np.empty((len(self), self.depth), dtype=smallest_uint(self._process.vocab_size))
             idx = np.arange(len(self))
+        links = self._lineage + ((self.parent, self.token),)
         for d in range(self.depth, 0, -1):
-            lvl = self._tree.level(d)
-            seq[:, d - 1] = _interop.incoming(lvl.token)[0][idx]
-            parent = _interop.incoming(lvl.parent)[0][idx]
+            parent, tok = links[d - 1]
+            seq[:, d - 1] = _interop.incoming(tok)[0][idx]
+            parent = _interop.incoming(parent)[0][idx]
             idx = parent.long() if is_torch(parent) else parent
         return back(seq)
 
@@ -79,8 +86,6 @@ class MSPTree:
         self.process = process
         self.levels = levels
         self.min_prob = min_prob
-        for lvl in levels:
-            lvl._tree = self
 
     @property
     def depth(self) -> int:
@@ -104,13 +109,35 @@ class MSPTree:
                 f"nodes per level={[len(l) for l in self.levels]})")
 
 
+def chain_levels(proc: Process, arrays: list, first: int = 0, lineage: tuple = ()) -> list:
+    """MSPLevels of depths ``first, first + 1, ...`` from ``(beliefs, probs, parent, token)``
+    tuples, each level holding the links of the levels above it (``lineage``: those above
+    ``first``)."""
+    levels = []
+    for k, a in enumerate(arrays):
+        levels.append(MSPLevel(first + k, *a, proc, lineage))
+        if first + k > 0:
+            lineage = lineage + ((a[2], a[3]),)
+    return levels
+
+
 def _levels(proc: Process, levels: list, depth: int, min_prob: float, full: bool = False) -> list:
     """``levels`` (MSPLevels, the last ``lvl.depth``) extended to ``depth`` on their arrays' backend."""
     first = levels[0].depth
     arrays = [(lv.beliefs, lv.probs, lv.parent, lv.token) for lv in levels]
     be = _backend.for_array(arrays[-1][0])
     arrays = _backend.grow(be, proc, arrays, depth - first, min_prob, full)
-    return levels + [MSPLevel(first + k, *a, proc) for k, a in enumerate(arrays) if k >= len(levels)]
+    return levels + chain_levels(proc, arrays, first, levels[0]._lineage)[len(levels):]
+
+
+def _check_tree_size(proc: Process, init: np.ndarray, depth: int, min_prob: float, dtype: str) -> None:
+    """Refuse up front a tree that cannot fit in memory (bound: :func:`msp_level_bounds`)."""
+    if depth == 0:
+        return
+    bounds = msp_level_bounds(proc.T, np.asarray(init, dtype=np.float64), depth, min_prob)
+    per_node = proc.num_states * np.dtype(dtype).itemsize + 8 + 4 + np.dtype(smallest_uint(proc.vocab_size)).itemsize
+    nodes = sum(bounds)
+    check_fits(f"cm.msp_tree(depth={depth})", nodes * per_node, f"{nodes:.3g} sequences ({per_node} bytes each)")
 
 
 def _check_args(depth, min_prob):
@@ -133,7 +160,9 @@ def msp_tree(process, depth, *, dtype=np.float64, min_prob=0.0, initial=None, de
     torch CUDA tensors, equal to the CPU's arrays; ``None`` (default) or ``"cpu"`` gives numpy
     arrays on the CPU; a JAX or CuPy device gives that library's arrays on it.
 
-    For a level too large to hold at once, see :func:`msp_level_chunks`.
+    A tree whose size bound (see :func:`compmech._sizes.msp_level_bounds`) exceeds the memory
+    available is refused up front with a ``MemoryError`` (also a ``ValueError``) that names the
+    size; stream such trees with ``cm.scale.msp_reduce`` or :func:`msp_level_chunks`.
     """
     proc = as_process(process)
     depth, min_prob = _check_args(depth, min_prob)
@@ -152,45 +181,51 @@ def msp_tree(process, depth, *, dtype=np.float64, min_prob=0.0, initial=None, de
         if torch.device(device).type not in ("cpu", "cuda"):
             raise _errors.not_a_cuda_device(torch.device(device))
     be = _backend.for_device(device)
-    root = MSPLevel(0, *_backend.root_level(be, proc, proc.check_initial(initial), dt), proc)
+    init = proc.check_initial(initial)
+    _check_tree_size(proc, init, depth, min_prob, dt)
+    root = MSPLevel(0, *_backend.root_level(be, proc, init, dt), proc)
     levels = _levels(proc, [root], depth, min_prob)
     if back is not _interop.identity:
-        levels = [MSPLevel(lv.depth, *(back(a) for a in (lv.beliefs, lv.probs, lv.parent, lv.token)), proc)
-                  for lv in levels]
+        levels = chain_levels(proc, [tuple(back(a) for a in (lv.beliefs, lv.probs, lv.parent, lv.token))
+                                     for lv in levels])
     return MSPTree(proc, levels, min_prob)
 
 
 def msp_level_chunks(process, depth, *, max_nodes=1 << 22, dtype=np.float64, min_prob=0.0,
                      initial=None) -> Iterator[MSPLevel]:
-    """Yield level ``depth`` of the MSP tree in lexicographic chunks of at most about
-    ``max_nodes`` sequences each, holding only one chunk (plus a shallow prefix level) at a time.
+    """Yield level ``depth`` of the MSP tree in lexicographic chunks of at most ``max_nodes``
+    sequences each (at least one), holding only about ``max_nodes`` nodes in all at a time.
     Each chunk's ``sequences``, ``beliefs`` and ``probs`` are as in :func:`msp_tree` (its
-    ``parent`` indexes a chunk-local previous level)."""
+    ``parent`` indexes a chunk-local previous level).
+
+    The tree is walked depth-first in batches: at depth d, parents are expanded ``max_nodes //
+    V**(depth - d)`` at a time (at least one), so no batch's subtree exceeds ``max_nodes``
+    leaves and the batches on the walk's stack add up to about ``max_nodes`` nodes."""
     proc = as_process(process)
     depth, min_prob = _check_args(depth, min_prob)
     max_nodes = max(1, check_count(max_nodes, "max_nodes"))
-    dt = float_dtype_name(dtype)
+    root = MSPLevel(0, *_backend.root_level(_backend.CPU, proc, proc.check_initial(initial), float_dtype_name(dtype)),
+                    proc)
+    seq = np.empty((1, 0), dtype=smallest_uint(proc.vocab_size))
+    yield from _walk(proc, root, seq, depth, max_nodes, min_prob, False)
+
+
+def _walk(proc: Process, lvl: MSPLevel, seq: np.ndarray, depth: int, max_nodes: int, min_prob: float,
+          full: bool) -> Iterator[MSPLevel]:
+    """Chunks of level ``depth`` below the nodes of ``lvl`` (whose sequences are ``seq``), depth
+    first, so that at most about ``max_nodes`` nodes per level are held at once."""
+    if lvl.depth == depth:  # at most V * max(1, max_nodes // V) nodes: cut to max_nodes
+        for start in range(0, len(lvl), max_nodes):
+            sl = slice(start, start + max_nodes)
+            yield MSPLevel(depth, lvl.beliefs[sl], lvl.probs[sl], lvl.parent[sl], lvl.token[sl], proc,
+                           _sequences=seq[sl])
+        return
     V = proc.vocab_size
-    # Split at level k so that one prefix's subtree (at most V**(depth-k) leaves) fits.
-    k = depth
-    while k > 0 and V ** (depth - k + 1) <= max_nodes:
-        k -= 1
-    top = msp_tree(proc, k, dtype=dt, min_prob=min_prob, initial=initial)
-    prefixes = top.level(k)
-    pre_seq = prefixes.sequences
-    per_prefix = V ** (depth - k)
-    step = max(1, max_nodes // per_prefix)
-    for start in range(0, len(prefixes), step):
-        sl = slice(start, start + step)
-        lvl = MSPLevel(k, np.ascontiguousarray(prefixes.beliefs[sl]), np.ascontiguousarray(prefixes.probs[sl]),
-                       prefixes.parent[sl], prefixes.token[sl], proc)
-        # Track each node's origin prefix so sequences can be rebuilt without the whole tree.
-        seq = pre_seq[sl]
-        full = False
-        for _ in range(depth - k):
-            child = _levels(proc, [lvl], lvl.depth + 1, min_prob, full)[-1]
-            full = len(child) == V * len(lvl)
-            seq = np.concatenate([seq[child.parent], child.token[:, None].astype(seq.dtype)], axis=1)
-            lvl = child
-        if len(lvl):
-            yield MSPLevel(depth, lvl.beliefs, lvl.probs, lvl.parent, lvl.token, proc, _sequences=seq)
+    batch = max(1, max_nodes // V ** (depth - lvl.depth))
+    for start in range(0, len(lvl), batch):
+        sl = slice(start, start + batch)
+        part = MSPLevel(lvl.depth, np.ascontiguousarray(lvl.beliefs[sl]), np.ascontiguousarray(lvl.probs[sl]),
+                        lvl.parent[sl], lvl.token[sl], proc)
+        child = _levels(proc, [part], part.depth + 1, min_prob, full)[-1]
+        child_seq = np.concatenate([seq[sl][child.parent], child.token[:, None].astype(seq.dtype)], axis=1)
+        yield from _walk(proc, child, child_seq, depth, max_nodes, min_prob, len(child) == V * len(part))

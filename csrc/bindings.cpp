@@ -292,6 +292,23 @@ py::object msp_level(const py::array& T, const py::object& w, const py::array& p
   type_error("parent beliefs must be float32 or float64");
 }
 
+// Python runs signal handlers only in the main thread: calls made from other threads (e.g. a
+// background sampler) are never polled, so they never wait for the GIL here.
+unsigned long g_main_thread = 0;
+
+// Runs on the thread that entered the extension, with the GIL released: takes the GIL and lets
+// Python run its signal handlers. A pending Ctrl-C leaves KeyboardInterrupt set on this thread.
+bool python_interrupted() {
+  if (PyThread_get_thread_ident() != g_main_thread) return false;
+#if PY_VERSION_HEX >= 0x030D0000
+  if (Py_IsFinalizing()) return false;
+#else
+  if (_Py_IsFinalizing()) return false;
+#endif
+  py::gil_scoped_acquire gil;
+  return PyErr_CheckSignals() != 0;
+}
+
 py::dict build_info() {
   py::dict d;
   d["native"] = static_cast<bool>(COMPMECH_NATIVE_BUILD);
@@ -328,4 +345,15 @@ PYBIND11_MODULE(_core, m) {
   m.def("build_info", &build_info);
   register_graph(m);
   register_sample(m);
+  g_main_thread = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+  set_interrupt_check(&python_interrupted);
+  py::register_exception_translator([](std::exception_ptr e) {
+    try {
+      if (e) std::rethrow_exception(e);
+    } catch (const Interrupted&) {
+      // the signal handler's exception (KeyboardInterrupt) is already set, unless the check was
+      // triggered some other way
+      if (!PyErr_Occurred()) PyErr_SetNone(PyExc_KeyboardInterrupt);
+    }
+  });
 }

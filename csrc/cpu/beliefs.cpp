@@ -1,9 +1,11 @@
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 #include <limits>
 #include <vector>
 
+#include "compmech/dispatch.hpp"
 #include "compmech/kernels.hpp"
 #include "launchers.hpp"
 #include "simd.hpp"
@@ -14,6 +16,12 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
+// logp of n rows from their accumulators: -inf for a row that met an impossible token.
+inline void finish_logp(const LogProbAcc* acc, const int64_t* fail, int n, double* logp) {
+  if (!logp) return;
+  for (int r = 0; r < n; ++r) logp[r] = fail[r] >= 0 ? -std::numeric_limits<double>::infinity() : acc[r].value();
+}
+
 // A block of R rows advanced together one position at a time: the R dependency chains are
 // independent, so the CPU overlaps them (a single row is latency-bound by its own chain).
 template <int SC, int R, bool GH, bool LOGP, typename Tok, typename Out>
@@ -21,10 +29,9 @@ void rows_fixed(const ProcessView& p, const double* init, const Tok* tokens, int
                 Out* beliefs, double* logp, int64_t* fail) {
   const double* w = GH ? p.w : nullptr;
   double eta[R][SC];
-  double acc[R];
+  LogProbAcc acc[R];
   for (int r = 0; r < R; ++r) {
     for (int j = 0; j < SC; ++j) eta[r][j] = init[j];
-    acc[r] = 0.0;
     fail[r] = -1;
   }
   for (int64_t t = 0; t < L; ++t) {
@@ -43,11 +50,10 @@ void rows_fixed(const ProcessView& p, const double* init, const Tok* tokens, int
         Out* dst = beliefs + (row * L + t) * SC;
         for (int j = 0; j < SC; ++j) dst[j] = static_cast<Out>(eta[r][j]);
       }
-      if (LOGP) acc[r] += std::log(norm);
+      if (LOGP) acc[r].add(norm);
     }
   }
-  if (logp)
-    for (int r = 0; r < R; ++r) logp[r0 + r] = fail[r] >= 0 ? -std::numeric_limits<double>::infinity() : acc[r];
+  finish_logp(acc, fail, R, logp ? logp + r0 : nullptr);
 }
 
 // SIMD path for small S and V: lanes hold W sequences, and G lane groups are interleaved so
@@ -64,16 +70,9 @@ void rows_lanes(const ProcessView& p, const double* init, const Tok* tokens, int
   const double* w = GH ? p.w : nullptr;
   const int V = p.V;
   vd4 eta[G][SC];
-  // log-probability as mantissa * 2^expo, renormalised every step with bit operations (a
-  // log per update would dominate); `extra` catches norms too small for that trick.
-  vd4 mant[G];
-  vl4 expo[G];
-  double extra[G * W] = {};
-  for (int g = 0; g < G; ++g) {
+  LogProbLanes acc[G];  // the shared accumulator: no log per update
+  for (int g = 0; g < G; ++g)
     for (int j = 0; j < SC; ++j) eta[g][j] = vd4{} + init[j];
-    mant[g] = vd4{} + 1.0;
-    expo[g] = vl4{};
-  }
   for (int r = 0; r < W * G; ++r) fail[r] = -1;
   vd4 table_store[SC * SC];
   const vd4* tables = nullptr;
@@ -119,39 +118,139 @@ void rows_lanes(const ProcessView& p, const double* init, const Tok* tokens, int
         }
       }
       const vl4 ok = norm > p.zero_tol;
-      const vl4 tiny = norm < 1e-290;
-      if (!all_lanes(ok) || (LOGP && any_lane(tiny))) {
-        for (int l = 0; l < W; ++l) {
+      if (!all_lanes(ok)) {
+        for (int l = 0; l < W; ++l)
           if (!ok[l]) {
             if (fail[g * W + l] < 0) fail[g * W + l] = t;
             norm[l] = kNaN;
-          } else if (LOGP && tiny[l]) {
-            extra[g * W + l] += std::log(norm[l]);
           }
-        }
       }
       const vd4 inv = safe_inverse_lanes(norm, nxt, SC);
       for (int j = 0; j < SC; ++j) eta[g][j] = nxt[j] * inv;
       if (beliefs) store_lanes<SC>(eta[g], beliefs + (rb * L + t) * SC, L * SC);
-      if (LOGP) {
-        const vd4 factor = tiny ? vd4{} + 1.0 : norm;
-        vl4 bits = reinterpret_cast<vl4>(mant[g] * factor);
-        expo[g] += ((bits >> 52) & 0x7FF) - 1023;
-        bits = (bits & 0x000FFFFFFFFFFFFFLL) | 0x3FF0000000000000LL;
-        mant[g] = reinterpret_cast<vd4>(bits);
+      if (LOGP) acc[g].add(norm);
+    }
+  }
+  if (logp) {
+    LogProbAcc lanes[W * G];
+    for (int r = 0; r < W * G; ++r) lanes[r] = acc[r / W].lane(r % W);
+    finish_logp(lanes, fail, W * G, logp + r0);
+  }
+}
+
+#if defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
+#define CM_BELIEFS_AVX512 1
+// AVX-512 path for S <= 4, V <= 8: 8 rows per vector, G vectors interleaved. Each T[x, i, j]
+// is one in-register table lookup (the V <= 8 values of T[., i, j] fill a 512-bit register,
+// indexed by the lanes' tokens). Tokens come in 8-position tiles; the arithmetic is
+// belief_step's, operation for operation, so the bits equal every other path's.
+constexpr int kLane8G = 4, kLane8Rows = 8 * kLane8G, kTile = 8;
+
+// The lanes' tokens for a tile of kTile positions: xs[tt] holds position t0 + tt of rows
+// rb..rb+7 as int64 lanes.
+template <typename Tok>
+inline void stage_tokens8(const Tok* tokens, int64_t rb, int64_t L, int64_t t0, int nt, __m512i* xs) {
+  if constexpr (std::is_same<Tok, uint8_t>::value) {
+    if (nt == kTile) {
+      // 8 rows x 8 positions of bytes, transposed with one byte permute
+      __m512i m = _mm512_setzero_si512();
+      int64_t q[8];
+      for (int l = 0; l < 8; ++l) std::memcpy(&q[l], tokens + (rb + l) * L + t0, 8);
+      m = _mm512_loadu_si512(q);
+      alignas(64) static const uint8_t kIdx[64] = {
+          0, 8, 16, 24, 32, 40, 48, 56, 1, 9, 17, 25, 33, 41, 49, 57, 2, 10, 18, 26, 34, 42, 50, 58,
+          3, 11, 19, 27, 35, 43, 51, 59, 4, 12, 20, 28, 36, 44, 52, 60, 5, 13, 21, 29, 37, 45, 53, 61,
+          6, 14, 22, 30, 38, 46, 54, 62, 7, 15, 23, 31, 39, 47, 55, 63};
+      alignas(64) uint8_t tb[64];
+      _mm512_store_si512(tb, _mm512_permutexvar_epi8(_mm512_load_si512(kIdx), m));
+      for (int tt = 0; tt < kTile; ++tt)
+        xs[tt] = _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(tb + tt * 8)));
+      return;
+    }
+  }
+  alignas(64) int64_t x[kTile][8];
+  for (int l = 0; l < 8; ++l)
+    for (int tt = 0; tt < nt; ++tt) x[tt][l] = static_cast<int64_t>(tokens[(rb + l) * L + t0 + tt]);
+  for (int tt = 0; tt < nt; ++tt) xs[tt] = _mm512_load_si512(x[tt]);
+}
+
+// Writes the 8 lanes' beliefs (SC values each) to dst + l * stride.
+template <int SC, typename Out>
+inline void store_lanes8(const vd8* e, Out* dst, int64_t stride) {
+  if constexpr (std::is_same<Out, float>::value && SC >= 2 && SC <= 4) {
+    const __m256 z = _mm256_setzero_ps();
+    const __m256 f0 = _mm512_cvtpd_ps(reinterpret_cast<__m512d>(e[0]));
+    const __m256 f1 = _mm512_cvtpd_ps(reinterpret_cast<__m512d>(e[1]));
+    const __m256 f2 = SC > 2 ? _mm512_cvtpd_ps(reinterpret_cast<__m512d>(e[SC > 2 ? 2 : 0])) : z;
+    const __m256 f3 = SC > 3 ? _mm512_cvtpd_ps(reinterpret_cast<__m512d>(e[SC > 3 ? 3 : 0])) : z;
+    const __m256 t0 = _mm256_unpacklo_ps(f0, f1), t1 = _mm256_unpackhi_ps(f0, f1);
+    const __m256 t2 = _mm256_unpacklo_ps(f2, f3), t3 = _mm256_unpackhi_ps(f2, f3);
+    // r[k] holds lane k's values in its low half and lane k + 4's in its high half
+    const __m256 r[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
+                         _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE)};
+    constexpr __mmask8 lo = (1u << SC) - 1, hi = lo << 4;
+    for (int k = 0; k < 4; ++k) {
+      _mm256_mask_storeu_ps(dst + k * stride, lo, r[k]);
+      _mm256_mask_storeu_ps(dst + (k + 4) * stride - 4, hi, r[k]);  // masked: nothing below is written
+    }
+    return;
+  }
+  for (int l = 0; l < 8; ++l)
+    for (int j = 0; j < SC; ++j) dst[l * stride + j] = static_cast<Out>(e[j][l]);
+}
+
+template <int SC, bool GH, bool LOGP, typename Tok, typename Out>
+void rows_lanes8(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L,
+                 Out* beliefs, double* logp, int64_t* fail) {
+  constexpr int W = 8, G = kLane8G;
+  const double* w = GH ? p.w : nullptr;
+  __m512d tab[SC * SC];
+  for (int i = 0; i < SC; ++i)
+    for (int j = 0; j < SC; ++j) {
+      alignas(64) double v[8];
+      for (int x = 0; x < 8; ++x) v[x] = x < p.V ? p.T[(x * SC + i) * SC + j] : 0.0;
+      tab[i * SC + j] = _mm512_load_pd(v);
+    }
+  vd8 eta[G][SC];
+  LogProbLanes8 acc[G];
+  for (int g = 0; g < G; ++g)
+    for (int j = 0; j < SC; ++j) eta[g][j] = vd8{} + init[j];
+  for (int r = 0; r < W * G; ++r) fail[r] = -1;
+  __m512i xs[G][kTile];
+  for (int64_t t0 = 0; t0 < L; t0 += kTile) {
+    const int nt = static_cast<int>(std::min<int64_t>(kTile, L - t0));
+    for (int g = 0; g < G; ++g) stage_tokens8(tokens, r0 + g * W, L, t0, nt, xs[g]);
+    for (int tt = 0; tt < nt; ++tt) {
+      const int64_t t = t0 + tt;
+      for (int g = 0; g < G; ++g) {
+        vd8 nxt[SC];
+        for (int j = 0; j < SC; ++j) nxt[j] = vd8{};
+        for (int i = 0; i < SC; ++i)
+          for (int j = 0; j < SC; ++j)
+            nxt[j] += eta[g][i] * reinterpret_cast<vd8>(_mm512_permutexvar_pd(xs[g][tt], tab[i * SC + j]));
+        vd8 norm = vd8{};
+        for (int j = 0; j < SC; ++j) norm += GH ? nxt[j] * w[j] : nxt[j];
+        const __mmask8 ok = _mm512_cmp_pd_mask(reinterpret_cast<__m512d>(norm), _mm512_set1_pd(p.zero_tol), _CMP_GT_OQ);
+        if (ok != 0xFF)
+          for (int l = 0; l < W; ++l)
+            if (!((ok >> l) & 1)) {
+              if (fail[g * W + l] < 0) fail[g * W + l] = t;
+              norm[l] = kNaN;
+            }
+        const vd8 inv = safe_inverse_lanes(norm, nxt, SC);
+        for (int j = 0; j < SC; ++j) eta[g][j] = nxt[j] * inv;
+        if (beliefs) store_lanes8<SC>(eta[g], beliefs + ((r0 + g * W) * L + t) * SC, L * SC);
+        if (LOGP) acc[g].add(norm);
       }
     }
   }
   if (logp) {
-    constexpr double kLn2 = 0.69314718055994530942;
-    for (int g = 0; g < G; ++g)
-      for (int l = 0; l < W; ++l) {
-        const int r = g * W + l;
-        logp[r0 + r] = fail[r] >= 0 ? -std::numeric_limits<double>::infinity()
-                                    : std::log(mant[g][l]) + static_cast<double>(expo[g][l]) * kLn2 + extra[r];
-      }
+    LogProbAcc lanes[W * G];
+    for (int r = 0; r < W * G; ++r) lanes[r] = acc[r / W].lane(r % W);
+    finish_logp(lanes, fail, W * G, logp + r0);
   }
 }
+#endif
 
 // Any S: R rows advanced together, their matrix-vector products interleaved term by term so
 // R independent accumulation chains hide the multiply-add latency (one row alone would wait
@@ -163,10 +262,9 @@ void rows_generic(const ProcessView& p, const double* init, const Tok* tokens, i
   buf.resize(2 * static_cast<size_t>(R) * S);
   double* eta = buf.data();
   double* nxt = eta + static_cast<size_t>(R) * S;
-  double acc[R];
+  LogProbAcc acc[R];
   for (int r = 0; r < R; ++r) {
     for (int j = 0; j < S; ++j) eta[r * S + j] = init[j];
-    acc[r] = 0.0;
     fail[r] = -1;
   }
   for (int64_t t = 0; t < L; ++t) {
@@ -195,11 +293,114 @@ void rows_generic(const ProcessView& p, const double* init, const Tok* tokens, i
         Out* dst = beliefs + ((r0 + r) * L + t) * S;
         for (int j = 0; j < S; ++j) dst[j] = static_cast<Out>(er[j]);
       }
-      if (LOGP) acc[r] += std::log(norm);
+      if (LOGP) acc[r].add(norm);
     }
   }
-  if (logp)
-    for (int r = 0; r < R; ++r) logp[r0 + r] = fail[r] >= 0 ? -std::numeric_limits<double>::infinity() : acc[r];
+  finish_logp(acc, fail, R, logp ? logp + r0 : nullptr);
+}
+
+// Many states: at each position the block's rows are grouped by token, so that each group is
+// one dense product (rows, S) @ T[x] (S, S) done by a register-blocked kernel (kMr rows x 16
+// columns of accumulators). Every output element is still sum_i eta[i] * T[x, i, j] in
+// ascending i, as in belief_step, so a row's bits do not depend on its group or block.
+constexpr int kGroupMinS = 16;     // below this the per-row paths are faster
+constexpr int64_t kGroupRows = 256;
+constexpr int kMr = 8;
+
+typedef double vd8u __attribute__((vector_size(64), aligned(8)));  // unaligned 8-double load/store
+
+// C[r, :] = A[r, :] @ Tx for the `nr` (<= kMr) rows whose pointers are a[0..nr), c[0..nr).
+template <int NR>
+inline void gemm_rows(const double* const* a, double* const* c, const double* Tx, int S) {
+  int j = 0;
+  for (; j + 16 <= S; j += 16) {
+    vd8 acc[NR][2];
+    for (int r = 0; r < NR; ++r) acc[r][0] = acc[r][1] = vd8{};
+    for (int i = 0; i < S; ++i) {
+      const double* row = Tx + static_cast<int64_t>(i) * S + j;
+      const vd8 b0 = *reinterpret_cast<const vd8u*>(row), b1 = *reinterpret_cast<const vd8u*>(row + 8);
+      for (int r = 0; r < NR; ++r) {
+        const double e = a[r][i];
+        acc[r][0] += e * b0;
+        acc[r][1] += e * b1;
+      }
+    }
+    for (int r = 0; r < NR; ++r) {
+      *reinterpret_cast<vd8u*>(c[r] + j) = acc[r][0];
+      *reinterpret_cast<vd8u*>(c[r] + j + 8) = acc[r][1];
+    }
+  }
+  for (; j < S; ++j)  // column tail: the same sum, one column at a time
+    for (int r = 0; r < NR; ++r) {
+      double o = 0.0;
+      for (int i = 0; i < S; ++i) o += a[r][i] * Tx[static_cast<int64_t>(i) * S + j];
+      c[r][j] = o;
+    }
+}
+
+inline void gemm_group(const double* const* a, double* const* c, int n, const double* Tx, int S) {
+  int r = 0;
+  for (; r + kMr <= n; r += kMr) gemm_rows<kMr>(a + r, c + r, Tx, S);
+  switch (n - r) {
+    case 7: return gemm_rows<7>(a + r, c + r, Tx, S);
+    case 6: return gemm_rows<6>(a + r, c + r, Tx, S);
+    case 5: return gemm_rows<5>(a + r, c + r, Tx, S);
+    case 4: return gemm_rows<4>(a + r, c + r, Tx, S);
+    case 3: return gemm_rows<3>(a + r, c + r, Tx, S);
+    case 2: return gemm_rows<2>(a + r, c + r, Tx, S);
+    case 1: return gemm_rows<1>(a + r, c + r, Tx, S);
+    default: return;
+  }
+}
+
+template <bool GH, bool LOGP, typename Tok, typename Out>
+void rows_grouped(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int n, int64_t L,
+                  Out* beliefs, double* logp, int64_t* fail) {
+  const int S = p.S, V = p.V;
+  std::vector<double> eta(static_cast<size_t>(n) * S), nxt(static_cast<size_t>(n) * S);
+  std::vector<int> start(static_cast<size_t>(V) + 1), order(static_cast<size_t>(n)), xr(static_cast<size_t>(n));
+  std::vector<const double*> a(static_cast<size_t>(n));
+  std::vector<double*> c(static_cast<size_t>(n));
+  std::vector<LogProbAcc> acc(static_cast<size_t>(n));
+  for (int r = 0; r < n; ++r) {
+    std::copy(init, init + S, eta.data() + static_cast<size_t>(r) * S);
+    fail[r] = -1;
+  }
+  for (int64_t t = 0; t < L; ++t) {
+    // counting sort of the rows by their token at t
+    std::fill(start.begin(), start.end(), 0);
+    for (int r = 0; r < n; ++r) ++start[(xr[r] = static_cast<int>(tokens[(r0 + r) * L + t])) + 1];
+    for (int x = 0; x < V; ++x) start[x + 1] += start[x];
+    for (int r = 0; r < n; ++r) {
+      const int k = start[xr[r]]++;
+      order[k] = r;
+      a[k] = eta.data() + static_cast<size_t>(r) * S;
+      c[k] = nxt.data() + static_cast<size_t>(r) * S;
+    }
+    for (int x = 0, k0 = 0; x < V; ++x) {  // start[x] is now the end of group x
+      const int k1 = start[x];
+      if (k1 > k0) gemm_group(a.data() + k0, c.data() + k0, k1 - k0, p.T + static_cast<int64_t>(x) * S * S, S);
+      k0 = k1;
+    }
+    for (int r = 0; r < n; ++r) {
+      double* o = nxt.data() + static_cast<size_t>(r) * S;
+      double norm = 0.0;
+      for (int j = 0; j < S; ++j) norm += GH ? o[j] * p.w[j] : o[j];
+      if (!(norm > p.zero_tol)) {
+        if (fail[r] < 0) fail[r] = t;
+        norm = kNaN;
+      }
+      const double inv = safe_inverse(norm, o, S);
+      double* er = eta.data() + static_cast<size_t>(r) * S;
+      for (int j = 0; j < S; ++j) er[j] = o[j] * inv;
+      if (beliefs) {
+        Out* dst = beliefs + ((r0 + r) * L + t) * S;
+        for (int j = 0; j < S; ++j) dst[j] = static_cast<Out>(er[j]);
+      }
+      if (LOGP) acc[static_cast<size_t>(r)].add(norm);
+    }
+  }
+  finish_logp(acc.data(), fail, n, logp ? logp + r0 : nullptr);
 }
 
 template <int SC, bool GH, bool LOGP, typename Tok, typename Out>
@@ -208,11 +409,21 @@ void run_rows(const ProcessView& p, const double* init, const Tok* tokens, int64
   if constexpr (SC > 0) {
     constexpr int R = 8;
     int64_t r = b;
+#if defined(CM_BELIEFS_AVX512)
+    if (p.V <= 8)
+      for (; r + kLane8Rows <= e; r += kLane8Rows)
+        rows_lanes8<SC, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
+#endif
     if (p.V <= kLaneMaxV)
       for (; r + kLaneRows <= e; r += kLaneRows)
         rows_lanes<SC, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
     for (; r + R <= e; r += R) rows_fixed<SC, R, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
     for (; r < e; ++r) rows_fixed<SC, 1, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
+  } else if (p.S >= kGroupMinS) {
+    for (int64_t r = b; r < e; r += kGroupRows) {
+      const int n = static_cast<int>(std::min(kGroupRows, e - r));
+      rows_grouped<GH, LOGP>(p, init, tokens, r, n, L, beliefs, logp, fail_rows + r);
+    }
   } else {
     std::vector<double> buf;
     constexpr int R = 4;
@@ -220,16 +431,6 @@ void run_rows(const ProcessView& p, const double* init, const Tok* tokens, int64
     for (; r + R <= e; r += R) rows_generic<R, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, buf);
     for (; r < e; ++r) rows_generic<1, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, buf);
   }
-}
-
-template <int SC, typename Tok, typename Out>
-void dispatch_flags(const ProcessView& p, const double* init, const Tok* tokens, int64_t b, int64_t e,
-                    int64_t L, Out* beliefs, double* logp, int64_t* fail_rows) {
-  const bool gh = p.w != nullptr;
-  if (gh && logp) run_rows<SC, true, true>(p, init, tokens, b, e, L, beliefs, logp, fail_rows);
-  else if (gh) run_rows<SC, true, false>(p, init, tokens, b, e, L, beliefs, logp, fail_rows);
-  else if (logp) run_rows<SC, false, true>(p, init, tokens, b, e, L, beliefs, logp, fail_rows);
-  else run_rows<SC, false, false>(p, init, tokens, b, e, L, beliefs, logp, fail_rows);
 }
 
 }  // namespace
@@ -244,15 +445,17 @@ ZeroProb beliefs_cpu(const ProcessView& p, const double* init, const Tok* tokens
     return {};
   }
   // ~64k token updates per chunk: large enough to amortise, small enough to balance two cores.
-  const int64_t grain = std::max<int64_t>(16, ((65536 / L) + 15) / 16 * 16);
+  int64_t grain = std::max<int64_t>(16, ((65536 / L) + 15) / 16 * 16);
+  // many states: blocks of rows large enough that every token's group fills the GEMM kernel
+  if (p.S >= kGroupMinS) grain = std::max<int64_t>(grain, std::min<int64_t>(kGroupRows, (B + 1) / 2));
   parallel_for(B, grain, [&](int64_t b, int64_t e) {
     int64_t* f = fail.data();
-    switch (p.S) {
-      case 2: dispatch_flags<2>(p, init, tokens, b, e, L, beliefs, logp, f); break;
-      case 3: dispatch_flags<3>(p, init, tokens, b, e, L, beliefs, logp, f); break;
-      case 4: dispatch_flags<4>(p, init, tokens, b, e, L, beliefs, logp, f); break;
-      default: dispatch_flags<0>(p, init, tokens, b, e, L, beliefs, logp, f); break;
-    }
+    dispatch_process(p, [&](auto width, auto gh) {
+      constexpr int SC = decltype(width)::fixed;
+      constexpr bool GH = decltype(gh)::value;
+      if (logp) run_rows<SC, GH, true>(p, init, tokens, b, e, L, beliefs, logp, f);
+      else run_rows<SC, GH, false>(p, init, tokens, b, e, L, beliefs, logp, f);
+    });
   });
   for (int64_t r = 0; r < B; ++r)
     if (fail[static_cast<size_t>(r)] >= 0) return ZeroProb{r, fail[static_cast<size_t>(r)]};

@@ -4,14 +4,9 @@
 #include <cstdint>
 #include <vector>
 
-namespace compmech {
+#include "compmech/process_view.hpp"
 
-struct ProcessView {
-  const double* T;   // (V, S, S)
-  const double* w;   // (S,) right eigenvector for GHMMs; nullptr for HMMs (w = ones)
-  int V, S;
-  double zero_tol;   // P(x | eta) <= zero_tol counts as impossible (0 for HMMs)
-};
+namespace compmech {
 
 // First zero-probability token in row-major order; row == -1 if none.
 struct ZeroProb {

@@ -183,6 +183,7 @@ MSPGraph msp_graph_cpu(const ProcessView& p, const double* init, int64_t max_dep
     const int32_t d = g.depth[lo];
     if (max_depth >= 0 && d >= max_depth) break;
     for (int64_t b0 = lo; b0 < hi && !stop; b0 += kBlock) {
+      poll_interrupt();  // the dedup below runs serially on the calling thread
       const int64_t n = std::min(kBlock, hi - b0);
       child.resize(static_cast<size_t>(n * V * S));
       cprob.resize(static_cast<size_t>(n * V));

@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "compmech/dispatch.hpp"
 #include "compmech/kernels.hpp"
 #include "launchers.hpp"
 #include "parallel.hpp"
@@ -101,24 +102,6 @@ bool fill_full(const ProcessView& p, const Out* pb, const double* pp, int64_t b,
   return true;
 }
 
-template <typename F>
-void dispatch_s(const ProcessView& p, F&& f) {
-  const bool gh = p.w != nullptr;
-  switch (p.S) {
-#define CM_CASE(N)                                                          \
-  case N:                                                                   \
-    gh ? f(std::integral_constant<int, N>{}, std::true_type{})              \
-       : f(std::integral_constant<int, N>{}, std::false_type{});            \
-    return;
-    CM_CASE(2)
-    CM_CASE(3)
-    CM_CASE(4)
-#undef CM_CASE
-    default:
-      gh ? f(std::integral_constant<int, 0>{}, std::true_type{}) : f(std::integral_constant<int, 0>{}, std::false_type{});
-  }
-}
-
 }  // namespace
 
 template <typename Out>
@@ -128,8 +111,8 @@ void msp_count(const ProcessView& p, const Out* pb, const double* pp, int64_t P,
   parallel_for(n_chunks, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
       const int64_t b = c * chunk, e = std::min(P, b + chunk);
-      dispatch_s(p, [&](auto sc, auto gh) {
-        count_chunk<decltype(sc)::value, decltype(gh)::value>(p, pb, pp, b, e, min_prob, counts + c);
+      dispatch_process(p, [&](auto width, auto gh) {
+        count_chunk<decltype(width)::fixed, decltype(gh)::value>(p, pb, pp, b, e, min_prob, counts + c);
       });
     }
   });
@@ -142,8 +125,8 @@ void msp_fill(const ProcessView& p, const Out* pb, const double* pp, int64_t P, 
   parallel_for(n_chunks, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
       const int64_t b = c * chunk, e = std::min(P, b + chunk);
-      dispatch_s(p, [&](auto sc, auto gh) {
-        constexpr int SC = decltype(sc)::value;
+      dispatch_process(p, [&](auto width, auto gh) {
+        constexpr int SC = decltype(width)::fixed;
         constexpr bool GH = decltype(gh)::value;
         if constexpr (SC > 0) {
           if (counts) {  // optimistic full layout: offsets[c] == b * V

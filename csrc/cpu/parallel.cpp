@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <exception>
 #include <system_error>
@@ -21,6 +22,21 @@ int default_threads() {
 }
 
 std::atomic<int> g_threads{0};
+std::atomic<InterruptCheck> g_check{nullptr};
+
+// The check takes the GIL, so it runs at most this often per calling thread.
+constexpr auto kPollInterval = std::chrono::milliseconds(20);
+
+// True when the registered check fires (rate-limited per thread).
+bool interrupt_requested() {
+  const InterruptCheck check = g_check.load(std::memory_order_relaxed);
+  if (!check) return false;
+  thread_local std::chrono::steady_clock::time_point last{};
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last < kPollInterval) return false;
+  last = now;
+  return check();
+}
 
 }  // namespace
 
@@ -35,21 +51,29 @@ int num_threads() {
 
 void set_num_threads(int n) { g_threads.store(n > 0 ? n : default_threads()); }
 
+void set_interrupt_check(InterruptCheck check) { g_check.store(check); }
+
+void poll_interrupt() {
+  if (interrupt_requested()) throw Interrupted();
+}
+
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
   const int64_t chunks = (n + grain - 1) / grain;
   const int nt = static_cast<int>(std::min<int64_t>(num_threads(), chunks));
-  if (nt <= 1) {
-    fn(0, n);
-    return;
-  }
   // Dynamic chunk claiming keeps cores busy on uneven rows; each chunk is processed whole,
-  // so the arithmetic per row is the same whichever thread takes it.
+  // so the arithmetic per row is the same whichever thread takes it (or how many there are).
   std::atomic<int64_t> next{0};
+  std::atomic<bool> stop{false};
   std::vector<std::exception_ptr> errors(static_cast<size_t>(chunks));
-  auto worker = [&]() {
+  auto worker = [&](bool caller) {
     for (;;) {
+      if (caller && interrupt_requested()) {
+        stop.store(true);
+        return;
+      }
+      if (stop.load(std::memory_order_relaxed)) return;
       const int64_t c = next.fetch_add(1);
       if (c >= chunks) return;
       const int64_t b = c * grain, e = std::min(n, b + grain);
@@ -61,14 +85,17 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
     }
   };
   std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(nt - 1));
-  try {
-    for (int i = 1; i < nt; ++i) pool.emplace_back(worker);
-  } catch (const std::system_error&) {
-    // could not start more threads: the ones running and this one share the work
+  if (nt > 1) {
+    pool.reserve(static_cast<size_t>(nt - 1));
+    try {
+      for (int i = 1; i < nt; ++i) pool.emplace_back(worker, false);
+    } catch (const std::system_error&) {
+      // could not start more threads: the ones running and this one share the work
+    }
   }
-  worker();
+  worker(true);
   for (auto& t : pool) t.join();
+  if (stop.load()) throw Interrupted();
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
 }

@@ -1,6 +1,7 @@
 // Small SIMD helpers for the CPU launchers, written with GCC/Clang vector extensions (which
 // lower to SSE2 pairs on a portable build) plus AVX2 intrinsics where they pay off.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 
@@ -31,11 +32,57 @@ CM_HD bool any_lane(vl4 m) {
 #endif
 }
 
-// Lane-wise safe_inverse (see kernels.hpp): rescales only the lanes whose norm is tiny.
-inline vd4 safe_inverse_lanes(vd4 norm, vd4* out, int n) {
-  const vl4 tiny = norm < kTinyNorm;
-  if (any_lane(tiny)) {
-    const vd4 s = tiny ? vd4{} + kTinyScale : vd4{} + 1.0;
+// Eight lanes (AVX-512 where present; GCC splits them into narrower vectors elsewhere).
+typedef double vd8 __attribute__((vector_size(64)));
+typedef int64_t vl8 __attribute__((vector_size(64)));
+
+template <typename VL>
+inline bool any_lane_of(VL m) {
+  bool any = false;
+  for (int l = 0; l < static_cast<int>(sizeof(VL) / sizeof(int64_t)); ++l) any |= m[l] != 0;
+  return any;
+}
+template <>
+inline bool any_lane_of<vl4>(vl4 m) { return any_lane(m); }
+#if defined(__AVX512F__)
+template <>
+inline bool any_lane_of<vl8>(vl8 m) {
+  const __m512i v = reinterpret_cast<__m512i>(m);
+  return _mm512_test_epi64_mask(v, v) != 0;
+}
+#endif
+
+// LogProbAcc (kernels.hpp) for W lanes at once: the same formula lane by lane, so a row's
+// log-probability has the same bits whichever path carried it.
+template <typename VD, typename VL>
+struct LogProbLanesT {
+  static constexpr int W = sizeof(VD) / sizeof(double);
+  VD mant = VD{} + 1.0;
+  VL expo = VL{};
+  double extra[W] = {};
+
+  void add(VD norm) {
+    const VL tiny = norm < kTinyNorm;
+    if (any_lane_of(tiny))
+      for (int l = 0; l < W; ++l)
+        if (tiny[l]) extra[l] += std::log(norm[l]);
+    VL bits = reinterpret_cast<VL>(mant * (tiny ? VD{} + 1.0 : norm));
+    expo += ((bits >> 52) & 0x7FF) - 1023;
+    bits = (bits & 0x000FFFFFFFFFFFFFLL) | 0x3FF0000000000000LL;
+    mant = reinterpret_cast<VD>(bits);
+  }
+  LogProbAcc lane(int l) const { return LogProbAcc{mant[l], expo[l], extra[l]}; }
+};
+using LogProbLanes = LogProbLanesT<vd4, vl4>;
+using LogProbLanes8 = LogProbLanesT<vd8, vl8>;
+
+// Lane-wise safe_inverse (see kernels.hpp) for vd4 or vd8: rescales only the lanes whose norm
+// is tiny.
+template <typename VD>
+inline VD safe_inverse_lanes(VD norm, VD* out, int n) {
+  const auto tiny = norm < kTinyNorm;
+  if (any_lane_of(tiny)) {
+    const VD s = tiny ? VD{} + kTinyScale : VD{} + 1.0;
     for (int j = 0; j < n; ++j) out[j] *= s;
     norm *= s;
   }

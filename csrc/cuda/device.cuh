@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "compmech/dispatch.hpp"
 #include "compmech/kernels.hpp"
 #include "launch.hpp"
 
@@ -197,45 +198,15 @@ inline size_t smem_budget(const DeviceLimits& d, int regs, int threads) {
 
 inline int64_t blocks_for(int64_t n, int64_t per_block) { return (n + per_block - 1) / per_block; }
 
-// Per-thread belief storage, chosen by S at dispatch (dispatch_width):
-//   SC > 0:  S == SC at compile time (S = 2, 3, 4);
-//   CAP > 0: runtime S <= CAP, every loop unrolled to CAP over zero-padded arrays, which then
-//            stay in registers (S = 1 and 5..16);
-//   neither: runtime S <= kMaxStates, arrays in local memory (S = 17..64).
-// Padding is exact: belief_step_padded does the same operations in the same order.
+// Per-thread belief storage, chosen by S (compmech/dispatch.hpp): fixed S = 2..4, register
+// tiers CAP = 8 / 16 for S = 1 and 5..16, local-memory arrays of kMaxStates beyond.
 template <int SC, int CAP>
-struct Width {
-  static constexpr int N = SC > 0 ? SC : (CAP > 0 ? CAP : kMaxStates);
-  // loop bound for element-wise work on the padded arrays
-  __host__ __device__ static int span(int S) { return SC > 0 ? SC : (CAP > 0 ? CAP : S); }
-  template <typename C, typename E>
-  __host__ __device__ static C step(const E* eta, const double* Tx, const double* w, C* out, int S) {
-    if constexpr (CAP > 0) return belief_step_padded<CAP, C>(eta, Tx, w, out, S);
-    else return belief_step<SC, C>(eta, Tx, w, out, S);
-  }
-  template <typename Out>
-  __host__ __device__ static void store(double* nxt, double norm, int S, Out* dst) {
-    store_normalised<SC + CAP>(nxt, norm, S, dst);  // SC + CAP: the array length, or 0 (runtime S)
-  }
-  template <typename E>
-  __host__ __device__ static double prob(const E* eta, const double* Tw, int x, int S) {
-    if constexpr (CAP > 0) return token_prob_padded<CAP, double>(eta, Tw, x, S);
-    else return token_prob<double>(eta, Tw, x, SC > 0 ? SC : S);
-  }
-};
+using Width = StateWidth<SC, CAP, kMaxStates>;
 
 // Calls f(Width<SC, CAP>{}) for the storage that suits S.
 template <typename F>
 void dispatch_width(int S, F&& f) {
-  switch (S) {
-    case 2: return f(Width<2, 0>{});
-    case 3: return f(Width<3, 0>{});
-    case 4: return f(Width<4, 0>{});
-    default:
-      if (S <= 8) return f(Width<0, 8>{});
-      if (S <= 16) return f(Width<0, 16>{});
-      return f(Width<0, 0>{});
-  }
+  dispatch_states<true, kMaxStates>(S, f);
 }
 
 // Grid size for n blocks, refusing what a launch cannot express.

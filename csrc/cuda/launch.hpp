@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <string>
 
+#include "../include/compmech/process_view.hpp"  // relative: the CUDA binding sees only csrc/
+
 namespace compmech {
 namespace cuda {
 
@@ -20,12 +22,7 @@ struct Launch {
   uintptr_t stream;   // cudaStream_t (torch.cuda.current_stream().cuda_stream); 0 = legacy default
 };
 
-struct DevProcess {
-  const double* T;  // (V, S, S)
-  const double* w;  // (S,) for GHMMs; nullptr for HMMs
-  int V, S;
-  double zero_tol;
-};
+using DevProcess = ProcessView;  // device pointers; the same struct the CPU kernels read
 
 // Largest S the device kernels take (beliefs are held per thread).
 constexpr int kMaxStates = 64;

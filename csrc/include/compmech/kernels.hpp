@@ -1,7 +1,7 @@
 // Kernel bodies: one small inline function per operation, shared by the CPU launchers
 // (csrc/cpu) and the CUDA kernels (csrc/cuda), so CPU tests exercise the GPU's arithmetic.
 //
-// Conventions (see DESIGN.md): T is (V, S, S) row-major, T[x, i, j] = P(x, j | i).
+// Conventions (see docs/design.md): T is (V, S, S) row-major, T[x, i, j] = P(x, j | i).
 // Beliefs are kept normalised so that eta . w == 1 (w = ones for HMMs); then
 // P(x | eta) = eta T[x] w and the next belief is eta T[x] / P(x | eta).
 #pragma once

@@ -1,0 +1,244 @@
+"""Large outputs and long calls: no reference cycles holding trees, up-front size guards,
+bounded chunked enumeration, one log-probability accumulator on every path, Ctrl-C inside
+compiled calls."""
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import weakref
+
+import numpy as np
+import pytest
+
+import compmech as cm
+from compmech import _sizes
+
+msp_tree_mod = sys.modules["compmech.msp_tree"]
+
+MESS3 = cm.processes.mess3(0.05, 0.85)
+
+
+# ---- MSP tree memory: no reference cycle ------------------------------------------------------
+
+def test_msp_tree_is_freed_without_the_garbage_collector():
+    gc.disable()
+    try:
+        tree = cm.msp_tree(MESS3, 8, dtype=np.float32)
+        refs = [weakref.ref(lvl.beliefs) for lvl in tree.levels] + [weakref.ref(tree)]
+        del tree
+        assert all(r() is None for r in refs)
+    finally:
+        gc.enable()
+
+
+def test_level_outlives_its_tree():
+    tree = cm.msp_tree(MESS3, 6)
+    expected = tree.level(6).sequences.copy()
+    lvl = tree.level(6)
+    del tree
+    np.testing.assert_array_equal(lvl.sequences, expected)
+    assert expected.shape == (3**6, 6)
+
+
+# ---- up-front size guards ----------------------------------------------------------------------
+
+def test_msp_tree_depth_40_is_refused_up_front(monkeypatch):
+    expanded = []
+    monkeypatch.setattr(msp_tree_mod, "_expand", lambda *a, **k: expanded.append(1))
+    with pytest.raises(MemoryError, match=r"depth=40.*sequences.*msp_reduce.*--stream") as info:
+        cm.msp_tree(MESS3, 40)
+    assert isinstance(info.value, ValueError)  # also a ValueError: one clean line in the CLI
+    assert not expanded  # refused before the first level
+
+
+def test_size_bound_follows_the_support():
+    """Golden mean (no two 1s in a row): the bound is the number of allowed words, not 2**d."""
+    gm = cm.processes.golden_mean() if hasattr(cm.processes, "golden_mean") else None
+    if gm is None:
+        pytest.skip("no golden_mean process")
+    bounds = _sizes.msp_level_bounds(gm.T, gm.stationary, 20)
+    fib = [2, 3]
+    while len(fib) < 20:
+        fib.append(fib[-1] + fib[-2])
+    assert bounds[-1] <= fib[19] * gm.num_states and bounds[-1] < 2**20
+    # min_prob caps every level at 1 / min_prob
+    assert max(_sizes.msp_level_bounds(MESS3.T, MESS3.stationary, 30, 1e-3)) <= 1000
+
+
+def test_msp_tree_bound_is_an_upper_bound():
+    for proc in (MESS3, cm.processes.random_hmm(4, 3, seed=1, sparsity=0.5)):
+        tree = cm.msp_tree(proc, 7)
+        bounds = _sizes.msp_level_bounds(proc.T, proc.stationary, 7)
+        assert all(len(tree.level(d + 1)) <= b for d, b in enumerate(bounds))
+
+
+def test_cli_msp_depth_40_one_line_error():
+    r = subprocess.run([sys.executable, "-m", "compmech.cli", "msp", "mess3", "--depth", "40", "--out",
+                        os.devnull], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and "msp_reduce" in r.stderr and "--stream" in r.stderr
+
+
+def test_msp_graph_depth_limited_stops_at_memory(monkeypatch):
+    monkeypatch.setattr(_sizes, "available_bytes", lambda: 20_000_000)
+    with pytest.raises(MemoryError, match=r"max_depth=25.*mixed states.*max_states"):
+        cm.msp(MESS3, max_depth=25)
+    # a finite MSP under the same limit still completes
+    g = cm.msp(cm.processes.rrxor(), max_depth=100)
+    assert g.is_complete
+
+
+# ---- msp_level_chunks holds only about max_nodes ------------------------------------------------
+
+def test_level_chunks_do_not_build_the_tree(monkeypatch):
+    sizes = []
+    expand = msp_tree_mod._expand
+
+    def counting(proc, lvl, *args):
+        child = expand(proc, lvl, *args)
+        sizes.append(len(child))
+        return child
+
+    monkeypatch.setattr(msp_tree_mod, "_expand", counting)
+    it = cm.msp_level_chunks(MESS3, 14, max_nodes=2)
+    first = [next(it) for _ in range(5)]
+    assert all(len(c) <= 2 for c in first)
+    np.testing.assert_array_equal(first[0].sequences[0], np.zeros(14))
+    assert max(sizes) <= 3 and len(sizes) < 40  # a path down the tree, not the 7 M-node tree
+
+
+@pytest.mark.parametrize("max_nodes", [1, 2, 5, 27, 100, 10_000])
+@pytest.mark.parametrize("min_prob", [0.0, 2e-4])
+def test_level_chunks_concatenate_to_the_level(max_nodes, min_prob):
+    proc = cm.processes.random_hmm(3, 3, seed=4, sparsity=0.3)
+    lvl = cm.msp_tree(proc, 6, min_prob=min_prob).level(6)
+    chunks = list(cm.msp_level_chunks(proc, 6, max_nodes=max_nodes, min_prob=min_prob))
+    assert all(1 <= len(c) <= max_nodes for c in chunks)
+    np.testing.assert_array_equal(np.concatenate([c.sequences for c in chunks]), lvl.sequences)
+    np.testing.assert_array_equal(np.concatenate([c.beliefs for c in chunks]), lvl.beliefs)
+    np.testing.assert_array_equal(np.concatenate([c.probs for c in chunks]), lvl.probs)
+
+
+# ---- one log-probability accumulator: bit-identical across paths --------------------------------
+
+@pytest.mark.parametrize("proc", [MESS3, cm.processes.random_hmm(3, 6, seed=2),
+                                  cm.processes.random_ghmm_like(3, 3, seed=3),
+                                  cm.processes.random_hmm(7, 3, seed=5),
+                                  cm.processes.random_ghmm_like(6, 2, seed=6),
+                                  cm.processes.random_hmm(20, 5, seed=7),
+                                  cm.processes.random_ghmm_like(17, 3, seed=8),
+                                  cm.processes.random_hmm(33, 4, seed=9, sparsity=0.3)],
+                         ids=["mess3", "S3V6", "ghmm3", "S7", "ghmm6", "S20", "ghmm17", "S33"])
+def test_log_prob_bit_identical_across_paths_and_threads(proc):
+    """Rows in a batch of 37 go through the SIMD lanes (8 and 4 wide), blocks of rows, single
+    rows, or (many states) token groups of every size; alone, each row takes the single-row path
+    or a group of one. Every path must give the same bits, for log_prob and beliefs."""
+    tokens = cm.sample(proc, 37, 300, seed=11)
+    whole = cm.log_prob(proc, tokens)
+    alone = np.array([cm.log_prob(proc, tokens[i:i + 1])[0] for i in range(len(tokens))])
+    np.testing.assert_array_equal(whole, alone)
+    b, lp = cm.beliefs(proc, tokens, dtype=np.float64, return_log_prob=True)
+    np.testing.assert_array_equal(lp, whole)
+    for i in (0, 17, 36):
+        np.testing.assert_array_equal(cm.beliefs(proc, tokens[i], dtype=np.float64), b[i])
+    n = cm.get_num_threads()
+    try:
+        cm.set_num_threads(1)
+        np.testing.assert_array_equal(cm.log_prob(proc, tokens), whole)
+    finally:
+        cm.set_num_threads(n)
+
+
+def test_log_prob_tiny_probabilities_bit_identical():
+    """Norms below the accumulator's tiny threshold are logged directly on every path."""
+    T = np.zeros((2, 2, 2))
+    T[0] = [[1 - 1e-300, 0], [0, 0.5]]
+    T[1] = [[1e-300, 0], [0, 0.5]]
+    proc = cm.HMM(T, validate=False) if "validate" in cm.HMM.__init__.__code__.co_varnames else cm.HMM(T)
+    tokens = np.random.default_rng(0).integers(0, 2, size=(21, 50))
+    init = np.array([0.5, 0.5])
+    whole = cm.log_prob(proc, tokens, initial=init)
+    alone = np.array([cm.log_prob(proc, tokens[i:i + 1], initial=init)[0] for i in range(21)])
+    np.testing.assert_array_equal(whole, alone)
+    assert np.all(np.isfinite(whole))
+
+
+@pytest.mark.parametrize("S,V", [(16, 2), (24, 6), (40, 3)])
+def test_grouped_path_matches_reference(S, V):
+    """Many states: rows grouped by token into dense products, against the float64 reference."""
+    from reference import ref_beliefs
+
+    proc = cm.processes.random_hmm(S, V, seed=S + V, sparsity=0.2)
+    tokens = cm.sample(proc, 300, 12, seed=1)
+    b, lp = cm.beliefs(proc, tokens, dtype=np.float64, return_log_prob=True)
+    rb, rlp = ref_beliefs(proc.T, proc.w, proc.stationary, tokens, proc.zero_tol)
+    np.testing.assert_allclose(b, rb, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(lp, rlp, rtol=1e-12)
+    g = cm.processes.random_ghmm_like(S, V, seed=S)
+    tg = cm.sample(g, 50, 10, seed=2)
+    bg, lpg = cm.beliefs(g, tg, dtype=np.float64, return_log_prob=True)
+    rbg, rlpg = ref_beliefs(g.T, g.w, g.stationary, tg, g.zero_tol)
+    np.testing.assert_allclose(bg, rbg, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(lpg, rlpg, rtol=1e-9)
+
+
+def test_grouped_path_impossible_tokens():
+    # token 1 leads to states 0..9, which never emit it: "1, 1" is impossible
+    S = 20
+    T = np.zeros((2, S, S))
+    T[0, :10, :] = 1 / S
+    T[0, 10:, :] = 0.5 / S
+    T[1, 10:, :10] = 0.5 / 10
+    proc = cm.HMM(T)
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 2, size=(40, 15))
+    from reference import ref_beliefs
+
+    b, lp = cm.beliefs(proc, tokens, dtype=np.float64, return_log_prob=True, on_zero="nan")
+    rb, rlp = ref_beliefs(proc.T, proc.w, proc.stationary, tokens, proc.zero_tol)
+    np.testing.assert_array_equal(np.isnan(b), np.isnan(rb))
+    np.testing.assert_array_equal(np.isinf(lp), np.isinf(rlp))
+    assert np.isinf(lp).any()
+
+
+# ---- Ctrl-C inside long compiled calls ----------------------------------------------------------
+
+_LONG_CALLS = {
+    "beliefs": "p = cm.processes.random_hmm(48, 8, seed=0); t = cm.sample(p, 8192, 8192, seed=0)\n"
+               "start(); cm.log_prob(p, t)",
+    "msp_tree": "p = cm.processes.random_hmm(64, 16, seed=0)\nstart(); cm.msp_tree(p, 5, dtype='float32')",
+    "msp_graph": "p = cm.processes.random_hmm(24, 6, seed=0)\nstart(); cm.msp(p, max_states=3_000_000)",
+    "sample": "p = cm.processes.random_ghmm_like(32, 4, seed=0)\nstart(); cm.sample(p, 4000, 50_000, seed=0)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_LONG_CALLS))
+def test_ctrl_c_interrupts_compiled_call(name):
+    script = textwrap.dedent("""
+        import sys, time
+        import compmech as cm
+        def start():
+            global t0
+            print("start", flush=True); t0 = time.perf_counter()
+        try:
+    """) + textwrap.indent(_LONG_CALLS[name], "    ") + textwrap.dedent("""
+            print("finished", flush=True)
+        except KeyboardInterrupt:
+            print(f"interrupted {time.perf_counter() - t0:.3f}", flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "start"
+        time.sleep(0.3)
+        sent = time.perf_counter()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        latency = time.perf_counter() - sent
+    finally:
+        proc.kill()
+    assert out.startswith("interrupted"), (out, err)
+    assert latency < 10, latency  # a hang guard: the uninterrupted calls take far longer
