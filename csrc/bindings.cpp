@@ -22,6 +22,7 @@ namespace py = pybind11;
 using namespace compmech;
 
 void register_graph(py::module_& m);  // bindings_graph.cpp
+void register_scale(py::module_& m);  // bindings_scale.cpp
 
 namespace {
 
@@ -336,4 +337,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("get_num_threads", &num_threads);
   m.def("build_info", &build_info);
   register_graph(m);
+  register_scale(m);
 }
