@@ -70,15 +70,15 @@ def test_expand_grid_points_and_hashes(tmp_path):
     assert all(p.error and "lr" in p.error for p in sweep.expand(bad))
 
 
+@pytest.mark.slow
 def test_sweep_runs_retries_records_failures_and_skips(tmp_path):
     from dask.distributed import Client, LocalCluster
 
     f, spec = _spec(tmp_path)
     spec["grid"] = {"seed": [0, 1]}  # 2 quick runs + 2 broken + 1 long (killed once) = small and fast
-    spec["points"] = [{}, {"process": "no_such_process", "seed": 0}, {"tokens": 40000, "seed": 7, "ctx": 6}]
-    spec["grid"] = {"seed": [0, 1]}
+    spec["points"] = [{}, {"process": "no_such_process"}, {"tokens": 20000}]
     pts = sweep.expand(spec)
-    long_pt = next(p for p in pts if p.config["tokens"] == 40000 and p.config["seed"] == 0)
+    long_pt = next(p for p in pts if p.config["tokens"] == 20000 and p.config["seed"] == 0)
     out = tmp_path / "out"
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
             Client(cl) as client:
@@ -122,7 +122,7 @@ def test_sweep_runs_retries_records_failures_and_skips(tmp_path):
         for fname in ("config.json", "metrics.jsonl", "checkpoint.pt", "final.json", "probe.json", "result.json"):
             assert (rd / fname).exists(), fname
         assert r["probe_mse"] > 0 and r["worst_loss_ratio"] > 0.9
-        assert r["config.seed"] in (0, 1, 7)
+        assert r["config.seed"] in (0, 1)
     import pyarrow.parquet as pq
 
     table = pq.read_table(out / "results.parquet")
@@ -130,10 +130,8 @@ def test_sweep_runs_retries_records_failures_and_skips(tmp_path):
     assert (out / "results.csv").read_text().count("\n") == 7
     assert (out / "summary.png").exists()
     # Second invocation: nothing to run (no cluster is even started), same table.
-    t0 = time.perf_counter()
-    rows2 = sweep.run_sweep(spec, progress=False)
-    assert time.perf_counter() - t0 < 20
-    assert [r["status"] for r in rows2] == [r["status"] for r in rows]
+    rows2 = sweep.run_sweep(spec, client="tcp://127.0.0.1:1", progress=False)  # would fail if it connected
+    assert rows2 == rows
     st = sweep.status(spec)
     assert len(st["done"]) == 4 and len(st["failed"]) == 2 and not st["running"] and not st["pending"]
 

@@ -11,6 +11,7 @@ def add_parser(sub) -> None:
     p.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster sized to this machine)")
     p.add_argument("--threads-per-run", type=int, help="torch threads per run (default: cores / concurrent runs)")
     p.add_argument("--status", action="store_true", help="show done / running / failed / pending and exit")
+    p.add_argument("--retry-failed", action="store_true", help="run failed points again (default: keep them failed)")
     p.add_argument("--quiet", action="store_true", help="no per-run progress lines")
     p.set_defaults(func=run)
 
@@ -28,7 +29,7 @@ def run(args) -> int:
         return 0
     try:
         rows = sweep.run_sweep(spec, client=args.scheduler, threads_per_run=args.threads_per_run,
-                               progress=not args.quiet)
+                               progress=not args.quiet, retry_failed=args.retry_failed)
     except KeyboardInterrupt:
         return 130
     n_fail = sum(r["status"] != "done" for r in rows)

@@ -198,8 +198,7 @@ def run_point(config: dict, run_dir: str, h: str, threads: int, probe: bool = Tr
     Never raises for a failing run: the traceback goes to ``failed.json``."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    status = run_status(run_dir, h)
-    if status == "done":
+    if run_status(run_dir, h) == "done":
         return json.loads((run_dir / RESULT).read_text())
     t0 = time.time()
     resume = (run_dir / "checkpoint.pt").exists()
@@ -264,9 +263,10 @@ def status(spec: dict) -> dict:
 
 
 def run_sweep(spec: dict, *, client=None, threads_per_run: int | None = None, progress: bool = True,
-              retries: int = 2) -> list[dict]:
+              retries: int = 2, retry_failed: bool = False) -> list[dict]:
     """Run every point not yet finished, as Dask tasks; returns one row per point (also
-    written to ``results.csv`` / ``results.parquet``)."""
+    written to ``results.csv`` / ``results.parquet``). Failed points are kept as failed on a
+    rerun unless ``retry_failed``; ``retries``: how often Dask reruns a task whose worker died."""
     from dask.distributed import Client, as_completed
 
     opts = spec["sweep"]
@@ -286,11 +286,13 @@ def run_sweep(spec: dict, *, client=None, threads_per_run: int | None = None, pr
             _atomic_json(rd / FAILED, results[p.name])
         elif run_status(rd, p.hash) == "done":
             results[p.name] = json.loads((rd / RESULT).read_text())
+        elif run_status(rd, p.hash) == "failed" and not retry_failed:
+            results[p.name] = json.loads((rd / FAILED).read_text())
         else:
             todo.append(p)
     skipped = len(points) - len(todo)
     if progress:
-        print(f"sweep {out}: {len(points)} points, {skipped} finished or invalid, {len(todo)} to run")
+        print(f"sweep {out}: {len(points)} points, {skipped} finished or failed before, {len(todo)} to run")
     if todo:
         own = client is None
         threads = threads_per_run
@@ -326,6 +328,12 @@ def run_sweep(spec: dict, *, client=None, threads_per_run: int | None = None, pr
                 client.close()
                 if cluster is not None:
                     cluster.close()
+    for p in points:  # the run directories are the record (a task rerun elsewhere rewrote them)
+        rd = out / "runs" / p.name
+        for fname in (RESULT, FAILED):
+            if (rd / fname).exists() and run_status(rd, p.hash) in ("done", "failed"):
+                results[p.name] = json.loads((rd / fname).read_text())
+                break
     rows = _table(points, results)
     write_results(out, rows, spec)
     return rows
