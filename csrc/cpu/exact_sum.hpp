@@ -59,3 +59,42 @@ struct ExactSum {
 };
 
 }  // namespace compmech
+
+namespace compmech {
+
+// Cheaper exact accumulator for the hot loop: a 128-bit integer in units of 2^-100, range
+// |sum| < 2^26 (bits below 2^-100 are truncated, toward zero, per term). Converted to an
+// ExactSum (unit 2^-128) at the end, so it merges with everything else.
+struct ExactSum128 {
+  __int128 v = 0;
+
+  inline bool add(double x) {
+    const uint64_t b = static_cast<uint64_t>(bits_of(x));
+    const int ex = static_cast<int>((b >> 52) & 0x7ff);
+    if (ex >= 1023 + 26) return false;  // also inf / nan
+    uint64_t m = b & ((uint64_t(1) << 52) - 1);
+    if (ex) m |= uint64_t(1) << 52;
+    const int s = (ex ? ex : 1) - 1075 + 100;  // x = m * 2^(s - 100)
+    __int128 mag;
+    if (s >= 0) {
+      mag = static_cast<__int128>(m) << s;  // s <= 74 + 1: fits
+    } else {
+      mag = s <= -53 ? 0 : static_cast<__int128>(m >> -s);
+    }
+    v += (b >> 63) ? -mag : mag;
+    return true;
+  }
+
+  inline ExactSum exact() const {
+    // v * 2^28 as a 192-bit two's complement number.
+    const unsigned __int128 u = static_cast<unsigned __int128>(v);
+    const uint64_t lo = static_cast<uint64_t>(u), hi = static_cast<uint64_t>(u >> 64);
+    ExactSum r;
+    r.limb[0] = lo << 28;
+    r.limb[1] = (hi << 28) | (lo >> 36);
+    r.limb[2] = (v < 0 ? ~uint64_t(0) << 28 : 0) | (hi >> 36);
+    return r;
+  }
+};
+
+}  // namespace compmech

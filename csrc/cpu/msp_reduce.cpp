@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "compmech/kernels.hpp"
+#include "fast_log2.hpp"
 
 namespace compmech {
 namespace {
@@ -19,12 +20,22 @@ struct EntropyWalker {
   double min_prob;
   int D;  // deepest relative level
   EntropyTotals& out;
+  std::vector<ExactSum128> prob, ent;  // per level; folded into out by finish()
+  bool ok = true;
   int S;
   std::vector<double> scratch;  // per level: V*S unnormalised children, V conditionals, S child
 
   EntropyWalker(const ProcessView& pv, double mp, int depth, EntropyTotals& o)
-      : p(pv), min_prob(mp), D(depth), out(o), S(SC > 0 ? SC : pv.S),
+      : p(pv), min_prob(mp), D(depth), out(o), prob(depth + 1), ent(depth + 1), S(SC > 0 ? SC : pv.S),
         scratch(static_cast<size_t>(depth + 1) * stride()) {}
+
+  void finish() {
+    for (size_t l = 0; l < prob.size(); ++l) {
+      out.prob[l].merge(prob[l].exact());
+      out.ent[l].merge(ent[l].exact());
+    }
+    out.ok &= ok;
+  }
 
   size_t stride() const { return static_cast<size_t>(p.V) * (S + 1) + S; }
 
@@ -50,13 +61,13 @@ struct EntropyWalker {
       }
       cond[x] = c;
       sp += pc;
-      sh -= pc * std::log2(pc);
+      sh -= pc * fast_log2(pc);
       ++kept;
     }
     if (!kept) return;
     out.count[l + 1] += kept;
-    out.ok &= out.prob[l + 1].add(sp);
-    out.ok &= out.ent[l + 1].add(sh);
+    ok &= prob[l + 1].add(sp);
+    ok &= ent[l + 1].add(sh);
     if (l + 1 >= D) return;
     for (int x = 0; x < V; ++x) {
       if (cond[x] < 0.0) continue;
@@ -93,11 +104,12 @@ void msp_entropy_sums(const ProcessView& p, const double* roots, const double* r
       if (!(pr > 0.0)) continue;
       if (include_roots) {
         out.count[0] += 1;
-        out.ok &= out.prob[0].add(pr);
-        out.ok &= out.ent[0].add(-pr * std::log2(pr));
+        walker.ok &= walker.prob[0].add(pr);
+        walker.ok &= walker.ent[0].add(-pr * fast_log2(pr));
       }
       if (D > 0) walker.visit(roots + r * p.S, pr, 0);
     }
+    walker.finish();
   });
 }
 
