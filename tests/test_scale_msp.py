@@ -15,6 +15,15 @@ from compmech import scale
 from compmech.scale import _exact
 
 
+@pytest.fixture(scope="module")
+def client():
+    """One in-process Dask client for the module (what client=None starts per call)."""
+    from dask.distributed import Client
+
+    with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as c:
+        yield c
+
+
 def ref_entropy(proc, depth, min_prob=0.0):
     """H(L) = -sum p log2 p, total probability and node count per level, from cm.msp_tree."""
     tree = cm.msp_tree(proc, depth, min_prob=min_prob)
@@ -36,10 +45,10 @@ PROCS = {
 
 
 @pytest.mark.parametrize("name,depth", [("mess3", 9), ("rrxor", 12), ("random5x3", 7), ("ghmm", 11)])
-def test_entropy_matches_in_memory_tree(name, depth):
+def test_entropy_matches_in_memory_tree(name, depth, client):
     proc = PROCS[name]()
     H, P, n, _ = ref_entropy(proc, depth)
-    res = scale.msp_reduce(proc, depth)
+    res = scale.msp_reduce(proc, depth, client=client)
     e = res.entropy
     np.testing.assert_array_equal(e.nodes, n)
     np.testing.assert_allclose(e.H, H, rtol=1e-12, atol=1e-13)
@@ -50,19 +59,20 @@ def test_entropy_matches_in_memory_tree(name, depth):
     np.testing.assert_allclose(e.h, ref_h, rtol=1e-9)
 
 
-def test_min_prob_counts_exactly():
+def test_min_prob_counts_exactly(client):
     proc = cm.processes.mess3()
     H, P, n, _ = ref_entropy(proc, 10, min_prob=1e-5)
-    e = scale.msp_reduce(proc, 10, min_prob=1e-5).entropy
+    e = scale.msp_reduce(proc, 10, min_prob=1e-5, client=client).entropy
     np.testing.assert_array_equal(e.nodes, n)
     np.testing.assert_allclose(e.H, H, rtol=1e-12)
     assert e.total_prob[-1] < 1.0
 
 
-def test_bit_identical_across_shards_and_chunks():
+def test_bit_identical_across_shards_and_chunks(client):
     proc = cm.processes.random_hmm(3, 3, seed=1)
     reds = [scale.BeliefHistogram(bins=16, depths=[6, 8]), scale.DistinctBeliefs(tol=1e-6)]
-    runs = [scale.msp_reduce(proc, 8, reds, shards=s, max_nodes=m) for s, m in ((1, 1 << 20), (5, 50), (64, 7))]
+    runs = [scale.msp_reduce(proc, 8, reds, shards=s, max_nodes=m, client=client)
+            for s, m in ((1, 1 << 20), (5, 50), (64, 29))]
     a = runs[0]
     for b in runs[1:]:
         np.testing.assert_array_equal(a.entropy.H_exact, b.entropy.H_exact)
@@ -73,12 +83,13 @@ def test_bit_identical_across_shards_and_chunks():
             np.testing.assert_array_equal(a["histogram"].mass[d], b["histogram"].mass[d])
 
 
-def test_histogram_and_distinct_match_reference():
+def test_histogram_and_distinct_match_reference(client):
     proc = cm.processes.mess3()
     depth, bins, tol = 9, 32, 1e-7
     tree = cm.msp_tree(proc, depth)
     res = scale.msp_reduce(proc, depth, [scale.BeliefHistogram(bins=bins, depths=[5, 9]),
-                                          scale.DistinctBeliefs(tol=tol)], shards=7, max_nodes=300)
+                                          scale.DistinctBeliefs(tol=tol)], shards=7, max_nodes=300,
+                           client=client)
     for d in (5, 9):
         b = tree.level(d).beliefs
         p = tree.level(d).probs
@@ -97,7 +108,7 @@ def test_histogram_and_distinct_match_reference():
     assert 0 < dim <= 2 and se >= 0 and table.shape[1] == 2
 
 
-def test_user_reduction_sees_sequences_in_order():
+def test_user_reduction_sees_sequences_in_order(client):
     proc = cm.processes.rrxor()
     tree = cm.msp_tree(proc, 8)
     red = scale.UserReduction(
@@ -105,7 +116,7 @@ def test_user_reduction_sees_sequences_in_order():
                                   "first": s[:1].copy()},
         lambda x, y: {"n0": x["n0"] + y["n0"], "mean": x["mean"] + y["mean"], "first": x["first"]},
         depths=[4, 8])
-    res = scale.msp_reduce(proc, 8, [red], shards=6, max_nodes=16)
+    res = scale.msp_reduce(proc, 8, [red], shards=6, max_nodes=16, client=client)
     for d in (4, 8):
         lvl = tree.level(d)
         assert int(res["stats"][d]["n0"]) == int((lvl.sequences[:, -1] == 0).sum())
@@ -113,11 +124,12 @@ def test_user_reduction_sees_sequences_in_order():
         np.testing.assert_array_equal(res["stats"][d]["first"], lvl.sequences[:1])
 
 
-def test_zarr_levels_read_back_equal_msp_tree(tmp_path):
+def test_zarr_levels_read_back_equal_msp_tree(tmp_path, client):
     proc = cm.processes.rrxor()
     depth = 9
     store = str(tmp_path / "t.zarr")
-    res = scale.msp_reduce(proc, depth, [], shards=7, store=store, zarr=True, zarr_chunk=37, max_nodes=40)
+    res = scale.msp_reduce(proc, depth, [], shards=7, store=store, zarr=True, zarr_chunk=37, max_nodes=40,
+                           client=client)
     ref = cm.msp_tree(proc, depth)
     got = scale.load_tree(store)
     assert got.depth == depth
@@ -131,32 +143,32 @@ def test_zarr_levels_read_back_equal_msp_tree(tmp_path):
     assert res.entropy.nodes[-1] == len(ref.level(depth))
 
 
-def test_resume_skips_finished_shards(tmp_path):
+def test_resume_skips_finished_shards(tmp_path, client):
     import zarr
 
     proc = cm.processes.mess3()
     store = str(tmp_path / "r.zarr")
     reds = [scale.DistinctBeliefs(tol=1e-8, depths=[7])]
-    full = scale.msp_reduce(proc, 7, reds, shards=6, store=store)
+    full = scale.msp_reduce(proc, 7, reds, shards=6, store=store, client=client)
     g = zarr.open_group(store, mode="r+")
     # Simulate an interruption after two shards of each phase.
     g.attrs["done_entropy"] = [0, 3]
     g.attrs["done_chunks"] = [1, 5]
-    again = scale.msp_reduce(proc, 7, reds, shards=6, store=store)
+    again = scale.msp_reduce(proc, 7, reds, shards=6, store=store, client=client)
     assert again.info["shards_run"] == {"entropy": 4, "chunks": 4}
     np.testing.assert_array_equal(full.entropy.H_exact, again.entropy.H_exact)
     assert full["distinct"] == again["distinct"]
-    done = scale.msp_reduce(proc, 7, reds, shards=6, store=store)
+    done = scale.msp_reduce(proc, 7, reds, shards=6, store=store, client=client)
     assert done.info["shards_run"] == {"entropy": 0, "chunks": 0}
     with pytest.raises(ValueError, match="different MSP run"):
-        scale.msp_reduce(proc, 8, reds, shards=6, store=store)
+        scale.msp_reduce(proc, 8, reds, shards=6, store=store, client=client)
 
 
 def test_local_cluster_two_workers_same_bits():
     from dask.distributed import Client, LocalCluster
 
     proc = cm.processes.mess3()
-    local = scale.msp_reduce(proc, 10, ["histogram"], shards=9)
+    local = scale.msp_reduce(proc, 10, ["histogram"], shards=9)  # client=None: its own in-process scheduler
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
             Client(cl) as client:
         dist = scale.msp_reduce(proc, 10, ["histogram"], client=client, shards=20)
@@ -182,7 +194,7 @@ def test_exact_sums_are_order_independent():
         _core.exact_bin_sums(v[:2], np.array([0, 5]), 1)
 
 
-def test_bad_arguments_fail_with_one_clear_line():
+def test_bad_arguments_fail_with_one_clear_line(client):
     proc = cm.processes.mess3()
     with pytest.raises(ValueError, match="depth"):
         scale.msp_reduce(proc, -1)
