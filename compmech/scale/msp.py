@@ -442,6 +442,7 @@ def _run_phase(client, phase, store, fn, items, on_result, progress, ran: dict, 
         for fut in as_completed(futures):
             i = futures[fut]
             on_result(i, fut.result())
+            fut.release()  # frees the worker's copy; a lost worker will not recompute it
             unsaved.append(i)
             n_done += 1
             if len(unsaved) >= 16:

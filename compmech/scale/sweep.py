@@ -193,6 +193,23 @@ def _figures(run_dir: Path, final: dict, report):
     plt.close(fig)
 
 
+def _pick_gpu(device: str):
+    """On a LocalCluster with one worker per GPU (workers named 0..n-1), make worker i use GPU i
+    as "cuda"; on other clusters each worker is expected to see its own GPU (CUDA_VISIBLE_DEVICES)."""
+    if not str(device).startswith("cuda") or ":" in str(device):
+        return
+    try:
+        from dask.distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):
+        return
+    import torch
+
+    if isinstance(name, int) and torch.cuda.device_count() > 1:
+        torch.cuda.set_device(name % torch.cuda.device_count())
+
+
 def run_point(config: dict, run_dir: str, h: str, threads: int, probe: bool = True, figures: bool = True) -> dict:
     """Train (resuming from a checkpoint if one exists), probe and record one sweep point.
     Never raises for a failing run: the traceback goes to ``failed.json``."""
@@ -205,9 +222,12 @@ def run_point(config: dict, run_dir: str, h: str, threads: int, probe: bool = Tr
     with open(run_dir / ATTEMPTS, "a") as fh:  # one line per start: retries are visible
         fh.write(json.dumps({"start": t0, "pid": os.getpid(), "resume": resume}) + "\n")
     try:
-        from ..train import TrainConfig, train
+        from ..train import TrainConfig, load_checkpoint, train
 
+        if resume:  # the checkpoint's config (threads included) must match to resume
+            threads = load_checkpoint(run_dir / "checkpoint.pt")["train_config"].get("threads", threads)
         cfg = TrainConfig.from_dict({**config, "threads": threads})
+        _pick_gpu(cfg.device)
         res = train(cfg, run_dir, resume=resume, progress=False)
         (run_dir / "final.json").write_text(json.dumps(res.final, indent=2, default=float) + "\n")
         report = None
@@ -313,6 +333,7 @@ def run_sweep(spec: dict, *, client=None, threads_per_run: int | None = None, pr
                 p = futs[fut]
                 try:
                     results[p.name] = fut.result()
+                    fut.release()  # else Dask recomputes it if the worker holding it dies later
                 except Exception as exc:  # the worker died more often than allowed
                     results[p.name] = {"status": "failed", "config_hash": p.hash, "error": f"{type(exc).__name__}: {exc}",
                                        "traceback": traceback.format_exc()}
@@ -389,11 +410,16 @@ def summary_figure(out: Path, rows: list[dict], spec: dict):
     fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(4 * max(1, len(metrics)), 3.4), squeeze=False)
     for ax, m in zip(axes[0], metrics):
         for proc in sorted({str(r.get("config.process")) for r in done}):
-            pts = sorted((r.get(xkey), r[m]) for r in done if str(r.get("config.process")) == proc
-                         and m in r and isinstance(r.get(xkey), (int, float)))
-            if pts:
-                x, y = zip(*pts)
-                ax.plot(x, y, "o-", label=proc)
+            by_x: dict = {}  # other swept parameters (seeds, ...) are averaged; bars show min..max
+            for r in done:
+                if str(r.get("config.process")) == proc and m in r and isinstance(r.get(xkey), (int, float)):
+                    by_x.setdefault(r[xkey], []).append(r[m])
+            if by_x:
+                x = sorted(by_x)
+                y = np.array([np.mean(by_x[v]) for v in x])
+                lo = y - np.array([min(by_x[v]) for v in x])
+                hi = np.array([max(by_x[v]) for v in x]) - y
+                ax.errorbar(x, y, yerr=[lo, hi], fmt="o-", capsize=3, label=proc)
         ax.set_xlabel(xkey.removeprefix("config."))
         ax.set_title(m)
         if m in ("probe_mse", "tokens_per_s"):
