@@ -59,7 +59,7 @@ def task_overhead(client, shards: int = 128, repeats: int = 3) -> float:
     return statistics.median(times) / shards
 
 
-def cluster_speedup(depth: int, shards: int = 64, repeats: int = 2) -> dict:
+def cluster_speedup(depth: int, shards: int = 32, repeats: int = 3) -> dict:
     from dask.distributed import Client, LocalCluster
 
     out = {}
@@ -98,8 +98,8 @@ def headline(depth: int) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--depth", type=int, default=17, help="depth of the headline run (20: the target)")
-    ap.add_argument("--scaling-depth", type=int, default=15, help="depth of the 1- vs 2-worker run")
+    ap.add_argument("--depth", type=int, default=18, help="depth of the headline run (20: the target)")
+    ap.add_argument("--scaling-depth", type=int, default=17, help="depth of the 1- vs 2-worker run")
     args = ap.parse_args(argv)
     info = cm.build_info()
     load = os.getloadavg()[0]
@@ -110,7 +110,7 @@ def main(argv=None):
           f"{c['cpu_ns_per_node']:.1f} ns CPU, {c['wall_ns_per_node']:.1f} ns wall")
     s = cluster_speedup(args.scaling_depth)
     print(f"2. Dask per-task overhead (LocalCluster, 1 worker, 128 empty shards): {s['overhead_s_per_task'] * 1e3:.1f} ms")
-    print(f"3. LocalCluster depth {args.scaling_depth} ({s['nodes']:,} nodes, 64 shards): 1 worker {s[1]:.2f} s, "
+    print(f"3. LocalCluster depth {args.scaling_depth} ({s['nodes']:,} nodes, 32 shards): 1 worker {s[1]:.2f} s, "
           f"2 workers {s[2]:.2f} s, speed-up {s['speedup']:.2f}x")
     h = headline(args.depth)
     print(f"4. depth {args.depth} ({h['nodes']:,} nodes), client=None: wall {h['wall']:.1f} s, CPU {h['cpu']:.1f} s, "
