@@ -147,3 +147,24 @@ def test_cli_status_and_bad_file(tmp_path):
     r = subprocess.run([sys.executable, "-m", "compmech.cli", "sweep", str(bad)], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "grid.seed must be a non-empty list" in r.stderr
+
+
+def test_interrupted_run_resumes_from_checkpoint(tmp_path):
+    """A run stopped mid-way (its checkpoint on disk) is continued, not restarted, and ends with
+    the same losses as an uninterrupted run."""
+    from compmech.train import TrainConfig, train
+
+    cfg = TrainConfig.from_dict({"tokens": 2560, "batch_size": 32, "ctx": 4, "snapshots": 0, "log_every": 5,
+                                 "save_every": 5, "model": {"n_layers": 1, "d_model": 16, "n_heads": 1,
+                                                            "d_head": 8, "d_mlp": 32}})
+    conf = {**cfg.to_dict(), "threads": None}
+    h = sweep.config_hash(conf)
+    rd = tmp_path / "run"
+    train(TrainConfig.from_dict({**conf, "threads": 1}), rd, stop_at_step=10, progress=False)
+    res = sweep.run_point(conf, str(rd), h, threads=1, probe=False, figures=False)
+    assert res["status"] == "done" and res["resumed"] is True
+    ref = sweep.run_point(conf, str(tmp_path / "ref"), h, threads=1, probe=False, figures=False)
+    assert ref["resumed"] is False
+    assert res["metrics"]["mean_loss"] == ref["metrics"]["mean_loss"]
+    assert sweep.run_status(rd, h) == "done"
+    assert sweep.run_point(conf, str(rd), h, threads=1, probe=False)["wall_seconds"] == res["wall_seconds"]
