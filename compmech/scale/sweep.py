@@ -342,7 +342,7 @@ def run_sweep(spec: dict, *, client=None, threads_per_run: int | None = None, pr
                     print(f"  [{i}/{len(todo)}] {p.name}: {results[p.name]['status']}"
                           + (f" ({results[p.name]['error']})" if results[p.name]["status"] == "failed" else ""))
         except KeyboardInterrupt:
-            print(f"interrupted: finished runs are saved; rerun `compmech sweep` to resume")
+            print("interrupted: finished runs are saved; rerun `compmech sweep` to resume")
             raise
         finally:
             if own:
