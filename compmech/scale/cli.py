@@ -41,12 +41,16 @@ def run_stream(args) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), dpi=150)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5), dpi=150)
     L = np.arange(len(e.H))
     axes[0].plot(L, e.H, "o-")
     axes[0].set(xlabel="L", ylabel="H(L) [bits]", title="block entropy")
     axes[1].plot(L[1:], e.h, "o-")
     axes[1].set(xlabel="L", ylabel="h(L) [bits]", title="myopic entropy")
+    gap = e.h[:-1] - e.h[-1]  # convergence toward the entropy rate (exact sums: no noise floor)
+    pos = gap > 0
+    axes[2].semilogy(L[1:-1][pos], gap[pos], "o-")
+    axes[2].set(xlabel="L", ylabel=f"h(L) - h({len(e.h)}) [bits]", title="convergence")
     fig.suptitle(f"{proc.name or 'process'}: exact, depth {args.depth}")
     fig.tight_layout()
     fig.savefig(args.out, bbox_inches="tight")
