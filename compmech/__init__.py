@@ -18,9 +18,10 @@ from . import processes
 from .msp_graph import MSPGraph, msp
 from .epsilon_machine import EpsilonMachine, epsilon_machine
 from . import measures
+from . import scale  # Dask/Zarr load only when its functions run
 
 __version__ = "0.1.0"
 
 __all__ = ["HMM", "GHMM", "Process", "processes", "beliefs", "log_prob", "sample", "msp_tree",
            "msp_level_chunks", "MSPTree", "MSPLevel", "set_num_threads", "get_num_threads",
-           "build_info", "__version__", "msp", "MSPGraph", "epsilon_machine", "EpsilonMachine", "measures"]
+           "build_info", "__version__", "msp", "MSPGraph", "epsilon_machine", "EpsilonMachine", "measures", "scale"]

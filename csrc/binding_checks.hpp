@@ -19,7 +19,7 @@ namespace py = pybind11;
 // Data pointer of a C-contiguous float64 array of the given shape (an extent of -1 matches
 // any size) whose entries are all finite.
 inline const double* f64_data(const py::array& a, const char* name, std::vector<py::ssize_t> shape) {
-  if (!a.dtype().is(py::dtype::of<double>())) type_error(std::string(name) + " must be a float64 array");
+  if (!a.dtype().equal(py::dtype::of<double>())) type_error(std::string(name) + " must be a float64 array");
   if (a.ndim() != static_cast<py::ssize_t>(shape.size()))
     value_error(std::string(name) + " must have " + std::to_string(shape.size()) + " dimensions, got " +
                 std::to_string(a.ndim()));

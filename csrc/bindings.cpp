@@ -23,6 +23,7 @@ using namespace compmech;
 
 void register_graph(py::module_& m);  // bindings_graph.cpp
 void register_sample(py::module_& m);  // bindings_sample.cpp
+void register_scale(py::module_& m);  // bindings_scale.cpp
 
 namespace {
 
@@ -43,7 +44,7 @@ FloatKind float_kind(const std::string& dtype) {
 
 // A caller-provided output array: float32/float64, C-contiguous, writeable, shape (B, L, S).
 void check_out(const py::array& out, int64_t B, int64_t L, int S) {
-  if (!out.dtype().is(py::dtype::of<float>()) && !out.dtype().is(py::dtype::of<double>()))
+  if (!out.dtype().equal(py::dtype::of<float>()) && !out.dtype().equal(py::dtype::of<double>()))
     type_error("out must be a float32 or float64 array");
   if (out.ndim() != 3 || out.shape(0) != B || out.shape(1) != L || out.shape(2) != S)
     value_error("out must have shape (" + std::to_string(B) + ", " + std::to_string(L) + ", " + std::to_string(S) + ")");
@@ -81,7 +82,7 @@ py::tuple beliefs_typed(const ProcessView& p, const double* init, const py::arra
   if (!out_arg.is_none()) {
     py::array a = out_arg.cast<py::array>();
     check_out(a, B, L, p.S);
-    zero = a.dtype().is(py::dtype::of<float>()) ? run(static_cast<float*>(a.mutable_data()))
+    zero = a.dtype().equal(py::dtype::of<float>()) ? run(static_cast<float*>(a.mutable_data()))
                                                  : run(static_cast<double*>(a.mutable_data()));
     out = a;
   } else if (dtype.is_none()) {
@@ -105,10 +106,10 @@ py::tuple beliefs(const py::array& T, const py::object& w, const py::array& init
   if (tokens.ndim() != 2) value_error("tokens must have shape (B, L), got ndim " + std::to_string(tokens.ndim()));
   if (!(tokens.flags() & py::array::c_style)) value_error("tokens must be C-contiguous");
   const auto dt = tokens.dtype();
-  if (dt.is(py::dtype::of<uint8_t>())) return beliefs_typed<uint8_t>(p, init, tokens, dtype, want_logp, out);
-  if (dt.is(py::dtype::of<uint16_t>())) return beliefs_typed<uint16_t>(p, init, tokens, dtype, want_logp, out);
-  if (dt.is(py::dtype::of<int32_t>())) return beliefs_typed<int32_t>(p, init, tokens, dtype, want_logp, out);
-  if (dt.is(py::dtype::of<int64_t>())) return beliefs_typed<int64_t>(p, init, tokens, dtype, want_logp, out);
+  if (dt.equal(py::dtype::of<uint8_t>())) return beliefs_typed<uint8_t>(p, init, tokens, dtype, want_logp, out);
+  if (dt.equal(py::dtype::of<uint16_t>())) return beliefs_typed<uint16_t>(p, init, tokens, dtype, want_logp, out);
+  if (dt.equal(py::dtype::of<int32_t>())) return beliefs_typed<int32_t>(p, init, tokens, dtype, want_logp, out);
+  if (dt.equal(py::dtype::of<int64_t>())) return beliefs_typed<int64_t>(p, init, tokens, dtype, want_logp, out);
   type_error("tokens must be uint8, uint16, int32 or int64 at the extension boundary");
 }
 
@@ -275,18 +276,18 @@ py::object msp_level(const py::array& T, const py::object& w, const py::array& p
   const double* pp = f64_data(parent_probs, "parent probabilities", {parents.shape(0)});
   for (py::ssize_t k = 0; k < parents.shape(0); ++k)
     if (!(pp[k] >= 0.0)) value_error("parent probabilities must be >= 0 (entry " + std::to_string(k) + ")");
-  const bool finite = parents.dtype().is(py::dtype::of<float>())
+  const bool finite = parents.dtype().equal(py::dtype::of<float>())
                           ? all_finite(static_cast<const float*>(parents.data()), parents.size())
-                          : parents.dtype().is(py::dtype::of<double>())
+                          : parents.dtype().equal(py::dtype::of<double>())
                                 ? all_finite(static_cast<const double*>(parents.data()), parents.size())
                                 : true;
   if (!finite) value_error("parent beliefs contain a non-finite value");
   if (!(min_prob >= 0.0) || !std::isfinite(min_prob)) value_error("min_prob must be a finite number >= 0");
   const bool small_v = p.V <= 256;
-  if (parents.dtype().is(py::dtype::of<float>()))
+  if (parents.dtype().equal(py::dtype::of<float>()))
     return small_v ? msp_level_typed<float, uint8_t>(p, parents, pp, min_prob, expect_full)
                    : msp_level_typed<float, uint16_t>(p, parents, pp, min_prob, expect_full);
-  if (parents.dtype().is(py::dtype::of<double>()))
+  if (parents.dtype().equal(py::dtype::of<double>()))
     return small_v ? msp_level_typed<double, uint8_t>(p, parents, pp, min_prob, expect_full)
                    : msp_level_typed<double, uint16_t>(p, parents, pp, min_prob, expect_full);
   type_error("parent beliefs must be float32 or float64");
@@ -356,4 +357,5 @@ PYBIND11_MODULE(_core, m) {
       if (!PyErr_Occurred()) PyErr_SetNone(PyExc_KeyboardInterrupt);
     }
   });
+  register_scale(m);
 }

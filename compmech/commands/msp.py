@@ -19,6 +19,10 @@ def add_parser(sub) -> None:
     p.add_argument("--min-prob", type=float, default=0.0, help="drop sequences less likely than this")
     p.add_argument("--draw", choices=["beliefs", "graph"], default="beliefs",
                    help="beliefs: every tree node in the simplex (default); graph: the deduplicated MSP graph")
+    p.add_argument("--stream", action="store_true",
+                   help="stream the tree on Dask (exact H(L), h(L) per level, any depth; see compmech.scale)")
+    p.add_argument("--scheduler", help="with --stream: Dask scheduler address (default: in-process, all cores)")
+    p.add_argument("--zarr", help="with --stream: also write every level to this Zarr store")
     p.set_defaults(func=run)
 
 
@@ -60,6 +64,10 @@ def _figure_points(tree, max_points: int | None = None):
 
 
 def run(args) -> int:
+    if args.stream or args.scheduler or args.zarr:
+        from ..scale.cli import run_stream
+
+        return run_stream(args)
     from ..msp_tree import msp_tree
 
     proc = process_from_args(args)

@@ -1,0 +1,197 @@
+"""On-disk side of :func:`compmech.scale.msp_reduce`: a Zarr group whose attributes are the
+run's manifest (process, depth, shard plan, finished shards), whose ``progress/`` arrays hold the
+finished shards' partial results (for resuming), and whose ``levels/<d>/`` arrays hold the MSP
+levels as ``cm.msp_tree`` has them (``beliefs``, ``probs``, ``parent``, ``token``)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from .._arrays import smallest_uint
+from ..msp_tree import MSPLevel, MSPTree
+
+FORMAT = "compmech.msp_store/1"
+
+
+def _run_key(proc, depth, min_prob, plan, reductions, initial) -> str:
+    h = hashlib.sha256()
+    for a in (proc.T, proc.w if proc.is_generalized else np.ones(0), plan.top.level(0).beliefs):
+        h.update(np.ascontiguousarray(a, np.float64).tobytes())
+    h.update(json.dumps([depth, float(min_prob), plan.k, plan.bounds,
+                         sorted(r.name for r in reductions)]).encode())
+    return h.hexdigest()[:16]
+
+
+class _Store:
+    """Run state in a Zarr group: attrs are the manifest (run key, plan, finished shards);
+    arrays under ``progress/`` hold each finished shard's partial results."""
+
+    def __init__(self, path: str, key: str, manifest: dict):
+        import zarr
+
+        self.path = path
+        if os.path.exists(path):
+            self.g = zarr.open_group(path, mode="r+")
+            old = self.g.attrs.get("run_key")
+            if old is not None and old != key:
+                raise ValueError(f"{path} holds a different MSP run (other process, depth, options or "
+                                 f"reductions); use another path or delete it")
+        else:
+            self.g = zarr.open_group(path, mode="w")
+        if self.g.attrs.get("run_key") is None:
+            self.g.attrs.update({"format": FORMAT, "run_key": key, **manifest, "done_entropy": [],
+                                 "done_chunks": [], "complete": False})
+
+    def done(self, phase: str) -> set:
+        return set(self.g.attrs.get(f"done_{phase}", []))
+
+    def mark(self, phase: str, shards):
+        done = sorted(self.done(phase) | set(shards))
+        self.g.attrs[f"done_{phase}"] = done
+
+    def entropy_rows(self, n_shards: int, n_levels: int):
+        """One row per shard (its own chunk) for the phase-1 sums: three small arrays in all."""
+        g = self.g.require_group("progress")
+        if "entropy_counts" not in g:
+            g.create_array("entropy_counts", shape=(n_shards, n_levels), chunks=(1, n_levels), dtype=np.uint64)
+            g.create_array("entropy_prob", shape=(n_shards, n_levels, 3), chunks=(1, n_levels, 3), dtype=np.uint64)
+            g.create_array("entropy_ent", shape=(n_shards, n_levels, 3), chunks=(1, n_levels, 3), dtype=np.uint64)
+        return g["entropy_counts"], g["entropy_prob"], g["entropy_ent"]
+
+    def put(self, path: str, obj):
+        """Store a partial (array, scalar or nested dict of them) under progress/path."""
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                self.put(f"{path}/{k}", v)
+            self.g.require_group(path)
+            self.g[path].attrs["keys"] = [str(k) for k in obj]
+            self.g[path].attrs["int_keys"] = [isinstance(k, (int, np.integer)) for k in obj]
+            return
+        a = np.asarray(obj)
+        if a.dtype == object:
+            raise TypeError("a partial must be numpy arrays, scalars or dicts of them to be checkpointed")
+        self.g.create_array(path, shape=a.shape, dtype=a.dtype, overwrite=True)
+        self.g[path][...] = a
+
+    def get(self, path: str):
+        node = self.g[path]
+        if "keys" in node.attrs:
+            keys = node.attrs["keys"]
+            ints = node.attrs["int_keys"]
+            return {(int(k) if i else k): self.get(f"{path}/{k}") for k, i in zip(keys, ints)}
+        a = node[...]
+        return a
+
+
+def _level_chunk(M: int, chunk: int) -> int:
+    return max(1, min(int(chunk), int(M)))
+
+
+def _zarr_levels(store: _Store, proc, plan, level_sizes: list, chunk: int, dtype):
+    """Create the per-level arrays and write the levels held in memory (0..k)."""
+    g = store.g
+    S = proc.num_states
+    tok = smallest_uint(proc.vocab_size)
+    for d, M in enumerate(level_sizes):
+        lg = g.require_group(f"levels/{d}")
+        if "probs" in lg:
+            continue
+        # The chunk length is the writers' (_LevelWriter, via _level_chunk): tasks write whole
+        # chunks only.
+        c = _level_chunk(M, chunk)
+        lg.create_array("beliefs", shape=(M, S), chunks=(c, S), dtype=dtype)
+        lg.create_array("probs", shape=(M,), chunks=(c,), dtype=np.float64)
+        lg.create_array("parent", shape=(M,), chunks=(c,), dtype=np.int64)
+        lg.create_array("token", shape=(M,), chunks=(c,), dtype=tok)
+        if d <= plan.k:
+            lvl = plan.top.level(d)
+            lg["beliefs"][...] = lvl.beliefs
+            lg["probs"][...] = lvl.probs
+            lg["parent"][...] = lvl.parent
+            lg["token"][...] = lvl.token
+
+
+def load_tree(path: str, depth: int | None = None) -> MSPTree:
+    """Read levels 0..depth of an MSP Zarr store (written by ``msp_reduce(..., zarr=...)``)
+    into an in-memory :class:`compmech.MSPTree` (the same arrays ``cm.msp_tree`` gives)."""
+    import zarr
+
+    from ..process import GHMM, HMM
+
+    g = zarr.open_group(path, mode="r")
+    a = dict(g.attrs)
+    if a.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a compmech MSP store")
+    if not a.get("levels_complete"):
+        raise ValueError(f"{path}: the levels were not completely written (interrupted run); rerun to finish")
+    T = np.asarray(a["process"]["T"], np.float64)
+    name = a["process"].get("name")
+    proc = GHMM(T, name=name) if a["process"].get("w") is not None else HMM(T, name=name)
+    N = a["depth"] if depth is None else int(depth)
+    levels = []
+    for d in range(N + 1):
+        lg = g[f"levels/{d}"]
+        levels.append(MSPLevel(d, lg["beliefs"][...], lg["probs"][...], lg["parent"][...].astype(np.int32),
+                               lg["token"][...], proc))
+    return MSPTree(proc, levels, a["min_prob"])
+
+
+def open_levels(path: str):
+    """Level ``d`` of an MSP Zarr store as lazy dask arrays: ``{d: {"beliefs", "probs",
+    "parent", "token"}}`` (``parent`` indexes level d-1)."""
+    import dask.array as da
+    import zarr
+
+    g = zarr.open_group(path, mode="r")
+    return {int(d): {k: da.from_zarr(g[f"levels/{d}/{k}"]) for k in ("beliefs", "probs", "parent", "token")}
+            for d in sorted(g["levels"].group_keys(), key=int)}
+
+
+class _LevelWriter:
+    """Writes one shard's rows of one level to Zarr. Chunks that hold only this shard's rows
+    are written here; rows in the (at most two) chunks shared with neighbouring shards are
+    returned so that one writer (the client) stores them: no two tasks write one chunk."""
+
+    def __init__(self, open_arrays, start: int, end: int, chunk: int):
+        self.open_arrays, self.arrays, self.start, self.end, self.C = open_arrays, None, start, end, chunk
+        self.head_end = start if start % chunk == 0 else min(end, (start // chunk + 1) * chunk)
+        self.tail_start = end if end % chunk == 0 else max(self.head_end, (end // chunk) * chunk)
+        self.pos = self.head_end
+        self.buf: list[dict] = []
+        self.boundary: list[tuple[int, dict]] = []
+
+    def add(self, row0: int, cols: dict):
+        n = len(next(iter(cols.values())))
+        for lo, hi, direct in ((self.start, self.head_end, False), (self.head_end, self.tail_start, True),
+                               (self.tail_start, self.end, False)):
+            a, b = max(lo, row0), min(hi, row0 + n)
+            if a >= b:
+                continue
+            piece = {k: v[a - row0:b - row0] for k, v in cols.items()}
+            if direct:
+                self.buf.append(piece)
+                self._flush(final=False)
+            else:
+                self.boundary.append((a, piece))
+
+    def _flush(self, final: bool):
+        n = sum(len(p["probs"]) for p in self.buf)
+        stop = self.pos + n if final else (self.pos + n) // self.C * self.C
+        if stop <= self.pos:
+            return
+        cols = {k: np.concatenate([p[k] for p in self.buf]) for k in self.buf[0]}
+        m = stop - self.pos
+        if self.arrays is None:  # opened only by shards that own whole chunks of this level
+            self.arrays = self.open_arrays()
+        for k, arr in self.arrays.items():
+            arr[self.pos:stop] = cols[k][:m]
+        self.buf = [{k: v[m:] for k, v in cols.items()}] if m < n else []
+        self.pos = stop
+
+    def close(self):
+        if self.buf:
+            self._flush(final=True)
+        return self.boundary
