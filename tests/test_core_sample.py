@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 from scipy import stats
 
 import compmech as cm
-from conftest import random_processes
+from strategies import random_processes
 
 # Rows are independent draws, so a fixed position across rows is an exact multinomial sample.
 P_MIN = 1e-4  # fixed seeds make these deterministic; a broken sampler gives p ~ 0
