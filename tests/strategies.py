@@ -40,12 +40,21 @@ def _quasi(draw, max_states, max_vocab):
     return cm.GHMM(quantum_instrument_ghmm_T(d, V, seed, kraus=draw(st.integers(1, 2))), name="instrument")
 
 
+def near_deterministic_hmm(S, V, seed, eps=1e-4):
+    """Almost every (token, next state) choice nearly certain: Dirichlet(0.02) rows (mostly one
+    entry near 1) blended with ``eps`` of a dense random HMM, which keeps the chain irreducible
+    with a spectral gap of order ``eps``."""
+    sharp = cm.processes.random_hmm(S, V, seed, concentration=0.02).T
+    dense = cm.processes.random_hmm(S, V, seed + 1).T
+    return cm.HMM((1 - eps) * sharp + eps * dense, name="near_deterministic")
+
+
 @st.composite
 def random_processes(draw, max_states=12, max_vocab=8, ghmm=None, ergodic=True):
     """Random processes of several kinds:
 
-    - HMMs, dense, sparse (up to 90 % zeros) or near-deterministic (Dirichlet concentration
-      0.02: most rows put almost all mass on one transition);
+    - HMMs, dense, sparse (up to 90 % zeros) or near-deterministic (see
+      :func:`near_deterministic_hmm`);
     - GHMMs: similarity transforms of HMMs (same process, negative entries) and genuinely
       quasi-probabilistic ones (tom_quantum, post_quantum, fanizza with random parameters,
       random quantum instruments);
@@ -67,7 +76,7 @@ def random_processes(draw, max_states=12, max_vocab=8, ghmm=None, ergodic=True):
     if kind == "sparse":
         return cm.processes.random_hmm(S, V, seed, sparsity=draw(st.sampled_from([0.3, 0.6, 0.9])))
     if kind == "near_deterministic":
-        return cm.processes.random_hmm(S, V, seed, concentration=0.02)
+        return near_deterministic_hmm(S, V, seed, eps=draw(st.sampled_from([1e-6, 1e-4, 1e-2])))
     S1 = draw(st.integers(1, max_states - 1))
     a = cm.processes.random_hmm(S1, V, seed)
     b = cm.processes.random_hmm(draw(st.integers(1, max_states - S1)), V, seed + 1, sparsity=0.5)

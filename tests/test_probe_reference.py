@@ -144,3 +144,13 @@ def test_transformer_lens_branch_reads_the_named_hooks():
     # only the needed hooks are cached
     f = _as_filter(fake.filters_seen[0])
     assert f("blocks.0.hook_resid_mid") and not f("blocks.0.hook_resid_post")
+
+
+def test_report_without_shuffles_has_a_summary_and_table():
+    # found by the hand-computation test: summary() and table() raised KeyError for shuffles=0
+    ps = PrefixSet.build(cm.processes.mess3(), 4)
+    acts = {"blocks.0.hook_resid_post": np.random.default_rng(1).standard_normal((len(ps), 4))}
+    rep = probe_activations(acts, ps, shuffles=0, cv_folds=2)
+    s = rep.summary()
+    assert s["shuffle_ratio"] is None and np.isfinite(s["mse"])
+    assert "n/a" in rep.table()
