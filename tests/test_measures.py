@@ -159,18 +159,16 @@ def test_mess3_library_values_are_pinned(mess3_reference):
                                mess3_reference[0], atol=1e-11)
 
 
-@pytest.mark.parametrize("max_states", [13, 40])
-def test_monte_carlo_continuation_of_the_excess_entropy_sum(max_states):
-    """With a graph truncated after a few levels most of E comes from the Monte Carlo
-    continuation of the sum: the estimate must agree with the exact value within a few of its
-    standard errors, and those must be small compared with the value."""
-    E = M.excess_entropy(P.mess3(), max_states=max_states, max_tokens=1 << 21, seed=5)
+def test_monte_carlo_continuation_of_the_excess_entropy_sum():
+    """With the graph truncated after the first level nearly all of E comes from the Monte
+    Carlo continuation of the sum: the estimate must agree with the exact value within a few of
+    its standard errors, and those must be small compared with the value."""
+    E = M.excess_entropy(P.mess3(), max_states=4, max_tokens=1 << 22, seed=5)
     assert not E.exact and "Monte Carlo" in E.method, E.method
     assert 0 < E.error < 0.02 * MESS3_E
     assert abs(float(E) - MESS3_E) < 4 * E.error
-    # the exactly summed terms alone fall well short: the continuation carries real weight
-    hL = ref_myopic_entropy(P.mess3().T, 4)
-    assert float((hL[:2] - MESS3_H).sum()) < MESS3_E - 10 * E.error
+    # what the exact first term alone gives falls far short: the continuation carries the value
+    assert (math.log2(3) - MESS3_H) < MESS3_E - 10 * E.error
 
 
 def test_mess3_entropy_rate_estimates_agree():
