@@ -5,11 +5,12 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
 
 import compmech as cm
 from compmech import processes as P
-
-from reference import ref_sequence_prob, ref_stationary
+from reference import ref_sequence_prob, ref_stationary, ref_w
+from strategies import random_processes
 
 ALL_DEFAULT = [n for n in P.names() if n not in ("mixture", "product", "with_bos")]
 
@@ -194,3 +195,13 @@ def test_with_bos(base):
     for w in itertools.product(range(V), repeat=3):
         pw = ref_sequence_prob(proc.T, (V,) + w, init=np.eye(S + 1)[S])  # start in the BOS state
         assert pw == pytest.approx(ref_sequence_prob(base.T, w), abs=1e-12)
+
+
+@given(proc=random_processes())
+def test_stationary_and_w_match_the_reference(proc):
+    """The library's derived vectors against the reference's own linear algebra (SVD null
+    spaces of sum_x T[x] - I), for every kind of random process."""
+    w = ref_w(proc.T)
+    np.testing.assert_allclose(proc.w / proc.w.mean(), w / w.mean(), atol=1e-8)
+    pi = ref_stationary(proc.T)
+    np.testing.assert_allclose(proc.stationary / (proc.stationary @ w), pi, atol=1e-8 * max(1, np.abs(pi).max()))

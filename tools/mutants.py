@@ -204,7 +204,7 @@ def run_mutant(m: Mutant, modules, timeout: float, verbose: bool) -> tuple[str, 
             status = "killed"
         else:
             status = f"error (pytest exit {rc})"
-        tail = "\n".join(l for l in out.splitlines() if l.startswith(("FAILED", "ERROR", "E "))][:6])
+        tail = "\n".join([l for l in out.splitlines() if l.startswith(("FAILED", "ERROR", "E "))][:6])
         return status, time.perf_counter() - t0, tail if verbose or rc > 1 else tail.split("\n")[0]
 
 
@@ -214,6 +214,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", help="run only these mutants")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per mutant's test run")
+    ap.add_argument("--no-control", action="store_true",
+                    help="skip the control run (the unmutated copy must pass the selected tests)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     todo = [m for m in MUTANTS if (args.cpp or not m.cpp) and (not args.only or m.name in args.only)]
@@ -222,6 +224,14 @@ def main(argv=None) -> int:
             print(f"{m.name:40s} {m.path:40s} {' '.join(m.tests)}")
         return 0
     modules = _compiled_modules()
+    if not args.no_control:
+        tests = tuple(dict.fromkeys(t for m in todo for t in m.tests))
+        control = Mutant("control (no mutation)", "README.md", "", "", tests)
+        status, secs, detail = run_mutant(control, modules, args.timeout, True)
+        print(f"{'passed' if status == 'SURVIVED' else status:24s} {control.name:40s} {secs:6.1f} s  {detail}", flush=True)
+        if status != "SURVIVED":
+            print("the unmutated copy fails its tests: fix that first")
+            return 2
     results = []
     for m in todo:
         status, secs, detail = run_mutant(m, modules, args.timeout, args.verbose)
