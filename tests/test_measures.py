@@ -10,7 +10,8 @@ import compmech as cm
 from compmech import measures as M
 from compmech import processes as P
 from compmech.process import GHMM, HMM
-from reference import geometric_limit, ref_drazin_measures, ref_msp_graph, ref_myopic_entropy
+from reference import (geometric_limit, quantum_instrument_ghmm_T, ref_drazin_measures, ref_msp_graph,
+                       ref_myopic_entropy)
 
 
 def H(*p):
@@ -127,9 +128,10 @@ MESS3_E = 0.570870
 
 @pytest.fixture(scope="module")
 def mess3_reference():
-    """h_mu(L), L = 1..12, by brute-force enumeration in the reference (3^11 words), with the
-    reference's own geometric extrapolation of h_mu and of the tail of E."""
-    hL = ref_myopic_entropy(P.mess3().T, 12)
+    """h_mu(L), L = 1..13, by brute-force enumeration in the reference (3^12 words), with the
+    reference's own geometric extrapolation of h_mu and of the tail of E (converged to ~1e-9:
+    one level deeper changes E by 8e-10)."""
+    hL = ref_myopic_entropy(P.mess3().T, 13)
     h, tail_h = geometric_limit(hL)
     return hL, h, float((hL - h).sum()) + tail_h
 
@@ -153,10 +155,11 @@ def test_mess3_library_values_are_pinned(mess3_reference):
     assert not h.exact and not E.exact
     assert float(h) == pytest.approx(MESS3_H, abs=1e-5) and h.error < 1e-5
     assert float(E) == pytest.approx(MESS3_E, abs=1e-5) and E.error < 1e-5
-    assert float(h) == pytest.approx(h_ref, abs=2e-6) and float(E) == pytest.approx(E_ref, abs=2e-6)
+    # the error bars are honest: the estimates lie within 3 sigma of the converged reference
+    assert abs(float(h) - h_ref) < 3 * h.error and abs(float(E) - E_ref) < 3 * E.error
     # the exact h_mu(L) the estimate is built from are the reference's, term by term
     np.testing.assert_allclose(np.asarray(M.myopic_entropy(P.mess3(), 12, max_states=300_000, tol=1e-13)),
-                               mess3_reference[0], atol=1e-11)
+                               mess3_reference[0][:12], atol=1e-11)
 
 
 def test_monte_carlo_continuation_of_the_excess_entropy_sum():
@@ -199,6 +202,25 @@ def test_mess3_entropy_rate_estimates_agree():
     assert not E.exact and E.error < 1e-3
     assert M.statistical_complexity(proc).exact is False
     assert math.isnan(float(M.statistical_complexity(proc)))
+
+
+def test_quasi_probabilistic_ghmm_estimates_against_the_reference():
+    """A random real quantum instrument (negative entries, w != 1, infinite MSP): the entropy
+    rate and the Monte Carlo h_mu(L) beyond the explored depth agree with brute-force
+    enumeration in the reference within a few standard errors."""
+    proc = GHMM(quantum_instrument_ghmm_T(2, 2, seed=1))
+    assert proc.T.min() < 0 and not np.allclose(proc.w, proc.w[0])
+    hL = ref_myopic_entropy(proc.T, 16)
+    h_ref, _ = geometric_limit(hL)
+    m = M.entropy_rate(proc, max_tokens=1 << 18)
+    assert not m.exact and 0 < m.error < 1e-3
+    assert abs(float(m) - h_ref) < 4 * m.error + 1e-5  # + the reference's extrapolation error
+    g = M.myopic_entropy(proc, 14, max_states=50)
+    err = np.asarray(g.error)
+    mc = err > 0
+    assert mc.sum() >= 3 and np.all(err[mc] < 2e-3)
+    np.testing.assert_allclose(np.asarray(g)[~mc], hL[:14][~mc], atol=1e-10)
+    assert np.all(np.abs(np.asarray(g)[mc] - hL[:14][mc]) < 5 * err[mc])
 
 
 # ---- independent routes ---------------------------------------------------------------------

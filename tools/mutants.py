@@ -6,6 +6,8 @@
     python tools/mutants.py --only ema_inverted next_token_order
     python tools/mutants.py --list
 
+C++ mutants need CMake, a C++17 compiler and ``pip install pybind11`` in the environment.
+
 Each mutant replaces one line of the package (an exact text match) in a *copy* of the
 repository under a temporary directory, runs the test files relevant to it there (``pytest -x``),
 and counts as killed when they fail. The working tree is never modified. Python mutants run
@@ -81,6 +83,9 @@ MUTANTS = [
     Mutant("partial_sum_last_term_dropped", "compmech/measures.py",
            'geo = Measure("excess_entropy", float(d[:n].sum()) + tail,',
            'geo = Measure("excess_entropy", float(d[:n - 1].sum()) + tail,', ("tests/test_measures.py",)),
+    Mutant("mc_path_last_exact_term_dropped", "compmech/measures.py",
+           'mcm = Measure("excess_entropy", float(d.sum()) + mc,',
+           'mcm = Measure("excess_entropy", float(d[:-1].sum()) + mc,', ("tests/test_measures.py",)),
     # ---- issue #14: probe -------------------------------------------------------------------
     Mutant("transformer_lens_wrong_embedding", "compmech/probe.py",
            'out["embed"] = out["blocks.0.hook_resid_pre"]',
@@ -98,8 +103,13 @@ MUTANTS = [
     Mutant("state_distribution_off_by_one", "compmech/msp_graph.py", "for t in range(1, L + 1):\n            mu = Wt @ mu",
            "for t in range(0, L + 1):\n            mu = Wt @ mu", ("tests/test_msp_graph.py",)),
     # ---- further Python mutants -------------------------------------------------------------
-    Mutant("soft_targets_stale_belief", "compmech/data.py", "Tw = self._process.T @ self._process.w",
-           "Tw = self._process.T @ self._process.w[::-1]", ("tests/test_data.py",) + T_TRAIN),
+    Mutant("soft_targets_shifted", "compmech/data.py",
+           "b = _beliefs(p, seq[:, :n_in], dtype=np.float64) if n_in > 0",
+           "b = _beliefs(p, seq[:, 1:n_in + 1], dtype=np.float64) if n_in > 0", ("tests/test_data.py",) + T_TRAIN,
+           "training soft targets one position ahead"),
+    Mutant("soft_targets_bos_not_stationary", "compmech/data.py",
+           "b = np.concatenate([np.broadcast_to(p.stationary, (len(seq), 1, p.num_states)), b], 1)",
+           "b = np.concatenate([b[:, :1], b], 1)", ("tests/test_data.py",) + T_TRAIN),
     Mutant("probe_prob_weights_uniform", "compmech/data.py", "            w = self.probs\n",
            "            w = self.multiplicity\n", ("tests/test_probe.py", "tests/test_probe_reference.py")),
     Mutant("warmup_off_by_one", "compmech/train.py", "return cfg.lr * (step + 1) / warm", "return cfg.lr * step / warm",
@@ -156,7 +166,10 @@ _RUNNER = ("import sys\n"
 
 
 def _build_core(copy: Path, log):
-    import pybind11
+    try:
+        import pybind11
+    except ImportError:
+        raise SystemExit("--cpp rebuilds the extension with CMake: `pip install pybind11` first") from None
 
     build = copy / "_mutant_build"
     cfg = ["cmake", "-S", str(copy), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DCOMPMECH_CUDA=OFF",
