@@ -155,8 +155,10 @@ def test_mess3_library_values_are_pinned(mess3_reference):
     assert not h.exact and not E.exact
     assert float(h) == pytest.approx(MESS3_H, abs=1e-5) and h.error < 1e-5
     assert float(E) == pytest.approx(MESS3_E, abs=1e-5) and E.error < 1e-5
-    # the error bars are honest: the estimates lie within 3 sigma of the converged reference
-    assert abs(float(h) - h_ref) < 3 * h.error and abs(float(E) - E_ref) < 3 * E.error
+    # the error bars are honest: the estimates lie within 2 sigma of the converged reference
+    # (both are deterministic here -- exact h_mu(L) plus extrapolation -- and sit at ~0.2 sigma;
+    # dropping the last exact term of the sum, 5.6e-7 bits, moves E to 2.8 sigma)
+    assert abs(float(h) - h_ref) < 2 * h.error and abs(float(E) - E_ref) < 2 * E.error
     # the exact h_mu(L) the estimate is built from are the reference's, term by term
     np.testing.assert_allclose(np.asarray(M.myopic_entropy(P.mess3(), 12, max_states=300_000, tol=1e-13)),
                                mess3_reference[0][:12], atol=1e-11)
