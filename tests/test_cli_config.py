@@ -1,6 +1,8 @@
 """The CLI trains exactly the configuration that was asked for: the demo's documented defaults,
 a TOML/JSON file (including its [model] table), --set overrides and --resume. The training
 call is intercepted, so these tests are instant and check the parsed configuration itself."""
+import importlib
+import importlib.util
 import json
 import sys
 
@@ -9,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import compmech.train  # noqa: E402
-from compmech.cli import main  # noqa: E402
+from compmech.cli import build_parser, main  # noqa: E402
 from compmech.model import ModelConfig  # noqa: E402
 
 
@@ -28,6 +30,10 @@ def captured(monkeypatch):
         seen.update(cfg=cfg, run_dir=run_dir, kw=kw)
         raise _Stop
 
+    build_parser()  # imports every command module
+    for extra in ("compmech.experiment",):  # modules a command may import lazily
+        if importlib.util.find_spec(extra) is not None:
+            importlib.import_module(extra)
     for name, mod in list(sys.modules.items()):
         if name.startswith("compmech") and getattr(mod, "train", None) is real:
             monkeypatch.setattr(mod, "train", fake)

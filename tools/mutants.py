@@ -12,7 +12,8 @@ Each mutant replaces one line of the package (an exact text match) in a *copy* o
 repository under a temporary directory, runs the test files relevant to it there (``pytest -x``),
 and counts as killed when they fail. The working tree is never modified. Python mutants run
 against the installed compiled modules (copied next to the mutated sources); C++ mutants
-rebuild ``compmech._core`` in the copy with CMake first. A mutant whose line no longer exists
+rebuild ``compmech._core`` and the GPU emulation ``compmech._cuda_emu`` in the copy with CMake
+first. A mutant whose line no longer exists
 (the code moved on) is reported as ``stale`` so the list can be updated. Not part of CI.
 """
 from __future__ import annotations
@@ -129,7 +130,11 @@ MUTANTS = [
     Mutant("cpp_tiny_norm_not_rescaled", "csrc/include/compmech/kernels.hpp", "  if (norm < kTinyNorm) {\n    ",
            "  if (norm < 0) {\n    ", ("tests/test_core_beliefs.py", "tests/test_core_errors.py")),
     Mutant("cpp_logprob_tiny_halved", "csrc/include/compmech/kernels.hpp", "extra += log(norm);",
-           "extra += 0.5 * log(norm);", ("tests/test_core_beliefs.py", "tests/test_core_errors.py")),
+           "extra += 0.5 * log(norm);", ("tests/test_core_errors.py", "tests/test_cuda.py"),
+           "the GPU log-probability accumulator (run through the emulation) for subnormal probabilities"),
+    Mutant("cpp_gpu_belief_norm_ignores_w", "csrc/include/compmech/kernels.hpp",
+           "if (j < S) norm += out[j] * w[j];", "if (j < S) norm += out[j];", ("tests/test_cuda.py",),
+           "the padded (GPU) belief step ignores w for GHMMs"),
 ]
 
 
@@ -175,12 +180,15 @@ def _build_core(copy: Path, log):
     cfg = ["cmake", "-S", str(copy), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DCOMPMECH_CUDA=OFF",
            f"-Dpybind11_DIR={pybind11.get_cmake_dir()}", f"-DPython_EXECUTABLE={sys.executable}"]
     subprocess.run(cfg, check=True, stdout=log, stderr=subprocess.STDOUT)
-    subprocess.run(["cmake", "--build", str(build), "--target", "_core", "-j", str(os.cpu_count() or 1)],
-                   check=True, stdout=log, stderr=subprocess.STDOUT)
-    so = next(build.glob("_core*.so"))
-    for old in (copy / "compmech").glob("_core*.so"):
-        old.unlink()
-    shutil.copy2(so, copy / "compmech" / so.name)
+    # the CPU core and the GPU emulation (csrc/include is shared by both; tests/test_cuda.py
+    # runs the CUDA kernels' code through the emulation)
+    for target in ("_core", "_cuda_emu"):
+        subprocess.run(["cmake", "--build", str(build), "--target", target, "-j", str(os.cpu_count() or 1)],
+                       check=True, stdout=log, stderr=subprocess.STDOUT)
+        so = next(build.glob(f"{target}.*so"))
+        for old in (copy / "compmech").glob(f"{target}.*so"):
+            old.unlink()
+        shutil.copy2(so, copy / "compmech" / so.name)
 
 
 def run_mutant(m: Mutant, modules, timeout: float, verbose: bool) -> tuple[str, float, str]:
