@@ -213,6 +213,8 @@ def run_mutant(m: Mutant, modules, timeout: float, verbose: bool) -> tuple[str, 
             cmd = [sys.executable, "-c", _RUNNER, str(copy), "-x", "-q", "-p", "no:cacheprovider",
                    "-o", "addopts=", *m.tests]
             env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+            if m.cpp or not any(so.name.startswith("_cuda.") for so in modules):
+                env["COMPMECH_CUDA"] = "OFF"  # the tested build has no CUDA kernels (tests skip their check)
             try:
                 rc = subprocess.run(cmd, cwd=copy, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
                                     env=env).returncode
