@@ -398,15 +398,17 @@ class ProbeReport:
         return {"layer": name, "mse": u["mse"], "r2_weighted": p["r2"], "rmse_weighted": p["rmse"],
                 "r2_uniform": u["r2"], "mse_weighted": p["mse"],
                 "cv_mse": u["cv_mse"], "cv_ratio": u["cv_ratio"], "cv_ratio_weighted": p["cv_ratio"],
-                "shuffle_mse_mean": u["shuffle_mse_mean"], "shuffle_mse_sd": u["shuffle_mse_sd"],
-                "shuffle_ratio": u["shuffle_ratio"], "shuffle_ratio_weighted": p["shuffle_ratio"]}
+                # absent when the report was fitted without shuffles (shuffles=0)
+                "shuffle_mse_mean": u.get("shuffle_mse_mean"), "shuffle_mse_sd": u.get("shuffle_mse_sd"),
+                "shuffle_ratio": u.get("shuffle_ratio"), "shuffle_ratio_weighted": p.get("shuffle_ratio")}
 
     def table(self) -> str:
         rows = [f"{'layer':34s} {'dims':>5s} {'R2(prob)':>9s} {'MSE(unif)':>10s} {'CV/in':>6s} {'shuf/in':>8s}"]
         for n, d in self.layers.items():
             u, p = d["uniform"], d["prob"]
+            shuf = u.get("shuffle_ratio")
             rows.append(f"{n:34s} {u['dims']:5d} {p['r2']:9.5f} {u['mse']:10.3e} {u['cv_ratio']:6.3f} "
-                        f"{u['shuffle_ratio']:8.1f}")
+                        + (f"{shuf:8.1f}" if shuf is not None else f"{'n/a':>8s}"))
         return "\n".join(rows)
 
     def to_dict(self) -> dict:

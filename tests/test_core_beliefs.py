@@ -5,13 +5,20 @@ import torch
 from hypothesis import given, strategies as st
 
 import compmech as cm
-from conftest import random_processes
-from reference import ref_beliefs
+from strategies import random_processes
+from reference import quantum_instrument_ghmm_T, ref_beliefs, ref_w
 
 
 def _ref(proc, tokens, init=None):
-    init = proc.stationary if init is None else init
-    return ref_beliefs(proc.T, proc.w, init, tokens, proc.zero_tol)
+    """Reference beliefs and log-probabilities from ``proc.T`` alone (own stationary
+    distribution, own w, own zero tolerance)."""
+    return ref_beliefs(proc.T, tokens, init)
+
+
+def _in_ref_normalisation(proc, b):
+    """Library beliefs rescaled so that ``b @ w_ref = 1`` (the reference's normalisation):
+    compares directions without borrowing the library's w."""
+    return b / (b @ ref_w(proc.T))[..., None]
 
 
 @given(proc=random_processes(), B=st.integers(1, 40), L=st.integers(1, 40), seed=st.integers(0, 2**32))
@@ -20,11 +27,12 @@ def test_matches_reference_on_sampled_sequences(proc, B, L, seed):
     b64, lp = cm.beliefs(proc, tokens, dtype=np.float64, return_log_prob=True)
     rb, rlp = _ref(proc, tokens)
     scale = max(1.0, np.abs(rb).max())
-    np.testing.assert_allclose(b64, rb, rtol=0, atol=1e-9 * scale)
+    np.testing.assert_allclose(b64 @ proc.w, 1.0, atol=1e-9 * scale)  # documented normalisation
+    np.testing.assert_allclose(_in_ref_normalisation(proc, b64), rb, rtol=0, atol=1e-9 * scale)
     np.testing.assert_allclose(lp, rlp, rtol=1e-9, atol=1e-9)
     b32 = cm.beliefs(proc, tokens)
     assert b32.dtype == np.float32
-    np.testing.assert_allclose(b32, rb, rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(_in_ref_normalisation(proc, b32.astype(np.float64)), rb, rtol=0, atol=1e-5 * scale)
 
 
 @given(proc=random_processes(ghmm=False, max_states=6, max_vocab=4), L=st.integers(1, 12),
@@ -176,3 +184,33 @@ def test_out_buffer(mess3):
     ro.setflags(write=False)
     with pytest.raises(ValueError, match="writeable"):
         cm.beliefs(mess3, tokens, out=ro)
+
+
+@given(proc=random_processes(ghmm=False, ergodic=False), L=st.integers(1, 30), seed=st.integers(0, 2**32))
+def test_non_ergodic_processes_from_an_explicit_initial_belief(proc, L, seed):
+    """Mixtures (several stationary distributions) and the other HMM kinds, started from a
+    random initial belief."""
+    init = np.random.default_rng(seed).dirichlet(np.ones(proc.num_states))
+    tokens = cm.sample(proc, 9, L, seed=seed, initial=init)
+    b, lp = cm.beliefs(proc, tokens, initial=init, dtype=np.float64, return_log_prob=True)
+    rb, rlp = _ref(proc, tokens, init)
+    np.testing.assert_allclose(b, rb, atol=1e-9)
+    np.testing.assert_allclose(lp, rlp, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: cm.processes.random_hmm(80, 3, seed=1, sparsity=0.6),            # S > 64
+    lambda: cm.processes.random_hmm(5, 300, seed=2),                          # V > 256: 16-bit tokens
+    lambda: cm.GHMM(quantum_instrument_ghmm_T(11, 3, seed=3)),                # quasi-probabilistic, S = 66
+    lambda: cm.processes.random_hmm(70, 260, seed=4, concentration=0.05),   # both, near-deterministic
+], ids=["S80", "V300", "ghmm_S66", "S70_V260"])
+def test_large_state_and_vocabulary_counts(make):
+    proc = make()
+    tokens = cm.sample(proc, 6, 25, seed=9)
+    assert tokens.max() < proc.vocab_size
+    b, lp = cm.beliefs(proc, tokens, dtype=np.float64, return_log_prob=True)
+    rb, rlp = _ref(proc, tokens)
+    assert np.all(np.isfinite(rlp))  # sampled sequences are possible
+    np.testing.assert_allclose(_in_ref_normalisation(proc, b), rb, atol=1e-9 * max(1, np.abs(rb).max()))
+    np.testing.assert_allclose(lp, rlp, rtol=1e-9)
+    np.testing.assert_allclose(cm.log_prob(proc, tokens), rlp, rtol=1e-9)

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 import compmech as cm
-from conftest import random_processes
-from reference import ref_msp_level
+from strategies import random_processes
+from reference import ref_beliefs, ref_msp_level, ref_sequence_prob, ref_stationary, ref_w
 
 
 @given(proc=random_processes(max_states=5, max_vocab=3), depth=st.integers(0, 5))
@@ -13,11 +13,12 @@ def test_matches_brute_force(proc, depth):
     tree = cm.msp_tree(proc, depth)
     assert tree.depth == depth and len(tree.level(0)) == 1
     for d in range(1, depth + 1):
-        seqs, probs, beliefs = ref_msp_level(proc.T, proc.w, proc.stationary, d, proc.zero_tol)
+        seqs, probs, beliefs = ref_msp_level(proc.T, d)
         lvl = tree.level(d)
         np.testing.assert_array_equal(lvl.sequences, seqs)
         np.testing.assert_allclose(lvl.probs, probs, rtol=1e-9, atol=1e-15)
-        np.testing.assert_allclose(lvl.beliefs, beliefs, atol=1e-9 * max(1, np.abs(beliefs).max(initial=1)))
+        got = lvl.beliefs / (lvl.beliefs @ ref_w(proc.T))[:, None]  # in the reference's normalisation
+        np.testing.assert_allclose(got, beliefs, atol=1e-9 * max(1, np.abs(beliefs).max(initial=1)))
         assert np.isclose(lvl.probs.sum(), 1.0, atol=1e-9)
 
 
@@ -106,3 +107,38 @@ def test_custom_initial_and_single_state():
     z1r = cm.processes.zero_one_random()
     tree = cm.msp_tree(z1r, 3, initial=[1.0, 0.0, 0.0])
     np.testing.assert_array_equal(tree.level(3).sequences, [[0, 1, 0], [0, 1, 1]])
+
+
+@given(proc=random_processes(max_states=6, max_vocab=4), depth=st.integers(0, 4))
+def test_next_token_probs_are_the_reference_conditionals_in_token_order(proc, depth):
+    """next_token_probs[m, x] = P(x | sequence m): the reference's probability of the sequence
+    extended by x over that of the sequence (brute force, from T alone)."""
+    lvl = cm.msp_tree(proc, depth).level(depth)
+    V = proc.vocab_size
+    for m in range(min(len(lvl), 20)):
+        seq = tuple(int(t) for t in lvl.sequences[m])
+        p = ref_sequence_prob(proc.T, seq)
+        want = [ref_sequence_prob(proc.T, seq + (x,)) / p for x in range(V)]
+        np.testing.assert_allclose(lvl.next_token_probs[m], want, atol=1e-9)
+
+
+def test_next_token_probs_of_an_asymmetric_process():
+    proc = cm.HMM(np.array([[[0.7, 0.0], [0.1, 0.0]], [[0.0, 0.2], [0.0, 0.6]], [[0.1, 0.0], [0.3, 0.0]]]))
+    lvl = cm.msp_tree(proc, 1).level(0)
+    pi = ref_stationary(proc.T)
+    np.testing.assert_allclose(lvl.next_token_probs[0], [pi @ proc.T[x].sum(1) for x in range(3)], atol=1e-12)
+    assert len(set(np.round(lvl.next_token_probs[0], 6))) == 3  # distinct: order matters
+
+
+@pytest.mark.parametrize("S,V,depth", [(80, 3, 3), (3, 300, 2)])
+def test_large_state_and_vocabulary_counts(S, V, depth):
+    """S > 64 (beyond the specialised paths) and V > 256 (16-bit tokens) against the reference."""
+    proc = cm.processes.random_hmm(S, V, seed=S + V, sparsity=0.5)
+    tree = cm.msp_tree(proc, depth)
+    lvl = tree.level(depth)
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(lvl), size=min(len(lvl), 50), replace=False)
+    rb, rlp = ref_beliefs(proc.T, lvl.sequences[pick])
+    np.testing.assert_allclose(lvl.beliefs[pick], rb[:, -1], atol=1e-10)
+    np.testing.assert_allclose(np.log(lvl.probs[pick]), rlp, rtol=1e-9)
+    assert lvl.probs.sum() == pytest.approx(1.0, abs=1e-9)

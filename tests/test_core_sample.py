@@ -6,7 +6,8 @@ from hypothesis import given, strategies as st
 from scipy import stats
 
 import compmech as cm
-from conftest import random_processes
+from reference import ref_stationary
+from strategies import random_processes
 
 # Rows are independent draws, so a fixed position across rows is an exact multinomial sample.
 P_MIN = 1e-4  # fixed seeds make these deterministic; a broken sampler gives p ~ 0
@@ -22,7 +23,7 @@ def _chisq(observed, expected_probs):
 @pytest.mark.parametrize("name", ["mess3", "rrxor", "golden_mean", "even", "zero_one_random"])
 def test_token_bigram_and_state_frequencies(name):
     proc = cm.processes.get(name)
-    pi, T, V, S = proc.stationary, proc.T, proc.vocab_size, proc.num_states
+    pi, T, V, S = ref_stationary(proc.T), proc.T, proc.vocab_size, proc.num_states
     B = 200_000
     tokens, states = cm.sample(proc, B, 8, seed=2024, return_states=True)
     assert tokens.dtype == np.uint8 and states.dtype == np.uint8 and states.shape == (B, 9)
@@ -134,7 +135,7 @@ def test_zero_probability_outcomes_never_drawn():
 def test_generic_path_for_large_s_or_v(S, V):
     """More than 256 states or tokens bypasses the packed fast path; same statistics."""
     proc = cm.processes.random_hmm(S, V, seed=1, concentration=0.5)
-    pi, T = proc.stationary, proc.T
+    pi, T = ref_stationary(proc.T), proc.T
     tokens, states = cm.sample(proc, 100_000, 2, seed=3, return_states=True)
     assert states.dtype == (np.uint16 if S > 256 else np.uint8)
     p_tok = np.einsum("i,xij->x", pi, T)

@@ -9,6 +9,7 @@ import pytest  # noqa: E402
 
 import compmech as cm  # noqa: E402
 from compmech.plot.simplex import belief_colors, pca_coords, simplex_coords, tetrahedron_colors  # noqa: E402
+from image_checks import assert_png_has_content  # noqa: E402
 
 
 def _points(ax):
@@ -71,8 +72,16 @@ def test_msp_graph_drawing(tmp_path, layout):
 
     lines = [c for c in ax.collections if isinstance(c, LineCollection)]
     assert sum(len(c.get_segments()) for c in lines) == int((g.src != g.dst).sum())
+    # node positions: the simplex projection of the beliefs (belief layout)
+    if layout == "belief":
+        from compmech.probe import project
+
+        pts = np.concatenate([c.get_offsets() for c in ax.collections if c.__class__.__name__ == "PathCollection"])
+        want = project(g.beliefs)[:, :2]
+        key = lambda a: a[np.lexsort(np.round(a, 9).T[::-1])]  # noqa: E731
+        np.testing.assert_allclose(key(np.asarray(pts)), key(want), atol=1e-9)
     ax.figure.savefig(tmp_path / "g.png")
-    assert (tmp_path / "g.png").stat().st_size > 1000
+    assert_png_has_content(tmp_path / "g.png")
     plt.close("all")
     with pytest.raises(ValueError, match="layout"):
         cm.plot.msp_graph(g, layout="circle")

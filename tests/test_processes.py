@@ -5,11 +5,12 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
 
 import compmech as cm
 from compmech import processes as P
-
-from reference import ref_sequence_prob
+from reference import ref_sequence_prob, ref_stationary, ref_w
+from strategies import random_processes
 
 ALL_DEFAULT = [n for n in P.names() if n not in ("mixture", "product", "with_bos")]
 
@@ -144,7 +145,7 @@ def test_fanizza_definition_and_word_probabilities():
     np.testing.assert_allclose(proc.T[0] @ np.ones(4), w * (proc.T[0][0] @ np.ones(4)) / w[0], atol=1e-12)
     # brute-force word probabilities (independent of the compiled kernels) are >= 0 and sum to 1
     for L in (1, 5, 8):
-        ps = [ref_sequence_prob(proc.T, proc.w, proc.stationary, s) for s in itertools.product(range(2), repeat=L)]
+        ps = [ref_sequence_prob(proc.T, s) for s in itertools.product(range(2), repeat=L)]
         assert min(ps) > -1e-12
         assert sum(ps) == pytest.approx(1.0, abs=1e-10)
 
@@ -159,9 +160,10 @@ def test_mixture_is_block_diagonal_with_weighted_stationary():
     np.testing.assert_allclose(mix.stationary, np.concatenate([0.25 * gm.stationary, 0.75 * z1r.stationary]))
     # word probabilities are the weighted mixture of the components'
     seq = [0, 1, 0, 0, 1]
-    pm = ref_sequence_prob(mix.T, mix.w, mix.stationary, seq)
-    pg = ref_sequence_prob(gm.T, gm.w, gm.stationary, seq)
-    pz = ref_sequence_prob(z1r.T, z1r.w, z1r.stationary, seq)
+    init = np.concatenate([0.25 * ref_stationary(gm.T), 0.75 * ref_stationary(z1r.T)])
+    pm = ref_sequence_prob(mix.T, seq, init)
+    pg = ref_sequence_prob(gm.T, seq)
+    pz = ref_sequence_prob(z1r.T, seq)
     assert pm == pytest.approx(0.25 * pg + 0.75 * pz)
     with pytest.raises(ValueError, match="weights"):
         P.mixture([gm, z1r], [0.5, 0.6])
@@ -176,9 +178,8 @@ def test_product_joint_tokens_are_independent():
     assert prod.vocab_size == 4 and prod.num_states == 2
     seq_a, seq_b = [0, 1, 0, 0], [1, 1, 0, 1]
     joint = [xa * 2 + xb for xa, xb in zip(seq_a, seq_b)]
-    p = ref_sequence_prob(prod.T, prod.w, prod.stationary, joint)
-    assert p == pytest.approx(ref_sequence_prob(a.T, a.w, a.stationary, seq_a)
-                              * ref_sequence_prob(b.T, b.w, b.stationary, seq_b))
+    p = ref_sequence_prob(prod.T, joint)
+    assert p == pytest.approx(ref_sequence_prob(a.T, seq_a) * ref_sequence_prob(b.T, seq_b))
     assert P.product([a, P.post_quantum()]).is_generalized
 
 
@@ -191,5 +192,15 @@ def test_with_bos(base):
     assert np.all(x[:, 0] == V) and np.all(x[:, 1:] < V)
     # P(BOS, w) under the wrapper == P(w) under the base process, for every word of length 3
     for w in itertools.product(range(V), repeat=3):
-        pw = ref_sequence_prob(proc.T, proc.w, proc.initial, (V,) + w)
-        assert pw == pytest.approx(ref_sequence_prob(base.T, base.w, base.stationary, w), abs=1e-12)
+        pw = ref_sequence_prob(proc.T, (V,) + w, init=np.eye(S + 1)[S])  # start in the BOS state
+        assert pw == pytest.approx(ref_sequence_prob(base.T, w), abs=1e-12)
+
+
+@given(proc=random_processes())
+def test_stationary_and_w_match_the_reference(proc):
+    """The library's derived vectors against the reference's own linear algebra (SVD null
+    spaces of sum_x T[x] - I), for every kind of random process."""
+    w = ref_w(proc.T)
+    np.testing.assert_allclose(proc.w / proc.w.mean(), w / w.mean(), atol=1e-8)
+    pi = ref_stationary(proc.T)
+    np.testing.assert_allclose(proc.stationary / (proc.stationary @ w), pi, atol=1e-8 * max(1, np.abs(pi).max()))
