@@ -174,13 +174,13 @@ def test_grouped_path_matches_reference(S, V):
     proc = cm.processes.random_hmm(S, V, seed=S + V, sparsity=0.2)
     tokens = cm.sample(proc, 300, 12, seed=1)
     b, lp = cm.beliefs(proc, tokens, dtype=np.float64, return_log_prob=True)
-    rb, rlp = ref_beliefs(proc.T, proc.w, proc.stationary, tokens, proc.zero_tol)
+    rb, rlp = ref_beliefs(proc.T, tokens, proc.stationary, proc.w, proc.zero_tol)
     np.testing.assert_allclose(b, rb, rtol=0, atol=1e-12)
     np.testing.assert_allclose(lp, rlp, rtol=1e-12)
     g = cm.processes.random_ghmm_like(S, V, seed=S)
     tg = cm.sample(g, 50, 10, seed=2)
     bg, lpg = cm.beliefs(g, tg, dtype=np.float64, return_log_prob=True)
-    rbg, rlpg = ref_beliefs(g.T, g.w, g.stationary, tg, g.zero_tol)
+    rbg, rlpg = ref_beliefs(g.T, tg, g.stationary, g.w, g.zero_tol)
     np.testing.assert_allclose(bg, rbg, rtol=0, atol=1e-9)
     np.testing.assert_allclose(lpg, rlpg, rtol=1e-9)
 
@@ -198,7 +198,7 @@ def test_grouped_path_impossible_tokens():
     from reference import ref_beliefs
 
     b, lp = cm.beliefs(proc, tokens, dtype=np.float64, return_log_prob=True, on_zero="nan")
-    rb, rlp = ref_beliefs(proc.T, proc.w, proc.stationary, tokens, proc.zero_tol)
+    rb, rlp = ref_beliefs(proc.T, tokens, proc.stationary, proc.w, proc.zero_tol)
     np.testing.assert_array_equal(np.isnan(b), np.isnan(rb))
     np.testing.assert_array_equal(np.isinf(lp), np.isinf(rlp))
     assert np.isinf(lp).any()

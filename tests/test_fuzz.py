@@ -117,7 +117,7 @@ def test_beliefs_are_refused_or_equal_the_reference(proc, tokens, dtype):
         return
     b, logp = out
     tok = np.atleast_2d(np.asarray(tokens)).astype(np.int64)
-    ref_b, ref_lp = ref_beliefs(np.asarray(proc.T), np.asarray(proc.w), np.asarray(proc.stationary), tok, 1e-12)
+    ref_b, ref_lp = ref_beliefs(np.asarray(proc.T), tok, np.asarray(proc.stationary), np.asarray(proc.w), 1e-12)
     assert np.all(np.isfinite(ref_lp)), "accepted a zero-probability sequence without flagging it"
     np.testing.assert_allclose(np.asarray(b, np.float64).reshape(ref_b.shape), ref_b,
                                atol=1e-5 if dtype == np.float32 else 1e-9)
@@ -145,8 +145,7 @@ def test_msp_tree_is_refused_or_equals_brute_force(proc, depth, min_prob):
     tree = call(cm.msp_tree, proc, depth, min_prob=min_prob)
     if tree is None:
         return
-    seqs, probs, beliefs = ref_msp_level(np.asarray(proc.T), np.asarray(proc.w), np.asarray(proc.stationary),
-                                         depth, 1e-12)
+    seqs, probs, beliefs = ref_msp_level(np.asarray(proc.T), depth, np.asarray(proc.stationary), 1e-12)
     keep = probs >= min_prob
     lvl = tree.level(depth)
     np.testing.assert_array_equal(np.asarray(lvl.sequences, np.int64).reshape(-1, depth), seqs[keep])
@@ -177,7 +176,7 @@ def ref_block_entropy(proc, L):
     T, w, pi = np.asarray(proc.T, np.float64), np.asarray(proc.w, np.float64), np.asarray(proc.stationary)
     out = [0.0]
     for ell in range(1, L + 1):
-        p = np.array([ref_sequence_prob(T, w, pi, word) for word in itertools.product(range(proc.vocab_size), repeat=ell)])
+        p = np.array([ref_sequence_prob(T, word, pi) for word in itertools.product(range(proc.vocab_size), repeat=ell)])
         p = p[p > 1e-15]
         out.append(float(-(p * np.log2(p)).sum()))
     return np.array(out)

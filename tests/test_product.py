@@ -39,7 +39,7 @@ def _possible_tokens(proc, B, L, seed):
 def test_beliefs_and_log_prob_match_the_joint_reference(fs, B, L, seed):
     proc = cm.processes.product(fs)
     tokens = _possible_tokens(proc, B, L, seed)
-    ref_b, ref_lp = ref_beliefs(proc.T, proc.w, proc.stationary, tokens)
+    ref_b, ref_lp = ref_beliefs(proc.T, tokens, proc.stationary, proc.w)
     b, lp = cm.beliefs(proc, tokens, dtype=np.float64, return_log_prob=True)
     assert b.shape == (B, L, proc.num_states)
     np.testing.assert_allclose(b, ref_b, rtol=1e-9, atol=1e-9 * max(1.0, np.abs(ref_b).max(initial=1)))
@@ -88,7 +88,7 @@ def test_impossible_tokens():
     b, lp = cm.beliefs(proc, tokens, on_zero="nan", return_log_prob=True, dtype=np.float64)
     assert np.isnan(b[0, 1:]).all() and np.isfinite(b[1]).all()
     assert lp[0] == -np.inf and np.isfinite(lp[1])
-    ref_b, ref_lp = ref_beliefs(proc.T, proc.w, proc.stationary, tokens)
+    ref_b, ref_lp = ref_beliefs(proc.T, tokens, proc.stationary, proc.w)
     np.testing.assert_allclose(b[1], ref_b[1], rtol=1e-12)
     np.testing.assert_allclose(lp[1], ref_lp[1], rtol=1e-12)
     with pytest.raises(ValueError, match="outside the vocabulary"):
@@ -109,7 +109,7 @@ def test_initial_of_product_form_and_not():
     tokens = _possible_tokens(proc, 3, 6, 1)
     e1, e2 = np.array([0.2, 0.5, 0.3]), np.array([0.9, 0.1])
     prod_init = np.kron(e1, e2)
-    ref_b, ref_lp = ref_beliefs(proc.T, proc.w, prod_init, tokens)
+    ref_b, ref_lp = ref_beliefs(proc.T, tokens, prod_init, proc.w)
     b, lp = cm.beliefs(proc, tokens, initial=prod_init, dtype=np.float64, return_log_prob=True)
     np.testing.assert_allclose(b, ref_b, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(lp, ref_lp, rtol=1e-10)
@@ -121,7 +121,7 @@ def test_initial_of_product_form_and_not():
     # factors=True says why it cannot split
     corr = np.zeros(6)
     corr[[0, 5]] = 0.5
-    ref_b, ref_lp = ref_beliefs(proc.T, proc.w, corr, tokens)
+    ref_b, ref_lp = ref_beliefs(proc.T, tokens, corr, proc.w)
     b, lp = cm.beliefs(proc, tokens, initial=corr, dtype=np.float64, return_log_prob=True, on_zero="nan")
     np.testing.assert_allclose(b, ref_b, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(lp, ref_lp, rtol=1e-10)
@@ -199,7 +199,7 @@ def test_five_mess3_factors():
     tok = cm.sample(proc, 64, 20, seed=0)
     per = cm.beliefs(proc, tok, factors=True, dtype=np.float64)
     joint = cm.beliefs(proc, tok[:4], dtype=np.float64)
-    ref_b, _ = ref_beliefs(proc.T, proc.w, proc.stationary, tok[:4])
+    ref_b, _ = ref_beliefs(proc.T, tok[:4], proc.stationary, proc.w)
     np.testing.assert_allclose(joint, ref_b, atol=1e-12)
     lp = cm.log_prob(proc, tok)
     np.testing.assert_allclose(lp, sum(cm.log_prob(m, t) for t in split_tokens(proc, tok)), rtol=1e-14)
