@@ -130,6 +130,12 @@ def _levels(proc: Process, levels: list, depth: int, min_prob: float, full: bool
     return levels + chain_levels(proc, arrays, first, levels[0]._lineage)[len(levels):]
 
 
+def _expand(proc: Process, lvl: MSPLevel, min_prob: float, expect_full: bool = False) -> MSPLevel:
+    """The level below ``lvl``. ``expect_full``: the expansion that made ``lvl`` kept every child,
+    so the kernel may first try a single pass at fixed offsets (it falls back to counting)."""
+    return _levels(proc, [lvl], lvl.depth + 1, min_prob, expect_full)[-1]
+
+
 def _check_tree_size(proc: Process, init: np.ndarray, depth: int, min_prob: float, dtype: str) -> None:
     """Refuse up front a tree that cannot fit in memory (bound: :func:`msp_level_bounds`)."""
     if depth == 0:
@@ -226,6 +232,6 @@ def _walk(proc: Process, lvl: MSPLevel, seq: np.ndarray, depth: int, max_nodes: 
         sl = slice(start, start + batch)
         part = MSPLevel(lvl.depth, np.ascontiguousarray(lvl.beliefs[sl]), np.ascontiguousarray(lvl.probs[sl]),
                         lvl.parent[sl], lvl.token[sl], proc)
-        child = _levels(proc, [part], part.depth + 1, min_prob, full)[-1]
+        child = _expand(proc, part, min_prob, full)
         child_seq = np.concatenate([seq[sl][child.parent], child.token[:, None].astype(seq.dtype)], axis=1)
         yield from _walk(proc, child, child_seq, depth, max_nodes, min_prob, len(child) == V * len(part))

@@ -77,21 +77,15 @@ def test_shuffle_ratio_of_the_summary_is_shuffled_over_in_sample_mse():
     assert s["shuffle_ratio"] > 10 and 1 <= s["cv_ratio"] < 1.5
 
 
-def _as_filter(names_filter):
-    """TransformerLens accepts a callable, a name or a list of names (None: everything)."""
-    if names_filter is None:
-        return lambda n: True
-    if callable(names_filter):
-        return names_filter
-    if isinstance(names_filter, str):
-        return lambda n: n == names_filter
-    return lambda n: n in set(names_filter)
+class _Hook(torch.nn.Identity):
+    """TransformerLens's HookPoint is an identity module: activations are read by forward hooks."""
 
 
 class FakeHookedTransformer(torch.nn.Module):
-    """TransformerLens-shaped stand-in: ``hook_dict``, ``run_with_cache(tokens, names_filter)``
-    returning ``(logits, cache)`` with TransformerLens names, where (as in TransformerLens)
-    ``blocks.0.hook_resid_pre = hook_embed + hook_pos_embed``."""
+    """TransformerLens-shaped stand-in: identity hook modules under TransformerLens's names
+    (``hook_embed``, ``hook_pos_embed``, ``blocks.{i}.hook_resid_pre/mid/post``) and no
+    ``forward_tree``, where (as in TransformerLens) ``blocks.0.hook_resid_pre = hook_embed +
+    hook_pos_embed``."""
 
     def __init__(self, V=3, ctx=4, d=6, n_layers=2):
         super().__init__()
@@ -100,39 +94,33 @@ class FakeHookedTransformer(torch.nn.Module):
         self.W_pos = torch.nn.Parameter(torch.randn(ctx, d, generator=g))
         self.W = torch.nn.ParameterList(torch.nn.Parameter(torch.randn(d, d, generator=g) / d) for _ in range(n_layers))
         self.W_U = torch.nn.Parameter(torch.randn(d, V, generator=g))
-        self.names = (["hook_embed", "hook_pos_embed"]
-                      + [f"blocks.{i}.hook_resid_{k}" for i in range(n_layers) for k in ("pre", "mid", "post")])
-        self.hook_dict = {n: None for n in self.names}
-        self.filters_seen = []
+        self.hook_embed, self.hook_pos_embed = _Hook(), _Hook()
+        self.blocks = torch.nn.ModuleList(torch.nn.ModuleDict({k: _Hook() for k in ("hook_resid_pre", "hook_resid_mid",
+                                                                                     "hook_resid_post")})
+                                          for _ in range(n_layers))
 
     def _run(self, tokens):
         L = tokens.shape[1]
-        c = {"hook_embed": self.W_E[tokens], "hook_pos_embed": self.W_pos[:L].expand(tokens.shape[0], L, -1)}
+        c = {"hook_embed": self.hook_embed(self.W_E[tokens]),
+             "hook_pos_embed": self.hook_pos_embed(self.W_pos[:L].expand(tokens.shape[0], L, -1))}
         x = c["hook_embed"] + c["hook_pos_embed"]
-        for i, W in enumerate(self.W):
-            c[f"blocks.{i}.hook_resid_pre"] = x
+        for i, (W, blk) in enumerate(zip(self.W, self.blocks)):
+            x = c[f"blocks.{i}.hook_resid_pre"] = blk["hook_resid_pre"](x)
             x = x + torch.cumsum(x, 1) @ W  # causal mixing
-            c[f"blocks.{i}.hook_resid_mid"] = x
+            x = c[f"blocks.{i}.hook_resid_mid"] = blk["hook_resid_mid"](x)
             x = x + torch.tanh(x @ W)
-            c[f"blocks.{i}.hook_resid_post"] = x
+            x = c[f"blocks.{i}.hook_resid_post"] = blk["hook_resid_post"](x)
         return x @ self.W_U, c
 
     def forward(self, tokens):
         return self._run(tokens)[0]
 
-    def run_with_cache(self, tokens, names_filter=None):
-        self.filters_seen.append(names_filter)
-        logits, c = self._run(tokens)
-        keep = _as_filter(names_filter)
-        return logits, {n: v for n, v in c.items() if keep(n)}
 
-
-def test_transformer_lens_branch_reads_the_named_hooks():
+def test_transformer_lens_style_model_reads_the_named_hooks():
     fake = FakeHookedTransformer()
     ps = PrefixSet.build(cm.processes.mess3(), 4)
     names = ["embed", "blocks.0.hook_resid_mid", "blocks.1.hook_resid_post"]
     acts = collect_activations(fake, ps, names, batch_size=10)  # several batches
-    assert fake.filters_seen, "the run_with_cache path was not taken"
     with torch.no_grad():
         _, full = fake._run(torch.from_numpy(ps.inputs))
     # "embed" is the residual stream entering block 0: token + position embedding
@@ -141,9 +129,6 @@ def test_transformer_lens_branch_reads_the_named_hooks():
     np.testing.assert_allclose(acts["embed"], emb, atol=1e-6)
     for n in names[1:]:
         np.testing.assert_allclose(acts[n], ps.gather(full[n].numpy()), atol=1e-6, err_msg=n)
-    # only the needed hooks are cached
-    f = _as_filter(fake.filters_seen[0])
-    assert f("blocks.0.hook_resid_mid") and not f("blocks.0.hook_resid_post")
 
 
 def test_report_without_shuffles_has_a_summary_and_table():

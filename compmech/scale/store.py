@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from .._arrays import smallest_uint
-from ..msp_tree import MSPLevel, MSPTree
+from ..msp_tree import MSPTree, chain_levels
 
 FORMAT = "compmech.msp_store/1"
 
@@ -131,12 +131,11 @@ def load_tree(path: str, depth: int | None = None) -> MSPTree:
     name = a["process"].get("name")
     proc = GHMM(T, name=name) if a["process"].get("w") is not None else HMM(T, name=name)
     N = a["depth"] if depth is None else int(depth)
-    levels = []
+    arrays = []
     for d in range(N + 1):
         lg = g[f"levels/{d}"]
-        levels.append(MSPLevel(d, lg["beliefs"][...], lg["probs"][...], lg["parent"][...].astype(np.int32),
-                               lg["token"][...], proc))
-    return MSPTree(proc, levels, a["min_prob"])
+        arrays.append((lg["beliefs"][...], lg["probs"][...], lg["parent"][...].astype(np.int32), lg["token"][...]))
+    return MSPTree(proc, chain_levels(proc, arrays), a["min_prob"])
 
 
 def open_levels(path: str):
