@@ -228,7 +228,8 @@ def run_point(config: dict, run_dir: str, h: str, threads: int, probe: bool = Tr
             threads = load_checkpoint(run_dir / "checkpoint.pt")["train_config"].get("threads", threads)
         cfg = TrainConfig.from_dict({**config, "threads": threads})
         _pick_gpu(cfg.device)
-        res = train(cfg, run_dir, resume=resume, progress=False)
+        # a run killed before its first checkpoint left files behind: start it again
+        res = train(cfg, run_dir, resume=resume, overwrite=not resume, progress=False)
         (run_dir / "final.json").write_text(json.dumps(res.final, indent=2, default=float) + "\n")
         report = None
         if probe:
