@@ -138,7 +138,6 @@ def measure(case, impl, mode: str) -> Measurement:
         m.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
     finally:
         fn = None
-        gc.collect()
         m.wall_s = time.perf_counter() - t_start
     return m
 
@@ -168,6 +167,7 @@ def run_cases(cases, mode: str, *, done=None, progress: bool = True, on_result=N
                         on_result(results)
                 bar.update(1)
             case.release()
+            gc.collect()  # free the case's arrays (and any GPU buffers) before the next one
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -530,8 +530,8 @@ def cases(suite: str = "all", mode: str = "quick", devices=("cpu",), threads=Non
     if bad or not devices:
         raise ValueError(f"devices must be a non-empty subset of ('cpu', 'cuda'), got {list(devices)}")
     threads = list(threads) if threads else thread_counts()
-    if use_jax is None:
-        use_jax = bl.jax_available()
+    if use_jax is None:  # jit compiles once per shape: seconds each, too slow for a quick run
+        use_jax = bl.jax_available() and mode != "quick"
     names = list(processes) if processes else list(PROCESS_SPECS)
     unknown = [p for p in names if p not in PROCESS_SPECS]
     if unknown:
@@ -559,11 +559,9 @@ def cases(suite: str = "all", mode: str = "quick", devices=("cpu",), threads=Non
                 out += _train_cases(*args, mode)
             else:
                 out += _stream_cases(*args)
-    if mode == "quick":  # JAX compiles once per shape: in a quick run only at the largest size
-        last = {}
+    if mode != "full":  # baselines at one thread: a quick run cannot afford an oversubscribed sweep
         for c in out:
-            last[(c.workload, c.process)] = c
-        for c in out:
-            if last[(c.workload, c.process)] is not c:
-                c.impls = [i for i in c.impls if i.kind != "jax"]
+            for i in c.impls:
+                if i.sweep:
+                    i.sweep = [1]
     return out

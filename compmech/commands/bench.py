@@ -1,6 +1,7 @@
 """``compmech bench``: throughput of compmech against numpy, torch, JAX and the machine's bound."""
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -30,6 +31,7 @@ def add_parser(sub):
     p.add_argument("--no-jax", action="store_true", help="skip the JAX column even when JAX is installed")
     p.add_argument("--resume", action="store_true",
                    help="reuse the measurements already in --json FILE (same machine) and measure the rest")
+    p.add_argument("--mode", choices=["tiny", "quick", "full"], default=None, help=argparse.SUPPRESS)  # tests
     p.set_defaults(func=run)
     return p
 
@@ -71,7 +73,7 @@ def run(args) -> int:
                 raise ValueError(f"--resume: {args.json} was measured on {previous['machine']['cpu']!r}, "
                                  f"this machine is {cpu_model()!r}")
     save = (lambda res: write_json(args.json, res.to_json())) if args.json else None
-    res = run_bench(args.suite, device=args.device, quick=args.quick, threads=_threads(args.threads),
+    res = run_bench(args.suite, device=args.device, quick=args.quick, mode=args.mode, threads=_threads(args.threads),
                     use_jax=False if args.no_jax else None, processes=args.process, workloads=args.workload,
                     progress=sys.stderr.isatty(), resume_from=previous, on_result=save)
     for w in res.warnings:
