@@ -19,7 +19,7 @@ from .msp_graph import MSPGraph, msp
 from .epsilon_machine import EpsilonMachine, epsilon_machine
 from . import measures
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["HMM", "GHMM", "Process", "processes", "beliefs", "log_prob", "sample", "msp_tree",
            "msp_level_chunks", "MSPTree", "MSPLevel", "set_num_threads", "get_num_threads",
