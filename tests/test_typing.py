@@ -15,8 +15,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "compmech"
-# stub file -> module it describes (_cuda is built only with nvcc; it has _cuda_emu's interface)
-STUBS = {"_core": "compmech._core", "_cuda_emu": "compmech._cuda_emu", "_cuda": "compmech._cuda_emu"}
+# stub file -> module it describes; _cuda (built only with nvcc) has _cuda_emu's interface and
+# its stub re-exports _cuda_emu's
+STUBS = {"_core": "compmech._core", "_cuda_emu": "compmech._cuda_emu"}
+CUDA_STUB = '"""compmech CUDA kernels: the same interface as the emulation module."""\nfrom ._cuda_emu import *\n'
 
 _TYPES = [
     (r"typing\.SupportsInt \| typing\.SupportsIndex", "int"),
@@ -93,6 +95,10 @@ def test_stub_matches_compiled_module(stub):
     assert got_a == want_a
 
 
+def test_cuda_stub_reexports_the_emulation_interface():
+    assert (PKG / "_cuda.pyi").read_text() == CUDA_STUB
+
+
 def test_py_typed_marker_is_packaged():
     """The marker and stubs sit in the package directory, which the wheel copies whole
     (scikit-build-core ``wheel.packages``)."""
@@ -137,3 +143,4 @@ if __name__ == "__main__" and "--write" in sys.argv:
     for stub, mod in STUBS.items():
         (PKG / f"{stub}.pyi").write_text(render(mod))
         print(f"wrote compmech/{stub}.pyi")
+    (PKG / "_cuda.pyi").write_text(CUDA_STUB)

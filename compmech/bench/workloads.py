@@ -246,7 +246,7 @@ def _belief_like_cases(workload, proc_name, proc, sizes, devices, threads, use_j
         if "cpu" in devices:
             impls.append(Impl("numpy", "cpu", lambda d: (lambda: np_fn(proc.T, proc.stationary, d["tokens"]))))
         impls += _torch_impls(make_torch, devices)
-        if use_jax:
+        if use_jax and "cpu" in devices:
             def make_jax(d, jfn=bl.log_prob_jax if is_lp else bl.beliefs_jax):
                 jnp, f = _jnp(), jfn()
                 args = (jnp.asarray(proc.T, jnp.float32), jnp.asarray(proc.stationary, jnp.float32),
@@ -283,7 +283,7 @@ def _sample_cases(proc_name, proc, sizes, devices, threads, use_jax):
             impls.append(Impl("numpy", "cpu", lambda d, B=B, L=L: (lambda: bl.sample_numpy(proc.T, proc.stationary,
                                                                                           B, L, 1))))
         impls += _torch_impls(make_torch, devices)
-        if use_jax:
+        if use_jax and "cpu" in devices:
             def make_jax(d, B=B, L=L):
                 import jax
 
@@ -325,7 +325,7 @@ def _msp_tree_cases(proc_name, proc, sizes, devices, threads, use_jax):
             impls.append(Impl("numpy", "cpu", lambda d, depth=depth: (lambda: bl.msp_numpy(proc.T, proc.stationary,
                                                                                            depth))))
         impls += _torch_impls(make_torch, devices)
-        if use_jax:
+        if use_jax and "cpu" in devices:
             def make_jax(d, depth=depth):
                 jnp, f = _jnp(), bl.msp_jax()
                 T, init = jnp.asarray(proc.T, jnp.float32), jnp.asarray(proc.stationary, jnp.float32)
@@ -382,7 +382,7 @@ def _probe_cases(proc_name, proc, sizes, devices, threads, use_jax):
                                                                                      d["Y"], d["w"])),
                               note="np.linalg.lstsq on sqrt-weighted rows"))
         impls += _torch_impls(make_torch, devices)
-        if use_jax:
+        if use_jax and "cpu" in devices:
             def make_jax(d):
                 jnp, f = _jnp(), bl.probe_fit_jax()
                 args = (jnp.asarray(d["X"]), jnp.asarray(d["Y"], jnp.float32), jnp.asarray(d["w"], jnp.float32))

@@ -77,51 +77,55 @@ def model_config_from_tl(tl_cfg):
                        layernorm=tl_cfg.normalization_type == "LN")
 
 
+def _one_to_one(cfg) -> list:
+    """``(compmech name, TransformerLens name, transposed)`` of every parameter that maps
+    one to one (``nn.Linear`` stores ``(out, in)``, TransformerLens ``(in, out)``)."""
+    pairs = [("embed.weight", "embed.W_E", False), ("pos_embed", "pos_embed.W_pos", False),
+             ("unembed.weight", "unembed.W_U", True), ("unembed.bias", "unembed.b_U", False)]
+    norms = [("ln_final.", "ln_final.")] if cfg.layernorm else []
+    for i in range(cfg.n_layers):
+        p = f"blocks.{i}."
+        pairs += [(p + "attn.out.bias", p + "attn.b_O", False),
+                  (p + "fc_in.weight", p + "mlp.W_in", True), (p + "fc_in.bias", p + "mlp.b_in", False),
+                  (p + "fc_out.weight", p + "mlp.W_out", True), (p + "fc_out.bias", p + "mlp.b_out", False)]
+        if cfg.layernorm:
+            norms += [(p + "ln1.", p + "ln1."), (p + "ln2.", p + "ln2.")]
+    for c, t in norms:
+        pairs += [(c + "weight", t + "w", False), (c + "bias", t + "b", False)]
+    return pairs
+
+
+def _clean(d: dict) -> dict:
+    return {k: v.detach().clone().contiguous() for k, v in d.items()}
+
+
 def state_dict_to_tl(sd: dict, cfg) -> dict:
     """compmech ``Transformer.state_dict()`` → ``HookedTransformer`` parameter dict."""
     H, dh, D = cfg.n_heads, cfg.d_head, cfg.d_model
-    out = {"embed.W_E": sd["embed.weight"], "pos_embed.W_pos": sd["pos_embed"],
-           "unembed.W_U": sd["unembed.weight"].T, "unembed.b_U": sd["unembed.bias"]}
-    if cfg.layernorm:
-        out["ln_final.w"], out["ln_final.b"] = sd["ln_final.weight"], sd["ln_final.bias"]
+    out = {t: sd[c].T if tr else sd[c] for c, t, tr in _one_to_one(cfg)}
     for i in range(cfg.n_layers):
-        p, q = f"blocks.{i}.", f"blocks.{i}."
-        W = sd[p + "attn.qkv.weight"].view(3, H, dh, D)
+        p = f"blocks.{i}."
+        W = sd[p + "attn.qkv.weight"].view(3, H, dh, D)  # rows ordered [q|k|v][head][d_head]
         b = sd[p + "attn.qkv.bias"].view(3, H, dh)
         for j, n in enumerate("QKV"):
-            out[q + f"attn.W_{n}"] = W[j].transpose(1, 2)  # (H, D, dh)
-            out[q + f"attn.b_{n}"] = b[j]
-        out[q + "attn.W_O"] = sd[p + "attn.out.weight"].T.reshape(H, dh, D)
-        out[q + "attn.b_O"] = sd[p + "attn.out.bias"]
-        out[q + "mlp.W_in"], out[q + "mlp.b_in"] = sd[p + "fc_in.weight"].T, sd[p + "fc_in.bias"]
-        out[q + "mlp.W_out"], out[q + "mlp.b_out"] = sd[p + "fc_out.weight"].T, sd[p + "fc_out.bias"]
-        if cfg.layernorm:
-            for ln in ("ln1", "ln2"):
-                out[q + f"{ln}.w"], out[q + f"{ln}.b"] = sd[p + f"{ln}.weight"], sd[p + f"{ln}.bias"]
-    return {k: v.detach().clone().contiguous() for k, v in out.items()}
+            out[p + f"attn.W_{n}"] = W[j].transpose(1, 2)  # (H, D, dh)
+            out[p + f"attn.b_{n}"] = b[j]
+        out[p + "attn.W_O"] = sd[p + "attn.out.weight"].T.reshape(H, dh, D)
+    return _clean(out)
 
 
 def state_dict_from_tl(sd: dict, cfg) -> dict:
     """``HookedTransformer`` parameters → compmech ``Transformer.state_dict()`` (inverse of
     :func:`state_dict_to_tl`)."""
     H, dh, D = cfg.n_heads, cfg.d_head, cfg.d_model
-    out = {"embed.weight": sd["embed.W_E"], "pos_embed": sd["pos_embed.W_pos"],
-           "unembed.weight": sd["unembed.W_U"].T, "unembed.bias": sd["unembed.b_U"]}
-    if cfg.layernorm:
-        out["ln_final.weight"], out["ln_final.bias"] = sd["ln_final.w"], sd["ln_final.b"]
+    out = {c: sd[t].T if tr else sd[t] for c, t, tr in _one_to_one(cfg)}
     for i in range(cfg.n_layers):
         p = f"blocks.{i}."
         out[p + "attn.qkv.weight"] = torch.stack([sd[p + f"attn.W_{n}"].transpose(1, 2) for n in "QKV"]).reshape(
             3 * H * dh, D)
         out[p + "attn.qkv.bias"] = torch.stack([sd[p + f"attn.b_{n}"] for n in "QKV"]).reshape(3 * H * dh)
         out[p + "attn.out.weight"] = sd[p + "attn.W_O"].reshape(H * dh, D).T
-        out[p + "attn.out.bias"] = sd[p + "attn.b_O"]
-        out[p + "fc_in.weight"], out[p + "fc_in.bias"] = sd[p + "mlp.W_in"].T, sd[p + "mlp.b_in"]
-        out[p + "fc_out.weight"], out[p + "fc_out.bias"] = sd[p + "mlp.W_out"].T, sd[p + "mlp.b_out"]
-        if cfg.layernorm:
-            for ln in ("ln1", "ln2"):
-                out[p + f"{ln}.weight"], out[p + f"{ln}.bias"] = sd[p + f"{ln}.w"], sd[p + f"{ln}.b"]
-    return {k: v.detach().clone().contiguous() for k, v in out.items()}
+    return _clean(out)
 
 
 def _load(model, sd):
