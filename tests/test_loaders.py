@@ -2,6 +2,8 @@
 seed for any number of workers and any chunking, and equal to compmech's own sources."""
 from __future__ import annotations
 
+import multiprocessing as mp
+
 import numpy as np
 import pytest
 import torch
@@ -14,8 +16,18 @@ from compmech.loaders import SourceDataset, StreamDataset, hf_dataset, hf_iterab
 PROC = cm.processes.mess3(0.05, 0.85)
 
 
+# Workers come from a fork server (preloaded with torch and compmech), not fork(): another test
+# module may have started JAX's threads in this process, and forking those can deadlock.
+_MP = mp.get_context("forkserver")
+_MP.set_forkserver_preload(["torch", "compmech.loaders"])
+
+
+def _loader(ds, workers):
+    return DataLoader(ds, batch_size=None, num_workers=workers, multiprocessing_context=_MP if workers else None)
+
+
 def _stream(ds, workers):
-    return list(DataLoader(ds, batch_size=None, num_workers=workers))
+    return list(_loader(ds, workers))
 
 
 def _same(a, b):
@@ -148,7 +160,7 @@ def test_hf_iterable_dataset_equals_dataset_and_shards(tmp_path):
     assert again == [r["tokens"] for r in rows]
     # through a torch DataLoader with 2 workers: every row once, each shard's rows intact
     it_t = it.with_format("torch")
-    got = [tuple(r["tokens"].tolist()) for r in DataLoader(it_t, batch_size=None, num_workers=2)]
+    got = [tuple(r["tokens"].tolist()) for r in _loader(it_t, 2)]
     assert sorted(got) == sorted(tuple(t) for t in ref["tokens"].tolist())
 
 
@@ -157,3 +169,14 @@ def test_hf_bad_arguments():
         hf_iterable_dataset(PROC, 5, 0, seed=0)
     with pytest.raises(ValueError, match="length"):
         hf_iterable_dataset(PROC, 0, 5, seed=0)
+
+
+def test_pickled_datasets_still_generate():
+    """spawn/forkserver workers unpickle the dataset; unpickled arrays carry fresh dtype objects
+    that the compiled core's checks reject unless the loader re-creates them."""
+    import pickle
+
+    ds = StreamDataset(PROC, 5, 8, seed=3, targets="distribution", beliefs=True)
+    _same([pickle.loads(pickle.dumps(ds)).batch(2)], [ds.batch(2)])
+    src = SourceDataset(ExactSource(PROC, 4, 8, seed=2, background=False, soft_targets=True), steps=2)
+    _same(list(pickle.loads(pickle.dumps(src))), list(src))
