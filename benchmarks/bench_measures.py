@@ -18,6 +18,7 @@ import pytest
 
 import compmech as cm
 from compmech import measures as M
+from compmech.bench.baselines import msp_graph_numpy
 
 
 def _best_of(fn, repeat=3):
@@ -30,29 +31,8 @@ def _best_of(fn, repeat=3):
     return best, out
 
 
-def numpy_msp_bfs(proc, max_states, tol=1e-9):
-    """Baseline: level-synchronous BFS, children of a level at once (numpy), dedup by a dict
-    keyed on beliefs rounded to the tolerance grid."""
-    T = proc.T
-    seen = {}
-    store = [proc.stationary]
-    seen[tuple(np.round(proc.stationary / tol).astype(np.int64))] = 0
-    level = np.array([proc.stationary])
-    while len(level) and len(store) < max_states:
-        kids = np.einsum("ns,xsj->nxj", level, T).reshape(-1, proc.num_states)
-        p = kids.sum(axis=1)
-        kids = kids[p > 0] / p[p > 0, None]
-        keys = np.round(kids / tol).astype(np.int64)
-        new = []
-        for k, b in zip(map(tuple, keys), kids):
-            if k not in seen:
-                seen[k] = len(store)
-                store.append(b)
-                new.append(b)
-                if len(store) >= max_states:
-                    break
-        level = np.array(new)
-    return np.array(store)
+# Baseline: level-synchronous BFS with dict deduplication (shared with ``compmech bench``).
+numpy_msp_bfs = msp_graph_numpy
 
 
 def _report(benchmark, name, ours, base, unit_count=None, unit="states"):

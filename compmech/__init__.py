@@ -20,7 +20,7 @@ from .epsilon_machine import EpsilonMachine, epsilon_machine
 from . import measures
 from . import scale  # Dask/Zarr load only when its functions run
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["HMM", "GHMM", "Process", "processes", "beliefs", "log_prob", "sample", "msp_tree",
            "msp_level_chunks", "MSPTree", "MSPLevel", "set_num_threads", "get_num_threads",
