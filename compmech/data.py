@@ -175,8 +175,19 @@ class _Source:
         dev = torch.device(self.device)
         return t if dev.type == "cpu" else t.to(dev, non_blocking=True)
 
-    def _next_token_probs(self, seq: np.ndarray) -> np.ndarray:
-        """``(B, ctx, V)`` float32 true next-token distribution at every model position."""
+    def _next_token_probs(self, seq: np.ndarray, rows_per_chunk: int = 1 << 13) -> np.ndarray:
+        """``(B, ctx, V)`` float32 true next-token distribution at every model position.
+
+        Computed in chunks of rows into the float32 output, so the float64 temporaries (beliefs
+        and unnormalised distributions, ~6x the output) never exist for all rows at once; each
+        row's arithmetic is the same whatever the chunking."""
+        p = self.process
+        out = np.empty((len(seq), self.ctx, p.vocab_size), np.float32)
+        for i in range(0, len(seq), rows_per_chunk):
+            out[i:i + rows_per_chunk] = self._next_token_probs_rows(seq[i:i + rows_per_chunk])
+        return out
+
+    def _next_token_probs_rows(self, seq: np.ndarray) -> np.ndarray:
         p = self.process
         Tw = p.token_weights.T  # (S, V)
         n_in = self.ctx - 1 if self.bos else self.ctx
@@ -225,19 +236,31 @@ class ExactSource(_Source):
     """
 
     def __init__(self, process, ctx, batch_size, *, seed, bos=False, device="cpu", background=True,
-                 soft_targets=False, max_sequences: int = 20_000_000):
+                 soft_targets=False, max_sequences: int = 20_000_000, max_bytes: int = 4 << 30):
         super().__init__(process, ctx, batch_size, seed=seed, bos=bos, device=device, background=background,
                          soft_targets=soft_targets)
         V = self.process.vocab_size
-        if V ** self.n_tokens > max_sequences:
-            raise ValueError(f"exact mode would enumerate {V}**{self.n_tokens} sequences (> max_sequences="
-                             f"{max_sequences}); use streaming data instead")
+        M = V ** self.n_tokens  # an upper bound: impossible sequences are dropped
+        need = self.bytes_needed(V, self.ctx, self.bos, self.soft_targets)
+        if M > max_sequences or need > max_bytes:
+            raise ValueError(f"exact mode would enumerate up to {V}**{self.n_tokens} = {M:,} sequences and keep "
+                             f"{need / 2**30:.2f} GiB (limits: max_sequences={max_sequences:,}, max_bytes="
+                             f"{max_bytes / 2**30:.2f} GiB); use streaming data (data='stream') instead")
         lvl = msp_tree(self.process, self.n_tokens).level(self.n_tokens)
         self.sequences = np.ascontiguousarray(lvl.sequences)
         self.probs = lvl.probs / lvl.probs.sum()
+        del lvl  # drops the tree (every shorter level) before the soft targets are computed
         self._cdf = np.cumsum(self.probs)
         self._cdf[-1] = 1.0
         self._q = self._next_token_probs(self.sequences) if self.soft_targets else None
+
+    @staticmethod
+    def bytes_needed(vocab_size: int, ctx: int, bos: bool = False, soft_targets: bool = False) -> int:
+        """Upper bound of the bytes an exact source keeps: sequences, probabilities and CDF, and
+        with soft targets the ``(M, ctx, V)`` float32 distributions (the peak stays close to it)."""
+        n_tokens = n_tokens_for(ctx, bos)
+        M = vocab_size ** n_tokens
+        return M * (n_tokens + 16 + (ctx * vocab_size * 4 if soft_targets else 0))
 
     def _draw(self, c):
         rng = np.random.Generator(np.random.Philox(key=[self.seed & (2**64 - 1), c]))

@@ -6,16 +6,19 @@
 
 The run directory gets ``config.json``, ``metrics.jsonl`` (one JSON object per log/eval point:
 step, tokens, loss, lr, tokens_per_s, elapsed; eval rows add per-position loss and its ratio to
-the optimum), ``checkpoint.pt`` (model + optimiser + step, written atomically, for resuming)
-and ``checkpoints/step_XXXXXXX.pt`` (model snapshots at log-spaced steps, for emergence plots).
+the optimum), ``checkpoint.pt`` (model + optimiser + step, written atomically every
+``save_seconds``/``save_every``, on SIGINT/SIGTERM and at the end, for resuming) and
+``checkpoints/step_XXXXXXX.pt`` (model snapshots at log-spaced steps, for emergence plots).
 Training length is a token budget (``tokens`` = steps x batch x ctx predicted tokens), never the
 clock, so a run is reproducible; a resumed run reproduces the uninterrupted run's losses.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
+import numbers
 import os
 import sys
 import time
@@ -27,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._run_dir import (CHECKPOINT_FORMAT, StopSignals, TrainingInterrupted, atomic_save, json_line,
+                       load_checkpoint, open_run_dir, read_history, write_history)
 from .data import PrefixSet, make_source, n_tokens_for, to_model_io
 from .model import ModelConfig, build_model
 from .processes import get as get_process
@@ -34,9 +39,35 @@ from .beliefs import beliefs as _beliefs
 from .sampling import sample
 
 __all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "load_checkpoint", "load_model",
-           "save_checkpoint", "lr_at", "snapshot_steps", "default_threads", "CHECKPOINT_FORMAT"]
+           "save_checkpoint", "lr_at", "snapshot_steps", "default_threads", "same_run", "read_run_config",
+           "TrainingInterrupted", "RUNTIME_FIELDS", "CHECKPOINT_FORMAT"]
 
-CHECKPOINT_FORMAT = "compmech-checkpoint-v1"
+# Fields that say how a run is executed, not what it computes: they may differ on resume.
+RUNTIME_FIELDS = frozenset({"threads", "save_every", "save_seconds"})
+
+_MESS3_PARAMS = {"x": 0.05, "alpha": 0.85}
+_INT_FIELDS = {"ctx": 1, "tokens": 1, "batch_size": 1, "log_every": 1, "eval_every": 0, "eval_sequences": 1,
+               "snapshots": 0, "save_every": 0, "seed": 0}
+_FLOAT_FIELDS = {"lr": (0, False), "weight_decay": (0, True), "momentum": (0, True), "warmup": (0, True),
+                 "min_lr_ratio": (0, True), "grad_clip": (0, True), "ema": (0, True), "save_seconds": (0, True)}
+_CHOICES = {"data": ("exact", "stream"), "targets": ("tokens", "distribution"), "optimizer": ("adamw", "sgd"),
+            "schedule": ("cosine", "linear", "constant")}
+
+
+def _int_field(name, v, lo):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or (isinstance(v, float) and not v.is_integer()):
+        raise ValueError(f"TrainConfig.{name} must be an integer, got {v!r}")
+    if v < lo:
+        raise ValueError(f"TrainConfig.{name} must be >= {lo}, got {v!r}")
+    return int(v)
+
+
+def _float_field(name, v, lo, inclusive):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+        raise ValueError(f"TrainConfig.{name} must be a finite number, got {v!r}")
+    if v < lo or (v == lo and not inclusive):
+        raise ValueError(f"TrainConfig.{name} must be {'>=' if inclusive else '>'} {lo}, got {v!r}")
+    return v
 
 
 @dataclass
@@ -45,6 +76,8 @@ class TrainConfig:
 
     Attributes:
         process, process_params: ``compmech.processes.get(process, **process_params)``.
+            ``process_params=None`` (the default) means the process's own defaults, except
+            for mess3, whose default is the original work's ``{"x": 0.05, "alpha": 0.85}``.
         model: :class:`compmech.model.ModelConfig` fields (``vocab_size``, ``ctx`` and
             ``out_vocab_size`` are filled in from the process and ``ctx``).
         ctx: model context (positions per training sequence).
@@ -70,7 +103,11 @@ class TrainConfig:
         log_every: steps between ``metrics.jsonl`` rows (train loss averaged over the interval).
         eval_every: steps between evaluations on ``eval_sequences`` sampled sequences (0: end only).
         snapshots: number of log-spaced model snapshots (0: none).
-        save_every: steps between resumable checkpoints (0: only at the end).
+        save_every: steps between resumable checkpoints (0: none by step count).
+        save_seconds: wall-clock seconds between resumable checkpoints (0: none by time). A
+            checkpoint is also written at the end and when SIGINT/SIGTERM stops the run.
+            ``threads``, ``save_every`` and ``save_seconds`` are not part of a run's identity:
+            a run may be resumed with other values.
         compile: wrap the training step in ``torch.compile`` (falls back to eager if it fails; on a
             small CPU model it compiles for about a minute and is not faster).
         ema: if > 0, keep an exponential moving average of the weights with this decay (warmed
@@ -79,7 +116,7 @@ class TrainConfig:
     """
 
     process: str = "mess3"
-    process_params: dict = field(default_factory=lambda: {"x": 0.05, "alpha": 0.85})
+    process_params: dict | None = None
     model: dict = field(default_factory=dict)
     ctx: int = 10
     bos: bool = False
@@ -104,25 +141,47 @@ class TrainConfig:
     eval_sequences: int = 4096
     snapshots: int = 10
     save_every: int = 0
+    save_seconds: float = 60.0
     compile: bool = False
     ema: float = 0.0
 
     def __post_init__(self):
-        if self.data not in ("exact", "stream"):
-            raise ValueError(f"TrainConfig.data must be 'exact' or 'stream', got {self.data!r}")
-        if self.targets not in ("tokens", "distribution"):
-            raise ValueError(f"TrainConfig.targets must be 'tokens' or 'distribution', got {self.targets!r}")
-        if self.optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"TrainConfig.optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
-        if self.schedule not in ("cosine", "linear", "constant"):
-            raise ValueError(f"TrainConfig.schedule must be cosine/linear/constant, got {self.schedule!r}")
-        for name in ("tokens", "batch_size", "ctx", "log_every"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        if not self.lr > 0:
-            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
+        if not isinstance(self.process, str):
+            raise ValueError(f"TrainConfig.process must be a process name, got {self.process!r}")
+        if self.process_params is None:
+            self.process_params = dict(_MESS3_PARAMS) if self.process == "mess3" else {}
+        for name in ("process_params", "model"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"TrainConfig.{name} must be a table of name = value, got {getattr(self, name)!r}")
+        unknown = set(self.model) - {f.name for f in dataclasses.fields(ModelConfig)}
+        if unknown:
+            raise ValueError(f"unknown model fields {sorted(unknown)}; known: "
+                             f"{[f.name for f in dataclasses.fields(ModelConfig)]}")
+        for name, options in _CHOICES.items():
+            if getattr(self, name) not in options:
+                raise ValueError(f"TrainConfig.{name} must be one of {'/'.join(options)}, got {getattr(self, name)!r}")
+        for name, lo in _INT_FIELDS.items():
+            setattr(self, name, _int_field(name, getattr(self, name), lo))
+        if self.threads is not None:
+            self.threads = _int_field("threads", self.threads, 1)
+        for name, (lo, inclusive) in _FLOAT_FIELDS.items():
+            _float_field(name, getattr(self, name), lo, inclusive)
+        if not (0 <= self.ema < 1 and self.min_lr_ratio <= 1):
+            raise ValueError(f"TrainConfig.ema must be in [0, 1) and min_lr_ratio in [0, 1], "
+                             f"got {self.ema!r}, {self.min_lr_ratio!r}")
+        for name in ("bos", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"TrainConfig.{name} must be true or false, got {getattr(self, name)!r}")
+        if (isinstance(self.betas, (str, bytes)) or not hasattr(self.betas, "__len__") or len(self.betas) != 2
+                or not all(isinstance(b, numbers.Real) and not isinstance(b, bool) and 0 <= b < 1 for b in self.betas)):
+            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
         self.betas = tuple(self.betas)
-        self.tokens = int(self.tokens)
+        if not isinstance(self.device, str):
+            raise ValueError(f"TrainConfig.device must be a string such as 'cpu' or 'cuda:0', got {self.device!r}")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"TrainConfig.device {self.device!r} is not a torch device (use cpu, cuda or cuda:N)") from None
 
     @property
     def steps(self) -> int:
@@ -139,11 +198,17 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"a TrainConfig needs a table of fields, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
         return cls(**d)
+
+    def identity(self) -> dict:
+        """The fields that define what the run computes (everything but :data:`RUNTIME_FIELDS`)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
 
     def make_process(self):
         return get_process(self.process, **(self.process_params or {}))
@@ -156,6 +221,22 @@ class TrainConfig:
             m.pop(k, None)
         m["ctx"] = self.ctx
         return ModelConfig(vocab_size=V + (1 if self.bos else 0), out_vocab_size=V, **m)
+
+
+def same_run(a: TrainConfig, b: TrainConfig) -> bool:
+    """True when two configs describe the same run (they may differ in :data:`RUNTIME_FIELDS`)."""
+    return a.identity() == b.identity()
+
+
+def read_run_config(run_dir) -> TrainConfig:
+    """The :class:`TrainConfig` of the run in ``run_dir`` (from its ``config.json``)."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise ValueError(f"nothing to resume in {run_dir}: no config.json")
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text()))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: invalid JSON ({exc})") from None
 
 
 @dataclass
@@ -199,20 +280,6 @@ def snapshot_steps(total_steps: int, n: int) -> list[int]:
     return [int(v) for v in s]
 
 
-def _atomic_save(obj, path: Path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _cpu_state(sd):
     return {k: v.detach().to("cpu") if isinstance(v, torch.Tensor) else v for k, v in sd.items()}
 
@@ -232,24 +299,20 @@ def save_checkpoint(path, model, cfg: TrainConfig, *, step: int, optimizer=None,
         obj["optimizer"] = optimizer.state_dict()
     if extra:
         obj.update(extra)
-    _atomic_save(obj, path)
-
-
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True`` (no code execution) and check its format."""
-    obj = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint")
-    return obj
+    atomic_save(obj, path)
 
 
 def load_model(path, device="cpu"):
     """``(model, TrainConfig, checkpoint dict)`` from a checkpoint or snapshot file."""
     ck = load_checkpoint(path, map_location=device)
-    model = build_model(ModelConfig.from_dict(ck["model_config"])).to(device)
-    model.load_state_dict(ck["ema"] if ck.get("ema") is not None else ck["model"])
+    try:
+        cfg = TrainConfig.from_dict(ck["train_config"])
+        model = build_model(ModelConfig.from_dict(ck["model_config"])).to(device)
+        model.load_state_dict(ck["ema"] if ck.get("ema") is not None else ck["model"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"{path}: inconsistent checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     model.eval()
-    return model, TrainConfig.from_dict(ck["train_config"]), ck
+    return model, cfg, ck
 
 
 def _make_optimizer(cfg: TrainConfig, model, device):
@@ -323,7 +386,8 @@ def evaluate(model, process, *, ctx: int, bos: bool = False, device="cpu", prefi
     else:
         loss = ps.expected_loss(_forward_all(model, torch.from_numpy(ps.inputs), device))
     opt = ps.optimal_loss()
-    ratio = loss / opt
+    with np.errstate(divide="ignore", invalid="ignore"):  # optimum 0 (deterministic position): ratio inf
+        ratio = loss / opt
     return {"loss": loss.tolist(), "optimal": opt.tolist(), "ratio": ratio.tolist(),
             "excess_nats": (loss - opt).tolist(), "mean_loss": float(loss.mean()),
             "mean_optimal": float(opt.mean()), "worst_ratio": float(ratio.max()), "exact": True}
@@ -348,31 +412,155 @@ def _step_fn(model, optimizer, cfg: TrainConfig, V: int):
     return step
 
 
-def _read_history(path: Path, upto_step: int) -> list:
-    rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                if r.get("step", 0) <= upto_step:
-                    rows.append(r)
-    return rows
+def _make_step(model, optimizer, cfg: TrainConfig, V: int):
+    """The training step, ``torch.compile``d if asked; falls back to eager if compiling fails
+    on the first call (the compiler is only known to work once it has run)."""
+    eager = _step_fn(model, optimizer, cfg, V)
+    if not cfg.compile:
+        return eager
+    try:
+        compiled = torch.compile(eager)
+    except Exception as exc:  # pragma: no cover - depends on the toolchain
+        warnings.warn(f"torch.compile unavailable ({exc}); training eagerly")
+        return eager
+    state = {"fn": compiled, "tried": False}
+
+    def step(x, y):
+        if state["tried"]:
+            return state["fn"](x, y)
+        state["tried"] = True
+        try:
+            return compiled(x, y)
+        except Exception as exc:
+            warnings.warn(f"torch.compile failed ({type(exc).__name__}: {exc}); training eagerly")
+            state["fn"] = _step_fn(model, optimizer, cfg, V)
+            return state["fn"](x, y)
+
+    return step
 
 
-def train(cfg: TrainConfig | dict, run_dir=None, *, resume: bool = False, progress: bool = True,
-          stop_at_step: int | None = None, final_eval: bool = True) -> TrainResult:
-    """Train a model per ``cfg``; write logs and checkpoints under ``run_dir`` (if given).
+class _EMA:
+    """Exponential moving average of the weights, warmed up as ``min(decay, (1+t)/(10+t))``."""
 
-    Args:
-        resume: continue from ``run_dir/checkpoint.pt`` if present (same config required).
-        progress: show a tqdm bar.
-        stop_at_step: stop early after this many steps (the schedule still spans ``cfg.steps``;
-            used to simulate an interruption).
-        final_eval: run the exact per-position evaluation at the end (skipped if the number of
-            contexts ``V**ctx`` exceeds 2 million; then the sampled evaluation set is used).
-    """
-    if isinstance(cfg, dict):
-        cfg = TrainConfig.from_dict(cfg)
+    def __init__(self, model, decay: float, state: dict | None = None):
+        self.decay = decay
+        self.model = copy.deepcopy(model)
+        if state is not None:
+            self.model.load_state_dict(state)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self._avg, self._live = list(self.model.parameters()), list(model.parameters())
+
+    @torch.no_grad()
+    def update(self, step: int):
+        torch._foreach_lerp_(self._avg, self._live, 1.0 - min(self.decay, (1 + step) / (10 + step)))
+
+
+class _LossMeter:
+    """Mean training loss since the last log row, accumulated on the device (no sync per step)."""
+
+    def __init__(self, device, total: float = 0.0, count: int = 0):
+        self.total = torch.tensor(total, dtype=torch.float64, device=device)
+        self.count = count
+
+    def add(self, loss):
+        self.total += loss
+        self.count += 1
+
+    def mean_and_reset(self) -> float:
+        mean = float(self.total) / max(self.count, 1)
+        self.total.zero_()
+        self.count = 0
+        return mean
+
+    def state(self) -> dict:
+        return {"acc_loss": float(self.total), "acc_count": self.count}
+
+
+class _MetricsLog:
+    """``metrics.jsonl`` rows (also kept in memory as the history) with throughput since the
+    previous row; evaluation on the sampled set every ``eval_every`` steps."""
+
+    def __init__(self, cfg, path: Path | None, history: list, eval_set, device, start_step: int):
+        self.cfg, self.history, self.eval_set, self.device = cfg, history, eval_set, device
+        self._fh = open(path, "a") if path else None
+        self.t_start = self.t_last = time.perf_counter()
+        self.step_last = start_step
+
+    def due(self, step: int) -> bool:
+        return step % self.cfg.log_every == 0 or step == self.cfg.steps
+
+    def write(self, step: int, meter: _LossMeter, eval_model) -> dict:
+        cfg, now = self.cfg, time.perf_counter()
+        mean_loss = meter.mean_and_reset()
+        row = {"step": step, "tokens": step * cfg.tokens_per_step, "loss": mean_loss, "lr": lr_at(cfg, step - 1),
+               "tokens_per_s": (step - self.step_last) * cfg.tokens_per_step / max(now - self.t_last, 1e-9),
+               "elapsed": now - self.t_start}
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(f"training loss became {mean_loss} at step {step}; lower lr or raise grad_clip")
+        if self.eval_set is not None and (step % cfg.eval_every < cfg.log_every or step == cfg.steps):
+            ev = self.eval_set.loss(eval_model, self.device)
+            with np.errstate(divide="ignore", invalid="ignore"):  # a deterministic position: ratio inf -> null
+                row.update({"eval_loss": ev.tolist(), "eval_ratio": (ev / self.eval_set.optimal).tolist()})
+        self.history.append(row)
+        if self._fh:
+            self._fh.write(json_line(row) + "\n")
+            self._fh.flush()
+        self.t_last, self.step_last = time.perf_counter(), step
+        return row
+
+    def close(self):
+        if self._fh:
+            self._fh.close()
+
+
+class _Checkpointer:
+    """Resumable checkpoints every ``save_every`` steps and/or ``save_seconds`` of wall clock
+    (a save costs a few ms), plus log-spaced model snapshots."""
+
+    def __init__(self, cfg, run_dir: Path, snapshots):
+        self.cfg, self.run_dir, self.snapshots = cfg, run_dir, set(snapshots)
+        self.path = run_dir / "checkpoint.pt"
+        self._last = time.monotonic()
+
+    def due(self, step: int) -> bool:
+        c = self.cfg
+        return bool((c.save_every and step % c.save_every == 0)
+                    or (c.save_seconds and time.monotonic() - self._last >= c.save_seconds))
+
+    def snapshot(self, model, step: int):
+        save_checkpoint(self.run_dir / "checkpoints" / f"step_{step:07d}.pt", model, self.cfg, step=step)
+
+    def save(self, model, optimizer, step: int, meter: _LossMeter, ema: _EMA | None):
+        extra = meter.state()
+        if ema is not None:
+            extra["ema"] = _cpu_state(ema.model.state_dict())
+        save_checkpoint(self.path, model, self.cfg, step=step, optimizer=optimizer, extra=extra)
+        self._last = time.monotonic()
+
+
+def _progress_bar(cfg, start_step: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.steps, initial=start_step, unit="step", desc=f"train {cfg.process}",
+                dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
+
+
+def _final_eval(cfg, proc, model, eval_set, device) -> dict:
+    """Exact per-position evaluation when ``V**ctx`` contexts fit (<= 2 M), else on samples."""
+    if proc.vocab_size ** (cfg.ctx - (1 if cfg.bos else 0)) <= 2_000_000:
+        return evaluate(model, proc, ctx=cfg.ctx, bos=cfg.bos, device=device)
+    es = eval_set or _EvalSet(proc, cfg, max(cfg.eval_sequences, 16384), seed=cfg.seed + 1_000_003)
+    ev = es.loss(model, device)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = ev / es.optimal
+    return {"loss": ev.tolist(), "optimal": es.optimal.tolist(), "ratio": ratio.tolist(),
+            "worst_ratio": float(ratio.max()), "exact": False}
+
+
+def _setup(cfg: TrainConfig):
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {cfg.device!r} requested but torch sees no CUDA GPU")
@@ -380,148 +568,106 @@ def train(cfg: TrainConfig | dict, run_dir=None, *, resume: bool = False, progre
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def train(cfg: TrainConfig | dict, run_dir=None, *, resume: bool | str = False, overwrite: bool = False,
+          progress: bool = True, stop_at_step: int | None = None, final_eval: bool = True) -> TrainResult:
+    """Train a model per ``cfg``; write logs and checkpoints under ``run_dir`` (if given).
+
+    Args:
+        resume: ``True``: continue from ``run_dir/checkpoint.pt`` (same config required, up to
+            :data:`RUNTIME_FIELDS`; ``ValueError`` if there is none). ``"auto"``: resume if a
+            checkpoint exists, else start a new run.
+        overwrite: delete an earlier run's files in ``run_dir`` first. Without ``resume`` or
+            ``overwrite`` a directory that holds a run is refused (``ValueError``), so two
+            runs' snapshots and logs are never mixed.
+        progress: show a tqdm bar.
+        stop_at_step: stop early after this many steps (the schedule still spans ``cfg.steps``;
+            used to simulate an interruption).
+        final_eval: run the exact per-position evaluation at the end (skipped if the number of
+            contexts ``V**ctx`` exceeds 2 million; then the sampled evaluation set is used).
+
+    SIGINT/SIGTERM (in the main thread) stop the run at the next step boundary after writing a
+    checkpoint, and raise :class:`TrainingInterrupted` (a ``KeyboardInterrupt``).
+    """
+    if isinstance(cfg, dict):
+        cfg = TrainConfig.from_dict(cfg)
+    device = _setup(cfg)
     proc = cfg.make_process()
     V = proc.vocab_size
-    mcfg = cfg.model_config(proc)
     torch.manual_seed(cfg.seed)
-    model = build_model(mcfg).to(device)
+    model = build_model(cfg.model_config(proc)).to(device)
     optimizer = _make_optimizer(cfg, model, device)
 
+    # Run directory: refuse to mix runs; restore model, optimiser, loss meter and EMA on resume.
     run_dir = Path(run_dir) if run_dir is not None else None
-    start_step, history, acc, resume_ema = 0, [], (0.0, 0), None
-    ck_path = run_dir / "checkpoint.pt" if run_dir else None
+    start_step, history, meter, ema_state = 0, [], _LossMeter(device), None
     if run_dir:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg_path = run_dir / "config.json"
-        if resume and ck_path.exists():
+        ck_path = open_run_dir(run_dir, resume=resume, overwrite=overwrite)
+        if ck_path is not None:
             ck = load_checkpoint(ck_path, map_location=device)
-            if ck["train_config"] != cfg.to_dict():
-                diff = sorted(k for k in cfg.to_dict() if ck["train_config"].get(k) != cfg.to_dict()[k])
+            if not same_run(TrainConfig.from_dict(ck["train_config"]), cfg):
+                old = TrainConfig.from_dict(ck["train_config"]).identity()
+                diff = sorted(k for k, v in cfg.identity().items() if old.get(k) != v)
                 raise ValueError(f"cannot resume {ck_path}: its config differs in {diff}")
             model.load_state_dict(ck["model"])
             optimizer.load_state_dict(ck["optimizer"])
-            resume_ema = ck.get("ema")
-            start_step = int(ck["step"])
-            acc = (float(ck.get("acc_loss", 0.0)), int(ck.get("acc_count", 0)))
-            history = _read_history(run_dir / "metrics.jsonl", start_step)
-        cfg_path.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        with open(run_dir / "metrics.jsonl", "w") as fh:
-            for r in history:
-                fh.write(json.dumps(r) + "\n")
+            start_step, ema_state = int(ck["step"]), ck.get("ema")
+            meter = _LossMeter(device, float(ck.get("acc_loss", 0.0)), int(ck.get("acc_count", 0)))
+            history = read_history(run_dir / "metrics.jsonl", start_step)
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        write_history(run_dir / "metrics.jsonl", history)
 
     total = cfg.steps
     end = total if stop_at_step is None else min(total, int(stop_at_step))
-    snaps = set(snapshot_steps(total, cfg.snapshots)) if run_dir else set()
-    ema_model = None
-    if cfg.ema and cfg.ema > 0:
-        import copy
-
-        ema_model = copy.deepcopy(model)
-        if resume_ema is not None:
-            ema_model.load_state_dict(resume_ema)
-        for p_ in ema_model.parameters():
-            p_.requires_grad_(False)
-        ema_params, live_params = list(ema_model.parameters()), list(model.parameters())
-    result_model = ema_model if ema_model is not None else model
-    if run_dir and cfg.snapshots and start_step == 0:
-        save_checkpoint(run_dir / "checkpoints" / f"step_{0:07d}.pt", result_model, cfg, step=0)
+    ema = _EMA(model, cfg.ema, ema_state) if cfg.ema > 0 else None
+    eval_model = ema.model if ema is not None else model  # what is evaluated, snapshotted, returned
+    ckpt = _Checkpointer(cfg, run_dir, snapshot_steps(total, cfg.snapshots)) if run_dir else None
+    if ckpt and cfg.snapshots and start_step == 0:
+        ckpt.snapshot(eval_model, 0)
     eval_set = _EvalSet(proc, cfg, cfg.eval_sequences, seed=cfg.seed + 1_000_003) if cfg.eval_every else None
-
-    step_fn = _step_fn(model, optimizer, cfg, V)
-    if cfg.compile:
-        try:
-            step_fn = torch.compile(step_fn)
-        except Exception as exc:  # pragma: no cover - depends on the toolchain
-            warnings.warn(f"torch.compile unavailable ({exc}); training eagerly")
-
+    step_fn = _make_step(model, optimizer, cfg, V)
     source = make_source(cfg.data, proc, cfg.ctx, cfg.batch_size, seed=cfg.seed, bos=cfg.bos, device=device,
                          soft_targets=cfg.targets == "distribution")
-    log_fh = open(run_dir / "metrics.jsonl", "a") if run_dir else None
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, initial=start_step, unit="step", desc=f"train {cfg.process}",
-                   dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
-
-    def log(row):
-        history.append(row)
-        if log_fh:
-            log_fh.write(json.dumps(row) + "\n")
-            log_fh.flush()
-
-    acc_loss = torch.tensor(acc[0], dtype=torch.float64, device=device)
-    acc_count = acc[1]
-    t_start = time.perf_counter()
-    t_last, step_last = t_start, start_step
+    log = _MetricsLog(cfg, run_dir / "metrics.jsonl" if run_dir else None, history, eval_set, device, start_step)
+    bar = _progress_bar(cfg, start_step, progress)
     batches = source.batches(start_step)
     step = start_step
     model.train()
     try:
-        while step < end:
-            for g in optimizer.param_groups:
-                g["lr"] = lr_at(cfg, step)
-            x, y = next(batches)
-            try:
+        with StopSignals() as stop:
+            while step < end:
+                for g in optimizer.param_groups:
+                    g["lr"] = lr_at(cfg, step)
+                x, y = next(batches)
                 loss = step_fn(x, y)
-            except Exception as exc:
-                if cfg.compile and step == start_step:
-                    warnings.warn(f"torch.compile failed ({type(exc).__name__}: {exc}); training eagerly")
-                    step_fn = _step_fn(model, optimizer, cfg, V)
-                    loss = step_fn(x, y)
-                else:
-                    raise
-            acc_loss += loss
-            acc_count += 1
-            if ema_model is not None:
-                decay = min(cfg.ema, (1 + step) / (10 + step))
-                with torch.no_grad():
-                    torch._foreach_lerp_(ema_params, live_params, 1.0 - decay)
-            step += 1
-            if step % cfg.log_every == 0 or step == total:
-                now = time.perf_counter()
-                tps = (step - step_last) * cfg.tokens_per_step / max(now - t_last, 1e-9)
-                mean_loss = float(acc_loss) / max(acc_count, 1)
-                row = {"step": step, "tokens": step * cfg.tokens_per_step, "loss": mean_loss,
-                       "lr": lr_at(cfg, step - 1), "tokens_per_s": tps, "elapsed": now - t_start}
-                if not math.isfinite(mean_loss):
-                    raise FloatingPointError(f"training loss became {mean_loss} at step {step}")
-                acc_loss.zero_()
-                acc_count = 0
-                if eval_set is not None and (step % cfg.eval_every < cfg.log_every or step == total):
-                    ev = eval_set.loss(result_model, device)
-                    row.update({"eval_loss": ev.tolist(), "eval_ratio": (ev / eval_set.optimal).tolist()})
-                log(row)
+                meter.add(loss)
+                if ema is not None:
+                    ema.update(step)
+                step += 1
+                if log.due(step):
+                    row = log.write(step, meter, eval_model)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:,.0f}", refresh=False)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{tps:,.0f}", refresh=False)
-                t_last, step_last = time.perf_counter(), step
-            if bar is not None:
-                bar.update(1)
-            if run_dir:
-                if step in snaps:
-                    save_checkpoint(run_dir / "checkpoints" / f"step_{step:07d}.pt", result_model, cfg, step=step)
-                if (cfg.save_every and step % cfg.save_every == 0) or step == end:
-                    extra = {"acc_loss": float(acc_loss), "acc_count": acc_count}
-                    if ema_model is not None:
-                        extra["ema"] = _cpu_state(ema_model.state_dict())
-                    save_checkpoint(ck_path, model, cfg, step=step, optimizer=optimizer, extra=extra)
+                    bar.update(1)
+                if ckpt:
+                    if step in ckpt.snapshots:
+                        ckpt.snapshot(eval_model, step)
+                    if ckpt.due(step) or step == end or stop.signum:
+                        ckpt.save(model, optimizer, step, meter, ema)
+                if stop.signum:
+                    raise TrainingInterrupted(stop.signum, step, total, ckpt.path if ckpt else None)
     finally:
         if bar is not None:
             bar.close()
-        if log_fh:
-            log_fh.close()
+        log.close()
         batches.close()
-    train_time = time.perf_counter() - t_start
+    train_time = time.perf_counter() - log.t_start
     final = {"steps": step, "tokens": step * cfg.tokens_per_step, "train_seconds": train_time,
              "tokens_per_s": (step - start_step) * cfg.tokens_per_step / max(train_time, 1e-9)}
     if final_eval and step == total:
-        if proc.vocab_size ** (cfg.ctx - (1 if cfg.bos else 0)) <= 2_000_000:
-            final["eval"] = evaluate(result_model, proc, ctx=cfg.ctx, bos=cfg.bos, device=device)
-        else:
-            es = eval_set or _EvalSet(proc, cfg, max(cfg.eval_sequences, 16384), seed=cfg.seed + 1_000_003)
-            ev = es.loss(result_model, device)
-            final["eval"] = {"loss": ev.tolist(), "optimal": es.optimal.tolist(),
-                             "ratio": (ev / es.optimal).tolist(), "worst_ratio": float((ev / es.optimal).max()),
-                             "exact": False}
-    result_model.eval()
-    return TrainResult(model=result_model, config=cfg, history=history, final=final, run_dir=run_dir)
+        final["eval"] = _final_eval(cfg, proc, eval_model, eval_set, device)
+    eval_model.eval()
+    return TrainResult(model=eval_model, config=cfg, history=history, final=final, run_dir=run_dir)

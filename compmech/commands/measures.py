@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from .._json import dumps
 from ._params import add_process_args, process_from_args
 
 
@@ -37,6 +38,14 @@ def _num(v):
 def run(args) -> int:
     from .. import measures as M
 
+    if not 1e-15 <= args.tol < 1:
+        raise ValueError(f"--tol must be in [1e-15, 1) (beliefs are float64; below 1e-15 merging finds only exact "
+                         f"duplicates and the search slows down quadratically), got {args.tol!r}")
+    for name in ("max_states", "tokens"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.myopic < 0:
+        raise ValueError(f"--myopic must be >= 0, got {args.myopic}")
     proc = process_from_args(args)
     t0 = time.perf_counter()
     s = M.summary(proc, max_states=args.max_states, tol=args.tol, seed=args.seed, max_tokens=args.tokens)
@@ -51,7 +60,7 @@ def run(args) -> int:
         if my is not None:
             out["myopic_entropy"] = {"value": np.asarray(my.value).tolist(), "exact": my.exact,
                                      "error": np.asarray(my.error).tolist()}
-        print(json.dumps(out, indent=2))
+        print(dumps(out, indent=2))
         return 0
     print(s.table())
     notes = sorted({m.note for m in s.measures.values() if m.note})

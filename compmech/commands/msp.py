@@ -22,6 +22,43 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+# Above this many tree nodes the figure merges nodes that share a cell of a grid over the
+# simplex (finer than the figure's pixels), so drawing costs memory and time in the number of
+# occupied cells, not in the (exponentially growing) number of nodes.
+MAX_FIGURE_POINTS = 200_000
+
+
+def _figure_points(tree, max_points: int | None = None):
+    """``(beliefs, weights, cells)`` to draw: every node when the tree is small (``cells`` 0),
+    else one point per occupied grid cell of side ``1/cells`` at the cell's centre, weighted
+    by the total probability of the nodes in it; built level by level (no full copy)."""
+    if tree.num_nodes + 1 <= (MAX_FIGURE_POINTS if max_points is None else max_points):
+        return (np.concatenate([np.asarray(l.beliefs, np.float64) for l in tree.levels]),
+                np.concatenate([np.asarray(l.probs, np.float64) for l in tree.levels]), 0)
+    S = np.asarray(tree.level(0).beliefs).shape[1]
+    cells = 512 if S <= 3 else 128
+    radix = np.int64(cells + 2)  # rounded, clipped coordinates lie in [0, cells + 1]
+    packed = S * np.log2(float(radix)) < 62  # one int64 code per cell (sorting codes is fast)
+    keys = np.empty(0, np.int64) if packed else np.empty((0, S), np.int64)
+    w = np.empty(0)
+    for lvl in tree.levels:
+        q = np.clip(np.rint(np.asarray(lvl.beliefs, np.float64) * cells), 0, cells + 1).astype(np.int64)
+        if packed:
+            code = np.zeros(len(q), np.int64)
+            for j in range(S):
+                code = code * radix + q[:, j]
+            q = code
+        keys, inv = np.unique(np.concatenate([keys, q]), axis=None if packed else 0, return_inverse=True)
+        w = np.bincount(inv.ravel(), weights=np.concatenate([w, np.asarray(lvl.probs, np.float64)]),
+                        minlength=len(keys))
+    if packed:
+        coords = np.empty((len(keys), S), np.int64)
+        for j in range(S - 1, -1, -1):
+            keys, coords[:, j] = np.divmod(keys, radix)
+        keys = coords
+    return keys / cells, w, cells
+
+
 def run(args) -> int:
     from ..msp_tree import msp_tree
 
@@ -54,11 +91,13 @@ def run(args) -> int:
         fig, ax = plt.subplots(figsize=(6, 6), dpi=150)
         draw_graph(full if full.is_complete else graph, ax=ax)
     else:
-        beliefs = np.concatenate([np.asarray(l.beliefs, np.float64) for l in tree.levels])
-        weights = np.concatenate([l.probs for l in tree.levels])
+        beliefs, weights, cells = _figure_points(tree)
+        if cells:
+            print(f"figure       {tree.num_nodes + 1:,} nodes drawn as {len(weights):,} cells of 1/{cells} "
+                  f"(probabilities summed per cell)")
         fig = plt.figure(figsize=(6, 6), dpi=150)
         ax = fig.add_subplot(projection="3d" if beliefs.shape[1] == 4 else None)
-        simplex(beliefs, weights=weights, ax=ax)
+        simplex(beliefs, weights=weights, ax=ax, rasterized=True)
         ax.set_title(f"{proc.name or 'process'}: mixed states to depth {tree.depth}")
     fig.savefig(args.out, bbox_inches="tight")
     plt.close(fig)

@@ -6,11 +6,8 @@ least squares, unweighted and probability-weighted), with k-fold cross-validatio
 sequence and a shuffled-belief control; prints a table and writes ``probe.json`` and figures."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-
-import numpy as np
 
 
 def add_parser(sub) -> None:
@@ -27,49 +24,27 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run_probe(model, cfg, *, folds=5, shuffles=10, seed=0, layers=None, device="cpu"):
-    from ..data import PrefixSet
-    from ..probe import probe_model
-
-    proc = cfg.make_process()
-    prefixes = PrefixSet.build(proc, cfg.ctx, bos=cfg.bos)
-    rep = probe_model(model, proc, prefixes=prefixes, names=layers, device=device, cv_folds=folds,
-                      shuffles=shuffles, seed=seed)
-    return rep, prefixes
-
-
-def write_probe_figures(rep, out_dir: Path, *, title: str, ev=None) -> list[str]:
-    from ..plot import experiment as ex
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    paths += ex.save(ex.geometry_panels(rep, suptitle=title), out_dir / "geometry")
-    paths += ex.save(ex.main_figure(rep, ev, title=title), out_dir / "main")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4, 3.5), dpi=150)
-    ex.probe_errors(rep, ax=ax)
-    paths += ex.save(fig, out_dir / "probe_errors")
-    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=150)
-    ex.layer_fits(rep, ax=ax)
-    paths += ex.save(fig, out_dir / "layers")
-    if rep.concat_name:
-        fig = ex.geometry_panels(rep, layer=rep.concat_name, suptitle=f"{title}: all layers concatenated")
-        paths += ex.save(fig, out_dir / "geometry_concat")
-    return paths
-
-
 def run(args) -> int:
     import torch
 
+    from ..experiment import json_dump, run_probe, write_probe_figures
     from ..train import default_threads, load_model
 
+    if args.folds < 2:
+        raise ValueError(f"--folds must be >= 2 (k-fold cross-validation), got {args.folds}")
+    if args.shuffles < 1:
+        raise ValueError(f"--shuffles must be >= 1 (the shuffled-belief control), got {args.shuffles}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a directory")
+    _check_device(args.device)
     torch.set_num_threads(args.threads or default_threads())
     t0 = time.perf_counter()
     model, cfg, ck = load_model(args.checkpoint, device=args.device)
     rep, _ = run_probe(model, cfg, folds=args.folds, shuffles=args.shuffles, seed=args.seed,
                        layers=args.layers, device=args.device)
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent
     out.mkdir(parents=True, exist_ok=True)
     print(rep.table())
     s = rep.summary()
@@ -82,7 +57,7 @@ def run(args) -> int:
           f"{rep.timing['fit_s']:.2f} s fits)")
     d = rep.to_dict()
     d.update({"checkpoint": str(args.checkpoint), "step": ck["step"], "tokens": ck["tokens"]})
-    (out / "probe.json").write_text(json.dumps(d, indent=2, default=_json_default) + "\n")
+    json_dump(d, out / "probe.json")
     if not args.no_figures:
         paths = write_probe_figures(rep, out / "figures", title=f"{cfg.process} after {ck['tokens']:,} tokens")
         print(f"figures in {out / 'figures'} ({len(paths)} files)")
@@ -90,9 +65,12 @@ def run(args) -> int:
     return 0
 
 
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+def _check_device(device: str):
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {device!r} is not a torch device (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device!r} requested but torch sees no CUDA GPU")
