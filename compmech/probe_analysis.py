@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 
 from .beliefs import beliefs as _beliefs
-from .data import PrefixSet
+from .data import PrefixSet, subtree_groups
 from .msp_tree import msp_tree
 from .process import as_process
 from .sampling import sample
@@ -57,14 +57,7 @@ def sampled_prefixes(process, ctx: int, n_sequences: int = DEFAULT_SAMPLED_SEQUE
     seqs, cnt = np.unique(np.asarray(sample(proc, n, n_in, seed=seed), np.int64), axis=0, return_counts=True)
     N = seqs.shape[0]
     bel = np.asarray(_beliefs(proc, seqs, dtype=np.float64))  # (N, n_in, S) after each token
-    if group_depth is None:
-        group_depth = 1
-        while V ** group_depth < 24 and group_depth < n_in:
-            group_depth += 1
-    group_depth = max(0, min(group_depth, n_in))
-    gcode = np.zeros(N, np.int64)
-    for d in range(group_depth):
-        gcode = gcode * V + seqs[:, d]
+    group_depth, gcode = subtree_groups(seqs, V, group_depth)
     cols = {k: [] for k in ("seq_index", "position", "length", "beliefs", "probs", "multiplicity",
                             "next_probs", "group", "parent", "token")}
     prev_id, prev_off, offset = None, -1, 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .train import add_common_train_args, check_out_dir, config_from_args
+from .train import add_common_train_args
 
 
 def add_parser(sub) -> None:
@@ -31,15 +31,9 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from .. import followup
+    from .demo import start
 
-    cfg = config_from_args(args, dict(followup.EXPERIMENTS[args.name]))
-    run_dir = check_out_dir(args.out or f"runs/{args.name}")
-    if args.emergence_depth < 1:
-        raise ValueError(f"--emergence-depth must be >= 1, got {args.emergence_depth}")
-    proc = cfg.make_process()
-    print(f"compmech experiment {args.name}: {proc!r}, ctx {cfg.ctx}, model {cfg.model_config(proc).to_dict()}")
-    print(f"  {cfg.data} data, {cfg.targets} targets, budget {cfg.tokens:.3g} tokens = {cfg.steps:,} steps; "
-          f"device {cfg.device}; run dir {run_dir}")
+    cfg, run_dir = start(args, followup.EXPERIMENTS[args.name], args.name, f"experiment {args.name}")
     exp = followup.run(args.name, cfg, Path(run_dir), resume=args.resume, overwrite=args.overwrite,
                        progress=not args.no_progress, emergence_depth=args.emergence_depth,
                        probe_sequences=args.probe_sequences)
