@@ -189,10 +189,13 @@ def _factored(exp, acts, fig_dir, kw, targets):
     w = ps.weights("prob")[ps.length >= 1]
     dim_acts = pa.effective_dimension(acts[final][ps.length >= 1], w)
     dim_pred = pa.effective_dimension(exp.probe.predictions[final]["prob"], exp.probe.weights["prob"])
+    # the reference: how many dimensions the true joint beliefs themselves spread over
+    dim_true = pa.effective_dimension(exp.probe.beliefs, exp.probe.weights["prob"])
     m = {"factors": [f.name or "factor" for f in factors], "factor_states": S,
          "factor_fits": per, "joint": _fit_summary(exp.probe),
          "principal_angles_deg": angles,
          "effective_dimension": {"layer": final, "activations": dim_acts, "joint_probe_predictions": dim_pred,
+                                 "joint_beliefs": dim_true,
                                  "sum_S_minus_1": sum_ref, "prod_S_minus_1": prod_ref}}
     worst = min(p["max_cv_r2"] for p in per)
     targets["factor_cv_r2_min"] = _check(worst, ">=", FOLLOWUP_TARGETS["factor_cv_r2_min"])
@@ -209,7 +212,8 @@ def _dimension_figure(d, fig_dir):
 
     plt = pe._plt()
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=150)
-    for key, label in (("activations", f"PCA of {d['layer']}"), ("joint_probe_predictions", "joint-belief probe predictions")):
+    for key, label in (("activations", f"PCA of {d['layer']}"), ("joint_probe_predictions", "joint-belief probe predictions"),
+                       ("joint_beliefs", "true joint beliefs")):
         c = d[key]["cumulative"]
         ax.plot(np.arange(1, len(c) + 1), c, "o-", ms=3, label=label)
     ax.axvline(d["sum_S_minus_1"], color="k", ls="--", lw=1, label="Σ(Sᵢ−1)")
@@ -299,7 +303,7 @@ def report(exp) -> str:
             fit(f"factor {i}", f)
         d = a["effective_dimension"]
         lines.append(f"dims      95% variance: activations {d['activations']['dims']}, joint probe "
-                     f"{d['joint_probe_predictions']['dims']} (Σ(S-1) = {d['sum_S_minus_1']}, ∏S-1 = {d['prod_S_minus_1']})")
+                     f"{d['joint_probe_predictions']['dims']}, true joint beliefs {d['joint_beliefs']['dims']} (Σ(S-1) = {d['sum_S_minus_1']}, ∏S-1 = {d['prod_S_minus_1']})")
         ang = a["principal_angles_deg"].get(exp.probe.final_layer, {})
         for pair, v in ang.items():
             lines.append(f"angles    factors {pair} at {exp.probe.final_layer}: " + ", ".join(f"{x:.1f}°" for x in v))

@@ -68,7 +68,7 @@ def test_factored_experiment_sampled_probe(tmp_path, capsys):
     assert a["factor_states"] == [3, 3]
     d = a["effective_dimension"]
     assert d["sum_S_minus_1"] == 4 and d["prod_S_minus_1"] == 8
-    assert len(d["joint_probe_predictions"]["cumulative"]) == 9 and len(d["activations"]["cumulative"]) == 16
+    assert len(d["joint_probe_predictions"]["cumulative"]) == 9 == len(d["joint_beliefs"]["cumulative"]) and len(d["activations"]["cumulative"]) == 16
     assert 1 <= d["activations"]["dims"] <= 16
     ang = a["principal_angles_deg"]["blocks.0.hook_resid_post"]["0-1"]
     assert len(ang) == 2 and all(0 <= x <= 90 for x in ang)
