@@ -66,9 +66,8 @@ hostile = st.one_of(
 SIZE_PARAMS = {"num_states": st.integers(-2, 6), "vocab_size": st.integers(-2, 4), "seed": st.integers(-2, 99)}
 SIMPLE = [n for n in cm.processes.names() if n not in ("mixture", "product", "with_bos")]
 
-# Still open in another helper's area (issue 11, "Hangs" / "Every numeric parameter of every
-# process must be validated"; owned by the process-validation work). Filtered here so this suite
-# stays green; test_known_open_cases below turns red once they are fixed, to drop this list.
+# Cases once open in another helper's area (issue 11), now fixed there and asserted by
+# test_known_open_cases; the filter below can go once that has held for a while.
 KNOWN_OPEN = {("random_ghmm_like", "mixing"): lambda v: isinstance(v, float) and not math.isfinite(v),
               ("post_quantum", "log_alpha"): lambda v: isinstance(v, (int, float)) and abs(v) > 700,
               ("post_quantum", "beta"): lambda v: isinstance(v, (int, float)) and abs(v) > 700}
@@ -301,7 +300,6 @@ def test_hostile_command_lines_do_not_crash_the_interpreter(tmp_path):
     assert "Traceback" not in out.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="open in the process-validation work: remove KNOWN_OPEN when this passes")
 def test_known_open_cases():
     for name, pname, value in [("random_ghmm_like", "mixing", math.inf), ("post_quantum", "log_alpha", 1e308)]:
         with pytest.raises(ValueError):

@@ -171,8 +171,6 @@ def test_changing_the_process_resets_its_parameters(tmp_path, capsys, how):
     assert json.loads((tmp_path / "s" / "config.json").read_text())["process_params"] == {"p": 0.3}
 
 
-@pytest.mark.xfail(strict=True, reason="processes/_registry.py is owned by the restructuring work; "
-                                       "describe() of an unknown name still raises KeyError")
 def test_describe_unknown_process_is_a_value_error():
     with pytest.raises(ValueError, match="unknown process"):
         cm.processes.describe("nosuch")
