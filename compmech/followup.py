@@ -231,22 +231,27 @@ def _mixture(exp, acts, fig_dir, kw, targets):
 
     ps, comps = exp.prefixes, _components(exp.config)
     post = pa.component_posterior(ps.beliefs, comps)
-    within = pa.within_component_beliefs(ps.beliefs, comps)
     rep_post = pa.probe_targets(acts, ps, post, **kw)
-    rep_within = pa.probe_targets(acts, ps, np.concatenate(within, 1), **kw)
+    try:
+        within = pa.within_component_beliefs(ps.beliefs, comps)
+    except ValueError as exc:  # a prefix impossible under some component: no belief there
+        within, why = None, str(exc)
     rates = []
     for c in comps:
         h = entropy_rate(c)
         rates.append({"nats": float(h.value) * math.log(2), "exact": bool(h.exact),
                       "error_nats": float(np.max(h.error)) * math.log(2)})
-    within_sum = _fit_summary(rep_within)
-    # Per-component in-sample R² of the joint fit (least squares is separable by output column).
-    blocks = pa.component_blocks(comps)
-    best = within_sum["best_layer"]
-    P, Y, w = rep_within.predictions[best]["prob"], rep_within.beliefs, rep_within.weights["prob"]
-    from .probe import _r2
+    if within is not None:
+        rep_within = pa.probe_targets(acts, ps, np.concatenate(within, 1), **kw)
+        within_sum = _fit_summary(rep_within)
+        # Per-component in-sample R² of the joint fit (least squares is separable by output column).
+        best = within_sum["best_layer"]
+        P, Y, w = rep_within.predictions[best]["prob"], rep_within.beliefs, rep_within.weights["prob"]
+        from .probe import _r2
 
-    per_comp = [_r2(Y[:, sl], P[:, sl], w) for sl in blocks]
+        per_comp = [_r2(Y[:, sl], P[:, sl], w) for sl in pa.component_blocks(comps)]
+    else:
+        within_sum, per_comp = {"skipped": why}, None
     m = {"components": exp.config.process_params["processes"], "weights": exp.prefixes.process.weights.tolist(),
          "component_entropy_rate": rates, "posterior": _fit_summary(rep_post), "within_component": within_sum,
          "within_component_r2_by_component": per_comp}
@@ -309,7 +314,10 @@ def report(exp) -> str:
             lines.append(f"angles    factors {pair} at {exp.probe.final_layer}: " + ", ".join(f"{x:.1f}°" for x in v))
     if "posterior" in a:
         fit("posterior", a["posterior"])
-        fit("within", a["within_component"])
+        if "skipped" in a["within_component"]:
+            lines.append(f"within    not probed: {a['within_component']['skipped']}")
+        else:
+            fit("within", a["within_component"])
         lines.append("rates     component entropy rates (nats): "
                      + ", ".join(f"{r['nats']:.4f}" for r in a["component_entropy_rate"]))
     return "\n".join(lines)

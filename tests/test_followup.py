@@ -126,9 +126,22 @@ def test_configurable_components_and_unknown_experiment(tmp_path, capsys):
         followup.default_config("nope")
     with pytest.raises(SystemExit):
         main(["experiment", "nope"])
+    assert main(["experiment", "mixture", "--out", str(tmp_path / "x"), "--components", "[1,"]) == 2
+    assert "JSON" in capsys.readouterr().err
+    assert main(["experiment", "tom_quantum", "--out", str(tmp_path / "y"), "--components", '["mess3"]']) == 2
     from compmech.processes import product
 
     with pytest.raises(ValueError, match="name"):
         product([{"x": 0.1}])
     with pytest.raises(TypeError, match="list"):
         product("mess3")
+
+
+def test_mixture_with_component_that_cannot_emit_a_prefix(tmp_path):
+    """RRXOR components forbid some prefixes: the within-component probe is skipped with the
+    reason, the posterior is still probed."""
+    out, m = _run(tmp_path, "mixture", "--set", "ctx=4", "--components", '[{"name": "rrxor"}, "mess3"]')
+    assert m["process"]["params"] == {"processes": [{"name": "rrxor"}, "mess3"]}
+    a = m["analysis"]
+    assert "zero posterior" in a["within_component"]["skipped"] and a["within_component_r2_by_component"] is None
+    assert 0 <= a["posterior"]["max_cv_r2"] <= 1
