@@ -73,7 +73,7 @@ def _interrupted(exc: KeyboardInterrupt, command: str, argv) -> int:
                f"resume with: {_resume_hint(argv)}")
     else:
         msg = f"stopped by {name}"
-        if command in ("train", "demo"):
+        if command in ("train", "demo", "experiment"):
             msg += f" (if a checkpoint was written, resume with: {_resume_hint(argv)})"
     print(f"compmech {command}: {msg}", file=sys.stderr)
     return 128 + int(signum)

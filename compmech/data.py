@@ -350,6 +350,22 @@ def make_source(mode: str, process, ctx, batch_size, *, seed, bos=False, device=
     raise ValueError(f"data mode must be 'exact' or 'stream', got {mode!r}")
 
 
+def subtree_groups(seqs: np.ndarray, V: int, group_depth: int | None = None):
+    """``(group_depth, codes)``: the subtree of each input sequence ``seqs (N, n)`` for CV split
+    by input — the code of its first ``group_depth`` tokens (default: the fewest giving >= 24
+    subtrees, at most ``n``)."""
+    n_in = seqs.shape[1]
+    if group_depth is None:
+        group_depth = 1
+        while V ** group_depth < 24 and group_depth < n_in:
+            group_depth += 1
+    group_depth = max(0, min(group_depth, n_in))
+    codes = np.zeros(seqs.shape[0], np.int64)
+    for d in range(group_depth):
+        codes = codes * V + seqs[:, d]
+    return group_depth, codes
+
+
 @dataclass
 class PrefixSet:
     """Every distinct prefix a model of context ``ctx`` conditions on, deduplicated.
@@ -404,14 +420,7 @@ class PrefixSet:
             inputs = np.concatenate([np.full((N, 1), V, np.int64), seqs], 1)
         else:
             inputs = seqs
-        if group_depth is None:
-            group_depth = 1
-            while V ** group_depth < 24 and group_depth < n_in:
-                group_depth += 1
-        group_depth = max(0, min(group_depth, n_in))
-        top_group = np.zeros(N, np.int64)
-        for d in range(group_depth):
-            top_group = top_group * V + seqs[:, d]
+        group_depth, top_group = subtree_groups(seqs, V, group_depth)
         # Ancestor of every top-level row at each depth, via parent links.
         anc = np.arange(N)
         ancestors = {n_in: anc}

@@ -19,7 +19,7 @@ from pathlib import Path
 from ._json import dump as json_dump
 
 __all__ = ["DEFAULTS", "TARGETS", "Experiment", "default_config", "run", "resume", "report",
-           "run_probe", "probe_snapshots", "write_probe_figures", "json_dump"]
+           "run_probe", "probe_prefixes", "probe_snapshots", "write_probe_figures", "json_dump"]
 
 _COMMON = {"tokens": 10_000_000, "targets": "distribution", "batch_size": 512, "lr": 3e-3, "warmup": 0.02,
            "schedule": "cosine", "min_lr_ratio": 0.02, "betas": [0.9, 0.99], "weight_decay": 0.0,
@@ -64,13 +64,26 @@ class Experiment:
     figures: list = field(default_factory=list)
 
 
-def run_probe(model, cfg, *, folds=5, shuffles=10, seed=0, layers=None, device="cpu"):
-    """Probe every layer of ``model`` on every context of ``cfg``'s process: ``(report, prefixes)``."""
-    from .data import PrefixSet
+def probe_prefixes(cfg, *, depth=None, n_sequences=None):
+    """The probe's prefixes for ``cfg`` (up to ``depth`` process tokens; default the context):
+    ``(prefixes, info)`` from :func:`compmech.probe_analysis.choose_prefixes` — every prefix
+    when there are few enough inputs (Mess3, RRXOR), else prefixes of sampled sequences
+    (seeded from ``cfg.seed``); ``info["mode"]`` says which."""
+    from .probe_analysis import DEFAULT_SAMPLED_SEQUENCES, choose_prefixes
+
+    n_in = cfg.ctx if depth is None else min(cfg.ctx, depth + (1 if cfg.bos else 0))
+    return choose_prefixes(cfg.make_process(), n_in, bos=cfg.bos, seed=cfg.seed + 7_000_001,
+                           n_sequences=n_sequences or DEFAULT_SAMPLED_SEQUENCES)
+
+
+def run_probe(model, cfg, *, folds=5, shuffles=10, seed=0, layers=None, device="cpu", prefixes=None):
+    """Probe every layer of ``model`` on the contexts of ``cfg``'s process (all of them, or
+    sampled ones where there are too many: :func:`probe_prefixes`): ``(report, prefixes)``."""
     from .probe import probe_model
 
     proc = cfg.make_process()
-    prefixes = PrefixSet.build(proc, cfg.ctx, bos=cfg.bos)
+    if prefixes is None:
+        prefixes = probe_prefixes(cfg)[0]
     rep = probe_model(model, proc, prefixes=prefixes, names=layers, device=device, cv_folds=folds,
                       shuffles=shuffles, seed=seed)
     return rep, prefixes
@@ -80,16 +93,13 @@ def probe_snapshots(run_dir, cfg, depth: int, device="cpu") -> list:
     """Probe this run's log-spaced snapshots on the prefixes of up to ``depth`` tokens (final
     layer): ``[(tokens, step, report), ...]``. Only snapshots written by a run with ``cfg``'s
     identity are used, so a stray file can never be mixed into the emergence curve."""
-    from .data import PrefixSet
     from .probe import collect_activations, probe_activations
     from .train import load_model, same_run
 
     paths = sorted((Path(run_dir) / "checkpoints").glob("step_*.pt"))
     if not paths:
         return []
-    proc = cfg.make_process()
-    n_in = min(cfg.ctx, depth + (1 if cfg.bos else 0))
-    prefixes = PrefixSet.build(proc, n_in, bos=cfg.bos)
+    prefixes = probe_prefixes(cfg, depth=depth, n_sequences=2_000)[0]
     out = []
     for path in paths:
         model, snap_cfg, ck = load_model(path, device=device)
@@ -156,13 +166,21 @@ def _figures(res, rep, snaps, fig_dir, cfg, emergence_depth):
 
 
 def run(cfg, run_dir, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
-        emergence_depth: int = 8, figures: bool = True) -> Experiment:
+        emergence_depth: int = 8, figures: bool = True, analysis=None, probe_sequences: int | None = None) -> Experiment:
     """Train per ``cfg`` (a :class:`~compmech.train.TrainConfig` or dict) in ``run_dir``, probe the
     final model (every layer, all layers concatenated, CV, shuffles), probe the log-spaced
     snapshots, write figures (``run_dir/figures``) and ``run_dir/metrics.json``.
 
     ``resume``/``overwrite`` are passed to :func:`compmech.train.train` (a directory that already
-    holds a run is refused unless one of them is given). ``figures=False`` skips the figures."""
+    holds a run is refused unless one of them is given). ``figures=False`` skips the figures.
+
+    ``probe_sequences``: sequences drawn for the probe when the process has too many contexts
+    to enumerate (default :data:`compmech.probe_analysis.DEFAULT_SAMPLED_SEQUENCES`).
+
+    ``analysis(exp, fig_dir) -> dict`` (optional) runs after the probe with the finished
+    :class:`Experiment` (``fig_dir`` None when figures are off); its ``"metrics"`` are stored
+    under ``metrics["analysis"]``, its ``"targets"`` replace the default target checks and its
+    ``"figures"`` are added to the figure list (see :mod:`compmech.followup`)."""
     import torch
 
     from .train import TrainConfig, train
@@ -175,7 +193,8 @@ def run(cfg, run_dir, *, resume: bool = False, overwrite: bool = False, progress
     t_all = time.perf_counter()
     res = train(cfg, run_dir, resume=resume, overwrite=overwrite, progress=progress)
     t_train = time.perf_counter()
-    rep, prefixes = run_probe(res.model, cfg, device=cfg.device)
+    prefixes, prefix_info = probe_prefixes(cfg, n_sequences=probe_sequences)
+    rep, prefixes = run_probe(res.model, cfg, device=cfg.device, prefixes=prefixes)
     t_probe = time.perf_counter()
     snaps = probe_snapshots(run_dir, cfg, emergence_depth, cfg.device)
     t_snap = time.perf_counter()
@@ -194,7 +213,8 @@ def run(cfg, run_dir, *, resume: bool = False, overwrite: bool = False, progress
         "training": {k: res.final[k] for k in ("steps", "tokens", "train_seconds", "tokens_per_s")},
         "loss": ev,
         "probe": {"summary": s, "layers": rep.layers, "timing": rep.timing,
-                  "concat": rep.concat_name, "rows": len(prefixes), "inputs": int(prefixes.inputs.shape[0])},
+                  "concat": rep.concat_name, "rows": len(prefixes), "inputs": int(prefixes.inputs.shape[0]),
+                  "prefixes": prefix_info},
         "emergence": [{"tokens": t, "step": st, "mse": r.layers[r.final_layer]["uniform"]["mse"],
                        "r2_weighted": r.layers[r.final_layer]["prob"]["r2"]} for t, st, r in snaps],
         "emergence_depth": emergence_depth,
@@ -206,9 +226,19 @@ def run(cfg, run_dir, *, resume: bool = False, overwrite: bool = False, progress
         "checkpoint": str(run_dir / "checkpoint.pt"),
         "figures": figs,
     }
+    exp = Experiment(run_dir=run_dir, config=cfg, train=res, probe=rep, prefixes=prefixes, snapshots=snaps,
+                     metrics=metrics, figures=figs)
+    if analysis is not None:
+        t0 = time.perf_counter()
+        extra = analysis(exp, run_dir / "figures" if figures else None)
+        metrics["analysis"] = extra.get("metrics", {})
+        if "targets" in extra:
+            metrics["targets"] = extra["targets"]
+        figs += extra.get("figures", [])
+        metrics["timing"]["analysis_s"] = time.perf_counter() - t0
+        metrics["timing"]["total_s"] = time.perf_counter() - t_all
     json_dump(metrics, run_dir / "metrics.json")
-    return Experiment(run_dir=run_dir, config=cfg, train=res, probe=rep, prefixes=prefixes, snapshots=snaps,
-                      metrics=metrics, figures=figs)
+    return exp
 
 
 def resume(run_dir, **kw) -> Experiment:

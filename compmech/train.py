@@ -378,7 +378,8 @@ def _final_eval(cfg, proc, model, eval_set, device) -> dict:
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = ev / es.optimal
     return {"loss": ev.tolist(), "optimal": es.optimal.tolist(), "ratio": ratio.tolist(),
-            "worst_ratio": float(ratio.max()), "exact": False}
+            "mean_loss": float(ev.mean()), "mean_optimal": float(es.optimal.mean()),
+            "worst_ratio": float(ratio.max()), "exact": False, "sequences": int(es.q.shape[0])}
 
 
 def _setup(cfg: TrainConfig):

@@ -26,17 +26,24 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from .. import experiment
-
-    cfg = config_from_args(args, dict(DEFAULTS[args.process]))
-    run_dir = check_out_dir(args.out or f"runs/{args.process}")
+def start(args, base: dict, name: str, label: str):
+    """Config and run directory from the arguments, and the header lines (shared with
+    ``compmech experiment``)."""
+    cfg = config_from_args(args, dict(base))
+    run_dir = check_out_dir(args.out or f"runs/{name}")
     if args.emergence_depth < 1:
         raise ValueError(f"--emergence-depth must be >= 1, got {args.emergence_depth}")
     proc = cfg.make_process()
-    print(f"compmech demo: {proc!r}, ctx {cfg.ctx}, model {cfg.model_config(proc).to_dict()}")
+    print(f"compmech {label}: {proc!r}, ctx {cfg.ctx}, model {cfg.model_config(proc).to_dict()}")
     print(f"  {cfg.data} data, {cfg.targets} targets, {cfg.optimizer} lr {cfg.lr} batch {cfg.batch_size}, {cfg.schedule} schedule; "
           f"budget {cfg.tokens:.3g} tokens = {cfg.steps:,} steps; device {cfg.device}; run dir {run_dir}")
+    return cfg, run_dir
+
+
+def run(args) -> int:
+    from .. import experiment
+
+    cfg, run_dir = start(args, DEFAULTS[args.process], args.process, "demo")
     exp = experiment.run(cfg, Path(run_dir), resume=args.resume, overwrite=args.overwrite,
                          progress=not args.no_progress, emergence_depth=args.emergence_depth)
     print()

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..process import GHMM, HMM, Process, as_process
 from .._validate import ParameterError
-from ._registry import register
+from ._registry import get, register
 
 
 class MixtureHMM(HMM):
@@ -76,8 +76,23 @@ class BOSGHMM(_BOSMixin, GHMM):
     """GHMM with a begin-of-sequence token and state; see :func:`with_bos`."""
 
 
+def _component(p):
+    """A process, or a spec naming one (``"mess3"`` or ``{"name": "mess3", "x": 0.1}``), so a
+    composite can be written in a config file (``process_params = {processes = [...]}``)."""
+    if isinstance(p, str):
+        return get(p)
+    if isinstance(p, dict):
+        spec = dict(p)
+        if not isinstance(spec.get("name"), str):
+            raise ValueError(f"a component spec needs a process name under 'name', got {p!r}")
+        return get(spec.pop("name"), **spec)
+    return as_process(p)
+
+
 def _components(processes, what):
-    procs = [as_process(p) for p in processes]
+    if isinstance(processes, (str, dict)) or not hasattr(processes, "__iter__"):
+        raise TypeError(f"{what} needs a list of processes or process specs, got {processes!r}")
+    procs = [_component(p) for p in processes]
     if not procs:
         raise ValueError(f"{what} needs at least one process")
     return procs

@@ -1,0 +1,323 @@
+"""The follow-up experiments (quantum GHMMs, factored processes, in-context learning from
+mixtures), each one :func:`compmech.experiment.run` plus an analysis:
+
+    from compmech import followup
+    cfg = followup.default_config("factored", tokens=2_000_000)
+    exp = followup.run("factored", cfg, "runs/factored")    # train, probe, analyse, figures, metrics.json
+    print(followup.report(exp))
+
+``compmech experiment NAME`` is the command. ``mess3`` and ``rrxor`` are ``compmech demo``
+unchanged. The others add to ``metrics.json`` an ``analysis`` block and a ``targets`` block:
+
+* ``tom_quantum``, ``post_quantum``, ``fanizza`` (GHMMs of arXiv:2507.07432): probes onto the
+  GHMM belief in its own ``w``-normalised coordinates and, where the GHMM has a classical
+  presentation on the same states, onto that one's beliefs; R² of every layer, the best layer
+  and all layers concatenated (in-sample and CV).
+* ``factored`` (arXiv:2602.02385; default Mess3 ⊗ Mess3 with different parameters): per-factor
+  and joint belief probes, principal angles between the factors' probe subspaces, and the
+  effective dimension of the activations and of the joint probe's predictions against
+  ``Σ(S_i - 1)`` and ``∏S_i - 1``.
+* ``mixture`` (arXiv:2505.18373; default three Mess3 variants): loss per position against the
+  exact optimum and each component's entropy rate; probes of the component posterior and of the
+  within-component beliefs.
+
+Processes with too many contexts to enumerate (the product's 9**10) are probed on sampled
+prefixes (:func:`compmech.probe_analysis.choose_prefixes`); ``metrics["probe"]["prefixes"]``
+records which mode ran.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import experiment as _ex
+from .experiment import _COMMON
+
+__all__ = ["EXPERIMENTS", "FOLLOWUP_TARGETS", "default_config", "run", "report", "analyse"]
+
+_MESS3_A = {"name": "mess3", "x": 0.05, "alpha": 0.85}
+_MESS3_B = {"name": "mess3", "x": 0.15, "alpha": 0.6}
+_MESS3_C = {"name": "mess3", "x": 0.3, "alpha": 0.95}
+
+# Defaults: the demo's model and trainer; processes with many contexts stream fresh samples.
+EXPERIMENTS = {
+    "mess3": dict(_ex.DEFAULTS["mess3"]),
+    "rrxor": dict(_ex.DEFAULTS["rrxor"]),
+    "tom_quantum": {"process": "tom_quantum", "process_params": {"alpha": 1.0, "beta": math.sqrt(51)},
+                    **_COMMON, "data": "stream"},
+    "post_quantum": {"process": "post_quantum", "process_params": {"log_alpha": 1.0, "beta": 0.5}, **_COMMON},
+    "fanizza": {"process": "fanizza", "process_params": {"alpha": 2000.0, "lam": 0.49}, **_COMMON},
+    "factored": {"process": "product", "process_params": {"processes": [_MESS3_A, _MESS3_B]}, **_COMMON,
+                 "data": "stream"},
+    "mixture": {"process": "mixture", "process_params": {"processes": [_MESS3_A, _MESS3_B, _MESS3_C]}, **_COMMON},
+}
+KINDS = {"tom_quantum": "ghmm", "post_quantum": "ghmm", "fanizza": "ghmm", "factored": "factored",
+         "mixture": "mixture"}
+
+# Issue 13's targets (every follow-up experiment, plus the experiment's own).
+FOLLOWUP_TARGETS = {"loss_ratio_max": 1.005, "shuffle_ratio_min": 10.0, "cv_ratio_max": 1.3,
+                    "factor_cv_r2_min": 0.98, "posterior_cv_r2_min": 0.95}
+
+
+def default_config(name: str, **overrides):
+    """The :class:`~compmech.train.TrainConfig` of experiment ``name`` (see :data:`EXPERIMENTS`)."""
+    from .train import TrainConfig
+
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
+    return TrainConfig.from_dict({**EXPERIMENTS[name], **overrides})
+
+
+def kind_of(cfg) -> str | None:
+    """Which analysis a config gets: by its process (so a configured mixture or product works too)."""
+    return {"product": "factored", "mixture": "mixture"}.get(cfg.process) or (
+        "ghmm" if cfg.make_process().is_generalized else None)
+
+
+def run(name: str, cfg=None, run_dir=None, **kw):
+    """Run experiment ``name`` (config ``cfg``, default :func:`default_config`) in ``run_dir``
+    (default ``runs/<name>``): :func:`compmech.experiment.run` plus the experiment's analysis."""
+    from .train import TrainConfig
+
+    cfg = default_config(name) if cfg is None else cfg
+    if isinstance(cfg, dict):
+        cfg = TrainConfig.from_dict(cfg)
+    kind = kind_of(cfg)
+    analysis = None if kind is None else (lambda exp, fig_dir: analyse(exp, fig_dir, kind=kind))
+    return _ex.run(cfg, run_dir or f"runs/{name}", analysis=analysis, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Analyses
+# ---------------------------------------------------------------------------------------------
+
+def _fit_summary(rep) -> dict:
+    """Per-layer probability-weighted R² (in-sample, CV), best single layer by CV R², concat."""
+    layers = {n: {"r2": d["prob"]["r2"], "cv_r2": d["prob"]["cv_r2"], "mse": d["prob"]["mse"],
+                  "cv_ratio": d["prob"]["cv_ratio"], "shuffle_ratio": d["prob"].get("shuffle_ratio")}
+              for n, d in rep.layers.items()}
+    singles = [n for n in layers if n != rep.concat_name]
+    best = max(singles, key=lambda n: layers[n]["cv_r2"])
+    out = {"layers": layers, "final_layer": rep.final_layer, "final": layers[rep.final_layer],
+           "best_layer": best, "best": layers[best]}
+    if rep.concat_name:
+        out["concat"] = layers[rep.concat_name]
+    cands = [layers[n]["cv_r2"] for n in layers]
+    out["max_cv_r2"] = float(max(cands))
+    return out
+
+
+def _check(v, op, lim):
+    return [v, op, lim, bool(v <= lim if op == "<=" else v >= lim)]
+
+
+def _common_targets(exp) -> dict:
+    ev, s, t = exp.metrics["loss"], exp.probe.summary(), FOLLOWUP_TARGETS
+    out = {}
+    if ev is not None:
+        out["worst_loss_ratio"] = _check(ev["worst_ratio"], "<=", t["loss_ratio_max"])
+    out["shuffle_ratio"] = _check(s["shuffle_ratio_weighted"], ">=", t["shuffle_ratio_min"])
+    out["cv_ratio"] = _check(s["cv_ratio_weighted"], "<=", t["cv_ratio_max"])
+    return out
+
+
+def _acts(exp):
+    from .probe import collect_activations, default_layers
+
+    model = exp.train.model
+    return collect_activations(model, exp.prefixes, default_layers(model))
+
+
+def _save_geometry(rep, fig_dir, stem, title):
+    if fig_dir is None:
+        return []
+    from .plot import experiment as pe
+
+    return pe.save(pe.geometry_panels(rep, suptitle=title), fig_dir / stem)
+
+
+def analyse(exp, fig_dir=None, *, kind: str, folds: int = 5, shuffles: int = 10, seed: int = 0) -> dict:
+    """The analysis of a finished :class:`compmech.experiment.Experiment`: ``{"metrics",
+    "targets", "figures"}`` for ``kind`` ``"ghmm"``, ``"factored"`` or ``"mixture"``."""
+    from . import probe_analysis as pa
+
+    acts = _acts(exp)
+    kw = {"cv_folds": folds, "shuffles": shuffles, "seed": seed}
+    proc, ps = exp.prefixes.process, exp.prefixes
+    targets = _common_targets(exp)
+    figs: list = []
+    if kind == "ghmm":
+        ys = pa.ghmm_targets(ps)
+        m = {"ghmm": _fit_summary(pa.probe_targets(acts, ps, ys["ghmm"], **kw)),
+             "classical": None if ys["classical"] is None else
+             _fit_summary(pa.probe_targets(acts, ps, ys["classical"], **kw)),
+             "has_classical_presentation_on_same_states": ys["classical"] is not None,
+             "w": proc.w.tolist()}
+        return {"metrics": m, "targets": targets, "figures": figs}
+    if kind == "factored":
+        return _factored(exp, acts, fig_dir, kw, targets)
+    if kind == "mixture":
+        return _mixture(exp, acts, fig_dir, kw, targets)
+    raise ValueError(f"unknown analysis kind {kind!r}")
+
+
+def _components(cfg):
+    from .processes.composite import _component
+
+    return [_component(p) for p in cfg.process_params["processes"]]
+
+
+def _factored(exp, acts, fig_dir, kw, targets):
+    from . import probe_analysis as pa
+
+    ps, factors = exp.prefixes, _components(exp.config)
+    ys = pa.factor_beliefs(ps, factors)
+    reps = [pa.probe_targets(acts, ps, y, **kw) for y in ys]
+    per = [_fit_summary(r) for r in reps]
+    S = [f.num_states for f in factors]
+    sum_ref, prod_ref = int(sum(s - 1 for s in S)), int(np.prod(S) - 1)
+    angles = {}
+    for name in reps[0].layers:
+        row = {}
+        for i in range(len(reps)):
+            for j in range(i + 1, len(reps)):
+                a = pa.principal_angles(reps[i].coefs[name]["prob"][0], reps[j].coefs[name]["prob"][0])
+                row[f"{i}-{j}"] = a.tolist()
+        angles[name] = row
+    final = exp.probe.final_layer
+    w = ps.weights("prob")[ps.length >= 1]
+    dim_acts = pa.effective_dimension(acts[final][ps.length >= 1], w)
+    dim_pred = pa.effective_dimension(exp.probe.predictions[final]["prob"], exp.probe.weights["prob"])
+    # the reference: how many dimensions the true joint beliefs themselves spread over
+    dim_true = pa.effective_dimension(exp.probe.beliefs, exp.probe.weights["prob"])
+    m = {"factors": [f.name or "factor" for f in factors], "factor_states": S,
+         "factor_fits": per, "joint": _fit_summary(exp.probe),
+         "principal_angles_deg": angles,
+         "effective_dimension": {"layer": final, "activations": dim_acts, "joint_probe_predictions": dim_pred,
+                                 "joint_beliefs": dim_true,
+                                 "sum_S_minus_1": sum_ref, "prod_S_minus_1": prod_ref}}
+    worst = min(p["max_cv_r2"] for p in per)
+    targets["factor_cv_r2_min"] = _check(worst, ">=", FOLLOWUP_TARGETS["factor_cv_r2_min"])
+    figs = []
+    if fig_dir is not None:
+        for i, r in enumerate(reps):
+            figs += _save_geometry(r, fig_dir, f"factor{i}_geometry", f"factor {i} ({m['factors'][i]}) belief")
+        figs += _dimension_figure(m["effective_dimension"], fig_dir)
+    return {"metrics": m, "targets": targets, "figures": figs}
+
+
+def _dimension_figure(d, fig_dir):
+    from .plot import experiment as pe
+
+    plt = pe._plt()
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=150)
+    for key, label in (("activations", f"PCA of {d['layer']}"), ("joint_probe_predictions", "joint-belief probe predictions"),
+                       ("joint_beliefs", "true joint beliefs")):
+        c = d[key]["cumulative"]
+        ax.plot(np.arange(1, len(c) + 1), c, "o-", ms=3, label=label)
+    ax.axvline(d["sum_S_minus_1"], color="k", ls="--", lw=1, label="Σ(Sᵢ−1)")
+    ax.axvline(d["prod_S_minus_1"], color="k", ls=":", lw=1, label="∏Sᵢ−1")
+    ax.set_xscale("log")
+    ax.set_xlabel("principal components")
+    ax.set_ylabel("cumulative explained variance")
+    ax.legend(frameon=False, fontsize=7)
+    return pe.save(fig, fig_dir / "dimensions")
+
+
+def _mixture(exp, acts, fig_dir, kw, targets):
+    from . import probe_analysis as pa
+    from .measures import entropy_rate
+
+    ps, comps = exp.prefixes, _components(exp.config)
+    post = pa.component_posterior(ps.beliefs, comps)
+    rep_post = pa.probe_targets(acts, ps, post, **kw)
+    try:
+        within = pa.within_component_beliefs(ps.beliefs, comps)
+    except ValueError as exc:  # a prefix impossible under some component: no belief there
+        within, why = None, str(exc)
+    rates = []
+    for c in comps:
+        h = entropy_rate(c)
+        rates.append({"nats": float(h.value) * math.log(2), "exact": bool(h.exact),
+                      "error_nats": float(np.max(h.error)) * math.log(2)})
+    if within is not None:
+        rep_within = pa.probe_targets(acts, ps, np.concatenate(within, 1), **kw)
+        within_sum = _fit_summary(rep_within)
+        # Per-component in-sample R² of the joint fit (least squares is separable by output column).
+        best = within_sum["best_layer"]
+        P, Y, w = rep_within.predictions[best]["prob"], rep_within.beliefs, rep_within.weights["prob"]
+        from .probe import _r2
+
+        per_comp = [_r2(Y[:, sl], P[:, sl], w) for sl in pa.component_blocks(comps)]
+    else:
+        within_sum, per_comp = {"skipped": why}, None
+    m = {"components": exp.config.process_params["processes"], "weights": exp.prefixes.process.weights.tolist(),
+         "component_entropy_rate": rates, "posterior": _fit_summary(rep_post), "within_component": within_sum,
+         "within_component_r2_by_component": per_comp}
+    ev = exp.metrics["loss"]
+    if ev is not None:
+        m["loss_per_position"] = {"loss": ev["loss"], "optimal": ev["optimal"], "exact": ev.get("exact", True)}
+    targets["posterior_cv_r2_min"] = _check(m["posterior"]["max_cv_r2"], ">=", FOLLOWUP_TARGETS["posterior_cv_r2_min"])
+    figs = []
+    if fig_dir is not None:
+        figs += _save_geometry(rep_post, fig_dir, "posterior_geometry", "posterior over components")
+        if ev is not None:
+            figs += _mixture_loss_figure(ev, rates, fig_dir)
+    return {"metrics": m, "targets": targets, "figures": figs}
+
+
+def _mixture_loss_figure(ev, rates, fig_dir):
+    from .plot import experiment as pe
+
+    plt = pe._plt()
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=150)
+    pos = np.arange(len(ev["loss"]))
+    ax.plot(pos, ev["optimal"], "k-", lw=1.5, label="optimal (mixture myopic entropy)")
+    ax.plot(pos, ev["loss"], "o", color="C3", ms=4, label="transformer")
+    for i, r in enumerate(rates):
+        ax.axhline(r["nats"], color=f"C{i}", ls="--", lw=1, label=f"component {i} entropy rate")
+    ax.set_xlabel("context position")
+    ax.set_ylabel("cross-entropy (nats)")
+    ax.legend(frameon=False, fontsize=7)
+    return pe.save(fig, fig_dir / "mixture_loss")
+
+
+def report(exp) -> str:
+    """:func:`compmech.experiment.report` plus the analysis lines."""
+    lines = [_ex.report(exp)]
+    a = exp.metrics.get("analysis")
+    if not a:
+        return lines[0]
+    pi = exp.metrics["probe"]["prefixes"]
+    lines.append(f"prefixes  {pi['mode']}" + (f" ({pi['sequences']:,} sequences, {pi['rows']:,} distinct prefixes)"
+                                                if pi["mode"] == "sampled" else f" ({pi['rows']:,} prefixes)"))
+
+    def fit(label, f):
+        c = f.get("concat") or {}
+        lines.append(f"{label:<10s}best layer {f['best_layer']} R² {f['best']['r2']:.4f} (CV {f['best']['cv_r2']:.4f}); "
+                     f"concat R² {c.get('r2', float('nan')):.4f} (CV {c.get('cv_r2', float('nan')):.4f})")
+    if "ghmm" in a:
+        fit("ghmm", a["ghmm"])
+        if a["classical"] is None:
+            lines.append("classical no HMM presentation on the same states (negative entries or w <= 0)")
+        else:
+            fit("classical", a["classical"])
+    if "factor_fits" in a:
+        for i, f in enumerate(a["factor_fits"]):
+            fit(f"factor {i}", f)
+        d = a["effective_dimension"]
+        lines.append(f"dims      95% variance: activations {d['activations']['dims']}, joint probe "
+                     f"{d['joint_probe_predictions']['dims']}, true joint beliefs {d['joint_beliefs']['dims']} (Σ(S-1) = {d['sum_S_minus_1']}, ∏S-1 = {d['prod_S_minus_1']})")
+        ang = a["principal_angles_deg"].get(exp.probe.final_layer, {})
+        for pair, v in ang.items():
+            lines.append(f"angles    factors {pair} at {exp.probe.final_layer}: " + ", ".join(f"{x:.1f}°" for x in v))
+    if "posterior" in a:
+        fit("posterior", a["posterior"])
+        if "skipped" in a["within_component"]:
+            lines.append(f"within    not probed: {a['within_component']['skipped']}")
+        else:
+            fit("within", a["within_component"])
+        lines.append("rates     component entropy rates (nats): "
+                     + ", ".join(f"{r['nats']:.4f}" for r in a["component_entropy_rate"]))
+    return "\n".join(lines)
