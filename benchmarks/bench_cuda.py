@@ -27,6 +27,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import compmech as cm  # noqa: E402
+from compmech.bench.baselines import beliefs_torch, sample_torch  # noqa: E402  (shared with compmech bench)
 
 pytestmark = [
     pytest.mark.cuda,
@@ -127,32 +128,6 @@ def write_bw():
 
 
 # ---- torch-on-GPU baselines -----------------------------------------------------------------
-
-def beliefs_torch(T, init, tokens):
-    """The obvious torch time loop: batched (1, S) @ (S, S) per step, token-gathered matrices."""
-    Bt, Lt = tokens.shape
-    S = T.shape[1]
-    tok = tokens.long()
-    out = torch.empty((Bt, Lt, S), dtype=torch.float32, device=tokens.device)
-    eta = init[None, :].expand(Bt, S).contiguous()
-    for t in range(Lt):
-        nxt = torch.bmm(eta[:, None, :], T[tok[:, t]])[:, 0]
-        eta = nxt / nxt.sum(dim=1, keepdim=True)
-        out[:, t] = eta
-    return out
-
-
-def sample_torch(P, init, Bt, Lt, S, gen):
-    """The obvious torch sampler: per step one multinomial draw over (token, next state) pairs,
-    ``P[i, x * S + j] = T[x, i, j]``."""
-    states = torch.multinomial(init, Bt, replacement=True, generator=gen)
-    tokens = torch.empty((Bt, Lt), dtype=torch.uint8, device=P.device)
-    for t in range(Lt):
-        o = torch.multinomial(P[states], 1, generator=gen)[:, 0]
-        tokens[:, t] = o // S
-        states = o % S
-    return tokens
-
 
 def msp_torch(T, init, depth):
     """Level-by-level tree expansion keeping what compmech keeps per level (beliefs, float64

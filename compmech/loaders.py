@@ -56,39 +56,12 @@ def _next_probs(proc, b: np.ndarray) -> np.ndarray:
     return (q / q.sum(-1, keepdims=True)).astype(np.float32)
 
 
-def _canonical(obj, depth: int = 0):
-    """``obj`` with every numpy array in it (recursively through attributes, lists, tuples and
-    dicts) re-created with numpy's canonical dtype object. An unpickled array carries a fresh
-    dtype instance, which the compiled core's dtype checks (identity, not equality) reject; a
-    dataset pickled into a spawn/forkserver DataLoader worker would otherwise fail there."""
-    if isinstance(obj, np.ndarray):
-        canon = np.dtype(obj.dtype.type) if obj.dtype.kind in "biufc" else None
-        return obj.astype(canon) if canon is not None and obj.dtype is not canon and obj.dtype == canon else obj
-    if depth > 6:
-        return obj
-    if isinstance(obj, list):
-        return [_canonical(v, depth + 1) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_canonical(v, depth + 1) for v in obj)
-    if isinstance(obj, dict):
-        return {k: _canonical(v, depth + 1) for k, v in obj.items()}
-    if hasattr(obj, "__dict__") and type(obj).__module__.startswith("compmech"):
-        for k, v in vars(obj).items():
-            obj.__dict__[k] = _canonical(v, depth + 1)
-    return obj
-
-
-class _Picklable(IterableDataset):
-    def __setstate__(self, state):
-        self.__dict__.update(_canonical(state))
-
-
 def _worker_shard():
     info = get_worker_info()
     return (0, 1) if info is None else (info.id, info.num_workers)
 
 
-class StreamDataset(_Picklable):
+class StreamDataset(IterableDataset):
     """Training batches sampled from ``process``, as a torch ``IterableDataset`` of dicts.
 
     Args:
@@ -163,7 +136,7 @@ class StreamDataset(_Picklable):
         return self.steps
 
 
-class SourceDataset(_Picklable):
+class SourceDataset(IterableDataset):
     """Any :mod:`compmech.data` source (``ExactSource``, ``StreamSource``, ...) as a torch
     ``IterableDataset`` of ``(inputs, targets)`` batches: batch ``s`` is the source's batch
     ``s``. Worker ``k`` of ``W`` keeps batches ``s ≡ k (mod W)`` of the source's own stream, so
@@ -235,7 +208,6 @@ def _features(p, length, beliefs, next_probs):
 def _gen_rows(process, length, seed, beliefs, next_probs, chunks):
     """Generator over rows of the given ``(row_start, rows)`` chunks (a list, so Hugging Face
     can shard it across workers)."""
-    process = _canonical(process)  # may have been pickled into a worker
     for start, n in chunks:
         cols = sequence_columns(process, length, n, seed=seed, row_offset=start, beliefs=beliefs,
                                 next_probs=next_probs)

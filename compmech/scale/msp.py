@@ -102,26 +102,6 @@ def _process_arrays(proc: Process):
 
 
 # ------------------------------------------------------------------------- tasks
-def _canonical(a: np.ndarray) -> np.ndarray:
-    """A copy with numpy's canonical dtype object: arrays that Dask deserialised carry an
-    equal but distinct dtype instance, which the compiled core's dtype checks reject."""
-    out = np.empty(a.shape, a.dtype.type)  # np.array(a, dtype) would keep a's dtype instance
-    out[...] = a
-    if not a.flags.writeable:
-        out.setflags(write=False)
-    return out
-
-
-def _canonical_process(proc: Process) -> Process:
-    import copy
-
-    proc = copy.copy(proc)
-    for k, v in vars(proc).items():
-        if isinstance(v, np.ndarray):
-            setattr(proc, k, _canonical(v))
-    return proc
-
-
 def _entropy_task(proc: Process, roots: np.ndarray, probs: np.ndarray, below: int, min_prob: float,
                   include_roots: bool = False):
     """Phase 1 for one shard: exact counts and sums for the levels 1..below under its roots
@@ -129,8 +109,7 @@ def _entropy_task(proc: Process, roots: np.ndarray, probs: np.ndarray, below: in
     from .. import _core
 
     T, w, zt = _process_arrays(proc)
-    return _core.msp_entropy_sums(_canonical(T), None if w is None else _canonical(w),
-                                  _canonical(np.asarray(roots, np.float64)), _canonical(np.asarray(probs, np.float64)),
+    return _core.msp_entropy_sums(T, w, np.ascontiguousarray(roots, np.float64), np.ascontiguousarray(probs, np.float64),
                                   int(below), float(min_prob), zt, bool(include_roots))
 
 
@@ -162,8 +141,6 @@ def _chunk_task(proc, roots: MSPLevel, roots_seq, k: int, N: int, max_nodes: int
                 reductions: list, store_path: str | None, level_starts: dict | None, level_ends: dict | None,
                 root_row0: int, zarr_chunk: int, level_sizes: list | None = None):
     """Phase 2 for one shard: stream its levels through the reductions and into Zarr."""
-    proc = _canonical_process(proc)
-    roots = MSPLevel(k, _canonical(roots.beliefs), _canonical(roots.probs), roots.parent, roots.token, proc)
     wanted = {r.name: set(r.depths(N)) for r in reductions}
     need_seq = any(r.needs_sequences for r in reductions)
     deepest = max([max(d) for d in wanted.values() if d] + ([N] if store_path else [k]))
