@@ -8,6 +8,12 @@ max_states: int
 def beliefs(device: int, stream: int, T: int, w: int, V: int, S: int, zero_tol: float, initial: int, tokens: int, tok_type: str, B: int, L: int, out: int, out_type: str, logp: int, flags: int) -> None:
     ...
 
+def beliefs_plan(device: int, V: int, S: int, out_bytes: int) -> dict:
+    """Launch layout of the beliefs kernel for a process on a device (out_bytes 0, 4 or 8)."""
+
+def debug_mode() -> bool:
+    """Whether COMPMECH_CUDA_DEBUG=1 makes every launch synchronise and check."""
+
 def device_count() -> int:
     """Visible CUDA devices; raises RuntimeError with the CUDA error text."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._arrays import is_torch, smallest_uint, to_numpy
+from .results import beliefs_result, sample_result
 
 
 def factors_of(proc):
@@ -179,7 +180,7 @@ def beliefs(proc, tokens, *, initial, dtype, return_log_prob, on_zero, out, fact
     lp = runs[0][1]
     for r in runs[1:]:
         lp = lp + r[1]
-    return result, lp
+    return beliefs_result(result, lp, want_log_prob=True)
 
 
 def log_prob(proc, tokens, *, initial, on_zero):
@@ -223,14 +224,14 @@ def sample(proc, batch, length, *, seed, initial, return_states, return_beliefs,
     runs = [r if isinstance(r, tuple) else (r,) for r in runs]
     torch_out = is_torch(runs[0][0])
     V_dt, S_dt = smallest_uint(proc.vocab_size), smallest_uint(proc.num_states)
-    out = [combine([r[0] for r in runs], [f.vocab_size for f in fs], _torch_dtype(V_dt) if torch_out else V_dt)]
+    tokens = combine([r[0] for r in runs], [f.vocab_size for f in fs], _torch_dtype(V_dt) if torch_out else V_dt)
+    states = beliefs = None
     if return_states:
-        out.append(combine([r[1] for r in runs], [f.num_states for f in fs],
-                           _torch_dtype(S_dt) if torch_out else S_dt))
+        states = combine([r[1] for r in runs], [f.num_states for f in fs], _torch_dtype(S_dt) if torch_out else S_dt)
     if return_beliefs:
         per = [r[-1] for r in runs]
-        out.append(per if factors else joint_beliefs(per))
-    return out[0] if len(out) == 1 else tuple(out)
+        beliefs = per if factors else joint_beliefs(per)
+    return sample_result(tokens, states, beliefs, want_states=bool(return_states), want_beliefs=bool(return_beliefs))
 
 
 def msp_tree(proc, depth, *, dtype, min_prob, initial):

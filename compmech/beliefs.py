@@ -6,6 +6,7 @@ import numpy as np
 from . import _backend, _errors, _interop
 from ._arrays import float_dtype_name
 from .process import as_process
+from .results import beliefs_result
 
 _ON_ZERO = ("raise", "nan")
 
@@ -80,7 +81,7 @@ def beliefs(process, tokens, *, initial=None, dtype=np.float32, return_log_prob=
     if got is not None:
         return got
     b, lp = _run(process, tokens, initial, dt, return_log_prob, on_zero, out)
-    return (b, lp) if return_log_prob else b
+    return beliefs_result(b, lp, want_log_prob=return_log_prob)
 
 
 def log_prob(process, tokens, *, initial=None, on_zero="raise"):

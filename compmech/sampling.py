@@ -10,6 +10,7 @@ import numpy as np
 from . import _backend, _core, _errors, _interop, _product
 from ._arrays import check_count, check_seed, float_dtype_name
 from .process import as_process
+from .results import sample_result
 
 
 @contextlib.contextmanager
@@ -89,12 +90,12 @@ def sample(process, batch, length, *, seed, initial=None, return_states=False, r
         tokens, states = be.sample_hmm(proc, init, B, L, seed, row0, bool(return_states))
         if dt is not None:  # sampled tokens are possible by construction: no error flags to read
             beliefs = _backend.trusted_beliefs(proc, tokens, dt, initial=init, backend=be)
-    out = [tokens] + ([states] if return_states else []) + ([beliefs] if return_beliefs else [])
+    out = [tokens, states, beliefs]
     if back is not _interop.identity:
-        out = [back(a) for a in out]
+        out = [None if a is None else back(a) for a in out]
     elif be is _backend.CPU and device is not None:
         import torch
 
         dev = torch.device(device)
-        out = [torch.from_numpy(a).to(dev) for a in out]
-    return out[0] if len(out) == 1 else tuple(out)
+        out = [None if a is None else torch.from_numpy(a).to(dev) for a in out]
+    return sample_result(*out, want_states=bool(return_states), want_beliefs=bool(return_beliefs))
