@@ -189,9 +189,9 @@ class TreeKV:
 
     __slots__ = ("K", "V", "rows", "anc")
 
-    def __init__(self, R, n_heads, d_head, device):
-        self.K = torch.zeros(R, n_heads, d_head, device=device)
-        self.V = torch.zeros(R, n_heads, d_head, device=device)
+    def __init__(self, R, n_heads, d_head, device, dtype=torch.float32):
+        self.K = torch.zeros(R, n_heads, d_head, device=device, dtype=dtype)
+        self.V = torch.zeros(R, n_heads, d_head, device=device, dtype=dtype)
         self.rows = self.anc = None
 
 
@@ -356,7 +356,8 @@ class Transformer(_HookedModel):
         with torch.inference_mode(), self._hooks_to(sink, set(names)):
             out.update({n: torch.empty(R, cfg.d_model, device=device) for n in names})
             logits = torch.empty(R, cfg.out_vocab_size, device=device) if return_logits else None
-            kvs = [TreeKV(R, cfg.n_heads, cfg.d_head, device) for _ in self.blocks]
+            dtype = next(self.parameters()).dtype  # the cache holds keys/values in the model's own precision
+            kvs = [TreeKV(R, cfg.n_heads, cfg.d_head, device, dtype) for _ in self.blocks]
             for p, rows_np in enumerate(levels):
                 if rows_np.size == 0:
                     continue

@@ -102,3 +102,22 @@ def test_forward_tree_direct_and_errors():
     bad_parent[ps.position == 2] = np.flatnonzero(ps.position == 0)[0]
     with pytest.raises(ValueError, match="parent"):
         model.forward_tree(ps.token, bad_parent, ps.position)
+
+
+def test_forward_tree_runs_a_float64_model():
+    """The tree walk's key/value cache follows the model's precision (a .double() model works)."""
+    import numpy as np
+    import torch
+
+    import compmech as cm
+    from compmech.data import PrefixSet
+    from compmech.model import ModelConfig, build_model
+    from compmech.probe import collect_activations
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(vocab_size=3, ctx=4, d_model=8, n_heads=1, d_head=8, d_mlp=16, n_layers=1)).double()
+    ps = PrefixSet.build(cm.processes.mess3(), 4)
+    names = ["blocks.0.hook_resid_post"]
+    tree = collect_activations(model, ps, names)
+    full = collect_activations(model, ps, names, tree=False)
+    np.testing.assert_allclose(tree[names[0]], full[names[0]], atol=1e-6)
