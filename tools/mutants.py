@@ -230,7 +230,9 @@ def run_mutant(m: Mutant, modules, timeout: float, verbose: bool) -> tuple[str, 
             status = "killed"
         else:
             status = f"error (pytest exit {rc})"
-        tail = "\n".join([l for l in out.splitlines() if l.startswith(("FAILED", "ERROR", "E "))][:6])
+        lines = out.splitlines()  # the failing tests' names first, then their first error lines
+        tail = "\n".join(([l for l in lines if l.startswith(("FAILED", "ERROR"))]
+                          + [l for l in lines if l.startswith("E ")])[:6])
         return status, time.perf_counter() - t0, tail if verbose or rc > 1 else tail.split("\n")[0]
 
 
