@@ -34,8 +34,9 @@ def _quasi(draw, max_states, max_vocab):
     if kind == "post":
         return cm.processes.post_quantum(log_alpha=float(rng.uniform(0.2, 1.5)), beta=float(rng.uniform(0.1, 0.9)))
     if kind == "fanizza":
-        # lam <= 0.5: larger lam gives negative word probabilities for most alpha (lam 0.7: 48 of
-        # 60 alphas by length 6), i.e. no process at all
+        # lam <= 0.5: from about lam = 0.65 on, some alphas give words of negative probability
+        # (e.g. alpha = 1.3, lam = 0.8: the length-2 words' probabilities sum to 1.10 over the
+        # positive ones), which is not a process at all; 0 < lam < 1 is necessary, not sufficient
         return cm.processes.fanizza(alpha=float(rng.uniform(0, 2 * math.pi)), lam=float(rng.uniform(0.1, 0.5)))
     d = draw(st.integers(2, d_max))
     V = draw(st.integers(2, max_vocab))

@@ -266,12 +266,17 @@ def test_graph_matches_tree_on_random_processes(proc):
     assert g.num_states == len(ref_b)
     np.testing.assert_allclose(g.beliefs, ref_b, atol=1e-9)
     # every graph state is a tree belief; every tree belief is within tol of a graph state,
-    # except for near-deterministic processes: there distinct beliefs closer than tol are
-    # merged and, through updates conditioned on probabilities ~eps, their descendants drift
-    # apart (up to ~1e-3 at depth 4) -- the documented cost of merging, not a defect
+    # unless the tree has distinct beliefs (more than round-off apart) closer than tol before
+    # its last level: the graph merges them and, through updates conditioned on tiny
+    # probabilities, their descendants drift apart (near-deterministic processes: up to ~1e-3 at
+    # depth 4; fanizza with alpha near 0, a near-trivial rotation: up to ~1e-6, from beliefs
+    # 1e-13 apart) -- the documented cost of merging, not a defect
     d = np.abs(allb[:, None, :] - g.beliefs[None, :, :]).max(axis=2)
     assert np.all(d.min(axis=0) <= 1e-12)
-    if proc.name != "near_deterministic":
+    inner = np.concatenate([lvl.beliefs for lvl in tree.levels[:-1]])
+    near = np.abs(inner[:, None, :] - inner[None, :, :]).max(axis=2)
+    merges_distinct = bool(np.any((near > 1e-14) & (near <= g.tol)))
+    if proc.name != "near_deterministic" and not merges_distinct:
         assert np.all(d.min(axis=1) <= g.tol + 1e-12)
 
 

@@ -1,6 +1,6 @@
 """The probe's headline numbers against hand computations over every (input, position) row, and
-the TransformerLens branch of collect_activations on a stand-in with HookedTransformer's
-interface (run_with_cache / hook_dict / TransformerLens hook names)."""
+collect_activations on a TransformerLens-shaped stand-in (identity hook modules under
+TransformerLens's hook names, no forward_tree), read through forward hooks."""
 import itertools
 
 import numpy as np

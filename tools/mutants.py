@@ -53,30 +53,33 @@ MUTANTS = [
     Mutant("distribution_targets_ignored", "compmech/train.py",
            'soft_targets=cfg.targets == "distribution")', "soft_targets=False)", T_TRAIN,
            "targets='distribution' silently falls back to sampled-token loss"),
-    Mutant("grad_clip_removed", "compmech/train.py",
+    Mutant("grad_clip_removed", "compmech/_train_loop.py",
            "torch.nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)", "pass", T_TRAIN),
-    Mutant("ema_inverted", "compmech/train.py",
-           "torch._foreach_lerp_(ema_params, live_params, 1.0 - decay)",
-           "torch._foreach_lerp_(ema_params, live_params, decay)", T_TRAIN),
-    Mutant("optimizer_step_removed", "compmech/train.py", "optimizer.step()", "pass",
+    Mutant("ema_inverted", "compmech/_train_loop.py",
+           "torch._foreach_lerp_(self._avg, self._live, 1.0 - min(self.decay, (1 + step) / (10 + step)))",
+           "torch._foreach_lerp_(self._avg, self._live, min(self.decay, (1 + step) / (10 + step)))", T_TRAIN),
+    Mutant("optimizer_step_removed", "compmech/_train_loop.py", "optimizer.step()", "pass",
            T_TRAIN + ("tests/test_demo.py",)),
     Mutant("eval_targets_shifted", "compmech/train.py",
            "b = _beliefs(process, seq[:, :n_in], dtype=np.float64)",
            "b = _beliefs(process, seq[:, 1:n_in + 1], dtype=np.float64)", T_TRAIN,
            "the periodic evaluation's targets shifted by one position"),
-    Mutant("resume_ignored_in_train", "compmech/train.py", "if resume and ck_path.exists():",
-           "if False and resume and ck_path.exists():", T_TRAIN),
+    Mutant("resume_ignored_in_train", "compmech/_run_dir.py",
+           "    if resume and ck_path.exists():\n        return ck_path\n",
+           "    if resume and ck_path.exists():\n        return None\n", T_TRAIN,
+           "open_run_dir ignores the checkpoint: a resumed run silently starts over"),
     # ---- issue #14: demo and CLI ------------------------------------------------------------
-    Mutant("demo_defaults_1M_token_targets", "compmech/commands/demo.py",
+    Mutant("demo_defaults_1M_token_targets", "compmech/experiment.py",
            '"tokens": 10_000_000, "targets": "distribution",', '"tokens": 1_000_000, "targets": "tokens",', T_DEMO),
     Mutant("toml_model_table_ignored", "compmech/commands/train.py",
-           "d.update(load_config_file(args.config))",
-           'd.update({k: v for k, v in load_config_file(args.config).items() if k != "model"})',
+           "d = merge_layer(d, load_config_file(args.config))",
+           'd = merge_layer(d, {k: v for k, v in load_config_file(args.config).items() if k != "model"})',
            T_DEMO + ("tests/test_train.py",)),
     Mutant("cli_train_resume_ignored", "compmech/commands/train.py",
-           "res = train(cfg, args.out, resume=args.resume,", "res = train(cfg, args.out, resume=False,", T_DEMO),
+           "res = train(cfg, out, resume=args.resume,", "res = train(cfg, out, resume=False,", T_DEMO),
     Mutant("cli_demo_resume_ignored", "compmech/commands/demo.py",
-           "res = train(cfg, run_dir, resume=args.resume,", "res = train(cfg, run_dir, resume=False,", T_DEMO),
+           "exp = experiment.run(cfg, Path(run_dir), resume=args.resume,",
+           "exp = experiment.run(cfg, Path(run_dir), resume=False,", T_DEMO),
     # ---- issue #14: estimates ---------------------------------------------------------------
     Mutant("mc_continuation_zero", "compmech/measures.py", "return total, se, L1, tail_err",
            "return 0.0, se, L1, tail_err", ("tests/test_measures.py",),
@@ -89,8 +92,8 @@ MUTANTS = [
            'mcm = Measure("excess_entropy", float(d[:-1].sum()) + mc,', ("tests/test_measures.py",)),
     # ---- issue #14: probe -------------------------------------------------------------------
     Mutant("transformer_lens_wrong_embedding", "compmech/probe.py",
-           'out["embed"] = out["blocks.0.hook_resid_pre"]',
-           'out["embed"] = model.run_with_cache(x)[1]["hook_embed"]',
+           'for n in ("blocks.0.hook_resid_pre", "hook_embed"):',
+           'for n in ("hook_embed", "blocks.0.hook_resid_pre"):',
            ("tests/test_probe.py", "tests/test_probe_reference.py")),
     Mutant("summary_r2_uniform_as_weighted", "compmech/probe.py", '"r2_weighted": p["r2"]', '"r2_weighted": u["r2"]',
            ("tests/test_probe.py", "tests/test_probe_reference.py")),
@@ -98,8 +101,8 @@ MUTANTS = [
            ("tests/test_probe.py", "tests/test_probe_reference.py")),
     # ---- issue #14: MSP tree and graph ------------------------------------------------------
     Mutant("next_token_probs_reversed", "compmech/msp_tree.py",
-           "return np.asarray(self.beliefs, dtype=np.float64) @ Tw.T",
-           "return np.asarray(self.beliefs, dtype=np.float64) @ Tw.T[:, ::-1]",
+           "return back(np.asarray(beliefs, dtype=np.float64) @ Tw.T)",
+           "return back(np.asarray(beliefs, dtype=np.float64) @ Tw.T[:, ::-1])",
            ("tests/test_core_msp_tree.py", "tests/test_msp_graph.py")),
     Mutant("state_distribution_off_by_one", "compmech/msp_graph.py", "for t in range(1, L + 1):\n            mu = Wt @ mu",
            "for t in range(0, L + 1):\n            mu = Wt @ mu", ("tests/test_msp_graph.py",)),
@@ -116,14 +119,14 @@ MUTANTS = [
     Mutant("warmup_off_by_one", "compmech/train.py", "return cfg.lr * (step + 1) / warm", "return cfg.lr * step / warm",
            T_TRAIN),
     Mutant("ghmm_w_ignored_in_predictive_entropy", "compmech/measures.py",
-           "Tw = (proc.T @ proc.w).T.astype(bel.dtype)", "Tw = proc.T.sum(axis=2).T.astype(bel.dtype)",
+           "Tw = proc.token_weights.T.astype(bel.dtype)", "Tw = proc.T.sum(axis=2).T.astype(bel.dtype)",
            ("tests/test_measures.py",)),
     # ---- C++ kernels (opt-in: --cpp) --------------------------------------------------------
     Mutant("cpp_belief_norm_ignores_w", "csrc/include/compmech/kernels.hpp",
            "for (int j = 0; j < n; ++j) norm += out[j] * w[j];", "for (int j = 0; j < n; ++j) norm += out[j];",
            ("tests/test_core_beliefs.py", "tests/test_core_msp_tree.py")),
     Mutant("cpp_alias_swapped", "csrc/include/compmech/kernels.hpp",
-           "static_cast<uint32_t>(e >> 32) ? 0 : 16;", "static_cast<uint32_t>(e >> 32) ? 16 : 0;",
+           "e >> (frac < th_hi ? 0 : 16)", "e >> (frac < th_hi ? 16 : 0)",
            ("tests/test_core_sample.py",)),
     Mutant("cpp_categorical_no_subtract", "csrc/include/compmech/kernels.hpp", "      target -= px;\n", "\n",
            ("tests/test_core_sample.py",)),
@@ -227,7 +230,9 @@ def run_mutant(m: Mutant, modules, timeout: float, verbose: bool) -> tuple[str, 
             status = "killed"
         else:
             status = f"error (pytest exit {rc})"
-        tail = "\n".join([l for l in out.splitlines() if l.startswith(("FAILED", "ERROR", "E "))][:6])
+        lines = out.splitlines()  # the failing tests' names first, then their first error lines
+        tail = "\n".join(([l for l in lines if l.startswith(("FAILED", "ERROR"))]
+                          + [l for l in lines if l.startswith("E ")])[:6])
         return status, time.perf_counter() - t0, tail if verbose or rc > 1 else tail.split("\n")[0]
 
 
