@@ -96,11 +96,12 @@ class CpuBackend:
 
     def msp_counted(self, proc, parents, probs, min_prob):
         w = proc.w if proc.is_generalized else None
-        return _core.msp_level(proc.T, w, parents, probs, float(min_prob), proc.zero_tol, False)
+        return _core.msp_level(proc.T, w, parents, probs, float(min_prob), proc.zero_tol, False, True)
 
     def msp_full(self, proc, parents, probs, min_prob):
         w = proc.w if proc.is_generalized else None
-        level = _core.msp_level(proc.T, w, parents, probs, float(min_prob), proc.zero_tol, True)
+        # (beliefs, probs, None, None): a full level's parent and token are implicit
+        level = _core.msp_level(proc.T, w, parents, probs, float(min_prob), proc.zero_tol, True, True)
         return level, level is None
 
     def first_dropped(self, dropped: list):
@@ -111,7 +112,7 @@ class CpuBackend:
 
     @staticmethod
     def nbytes(level) -> int:
-        return 0 if level is None else sum(a.nbytes for a in level)
+        return 0 if level is None else sum(a.nbytes for a in level if a is not None)
 
 
 CPU = CpuBackend()
@@ -128,7 +129,8 @@ def grow(be, proc, levels: list, depth: int, min_prob: float, full: bool = False
     level before it (known to the caller when ``levels`` holds a single level).
 
     After a level that kept every child, the next ones are first tried at the fixed offsets
-    ``i * V + x`` (one pass, no count); whether that guess dropped a child is read back once for
+    ``i * V + x`` (one pass, no count; parent and token None, being implicit for a full level);
+    whether that guess dropped a child is read back once for
     a run of such levels (``be.speculate``: on a GPU the flags stay on the device until the run
     ends or grows large), and the levels from the first one that dropped are redone by counting.
     """

@@ -264,19 +264,25 @@ class CudaBackend:
                 _dtype_name(parents), _ptr(probs), int(parents.shape[0]), float(min_prob))
 
     def _msp_fill(self, proc, common, M, parents, keep, offsets, dropped):
+        """The level's arrays; without keep/offsets (the optimistic full layout) no parent and
+        token are written (None: a full level's are implicit)."""
         import torch
 
         dev = self.device
         b = torch.empty((M, proc.num_states), dtype=parents.dtype, device=dev)
         p = torch.empty(M, dtype=torch.float64, device=dev)
-        par = torch.empty(M, dtype=torch.int32, device=dev)
-        tok = torch.empty(M, dtype=_torch_dtype(smallest_uint(proc.vocab_size).__name__), device=dev)
+        tok_name = smallest_uint(proc.vocab_size).__name__
+        par = tok = None
+        if keep is not None:
+            par = torch.empty(M, dtype=torch.int32, device=dev)
+            tok = torch.empty(M, dtype=_torch_dtype(tok_name), device=dev)
         self.module.msp_fill(*self._launch_args(), *common, _ptr(keep), _ptr(offsets), _ptr(b), _ptr(p), _ptr(par),
-                             _ptr(tok), _dtype_name(tok), _ptr(dropped))
+                             _ptr(tok), tok_name, _ptr(dropped))
         return b, p, par, tok
 
     def msp_full(self, proc, parents, probs, min_prob):
-        """Every child at i * V + x, and a device flag set if one of them should have been dropped."""
+        """Every child at i * V + x (beliefs and probs only), and a device flag set if one of
+        them should have been dropped."""
         import torch
 
         common = self._msp_common(proc, parents, probs, min_prob)
@@ -310,4 +316,4 @@ class CudaBackend:
 
     @staticmethod
     def nbytes(level) -> int:
-        return sum(a.numel() * a.element_size() for a in level)
+        return sum(a.numel() * a.element_size() for a in level if a is not None)

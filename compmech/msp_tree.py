@@ -3,14 +3,15 @@ probability, level by level, in lexicographic order, with its belief and probabi
 
 Storage is array-only: each level keeps ``beliefs (M, S)``, ``probs (M,)``, ``parent (M,)``
 (index into the previous level) and ``token (M,)``; ``sequences (M, d)`` is rebuilt from the
-parent links on request.
+parent links on request. A *full* level (every node of the level above kept all V children,
+the common case) stores no links: its parent and token are implicit (``k // V``, ``k % V``)
+and are computed on first access, so a full level costs beliefs + probs only.
 
 No returned object sits in a reference cycle (a level keeps the parent/token arrays of the
 levels above it, not the tree), so a tree's memory is returned as soon as it is dropped,
 without waiting for the garbage collector."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -21,7 +22,16 @@ from ._sizes import check_fits, msp_level_bounds
 from .process import Process, as_process
 
 
-@dataclass
+def _token_dtype(V: int, like):
+    """The dtype of a level's tokens: ``smallest_uint(V)`` as ``like``'s kind (numpy or torch)."""
+    dt = smallest_uint(V)
+    if is_torch(like):
+        import torch
+
+        return torch.from_numpy(np.zeros(0, dt)).dtype
+    return dt
+
+
 class MSPLevel:
     """All retained sequences of one length ``depth``.
 
@@ -30,42 +40,74 @@ class MSPLevel:
         probs: ``(M,)`` float64 probability of each sequence (from the initial belief).
         parent: ``(M,)`` int32 index of the sequence's prefix in the previous level.
         token: ``(M,)`` last token of each sequence.
+
+    ``parent`` and ``token`` of a full level (``is_full``: M = V x the previous level's size)
+    are not stored; they are computed (``k // V``, ``k % V``) on first access and then kept.
     """
 
-    depth: int
-    beliefs: np.ndarray
-    probs: np.ndarray
-    parent: np.ndarray
-    token: np.ndarray
-    _process: Process = field(repr=False)
-    # (parent, token) of levels 1..depth-1, to rebuild sequences without a link to the tree
-    _lineage: tuple = field(default=(), repr=False)
-    _sequences: np.ndarray | None = field(default=None, repr=False)
+    def __init__(self, depth: int, beliefs, probs, parent, token, _process: Process, _lineage: tuple = (),
+                 _sequences=None):
+        self.depth = depth
+        self.beliefs = beliefs
+        self.probs = probs
+        self._parent = parent  # None: a full level (implicit lineage)
+        self._token = token
+        self._process = _process
+        # (parent, token) of levels 1..depth-1 ((None, None) for a full one), to rebuild
+        # sequences without a link to the tree
+        self._lineage = _lineage
+        self._sequences = _sequences
+        self._implicit: tuple | None = None  # (parent, token) of a full level, once asked for
 
     def __len__(self) -> int:
         return int(self.probs.shape[0])
+
+    def __repr__(self) -> str:
+        return f"MSPLevel(depth={self.depth}, nodes={len(self)}, full={self.is_full})"
+
+    @property
+    def is_full(self) -> bool:
+        """Every node of the previous level kept all its children: parent and token are implicit."""
+        return self._parent is None
+
+    def _links(self) -> tuple:
+        if self._parent is not None:
+            return self._parent, self._token
+        if self._implicit is None:
+            V = self._process.vocab_size
+            if is_torch(self.probs):
+                import torch
+
+                k = torch.arange(len(self), dtype=torch.int32, device=self.probs.device)
+                self._implicit = (k // V, (k % V).to(_token_dtype(V, k)))
+            else:
+                k = np.arange(len(self), dtype=np.int32)
+                self._implicit = (k // V, (k % V).astype(smallest_uint(V)))
+        return self._implicit
+
+    @property
+    def parent(self):
+        """``(M,)`` int32 index of each sequence's prefix in the previous level."""
+        return self._links()[0]
+
+    @property
+    def token(self):
+        """``(M,)`` last token of each sequence (``smallest_uint(V)``)."""
+        return self._links()[1]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the level holds (beliefs, probs and any stored or computed parent/token)."""
+        arrays = [self.beliefs, self.probs, self._parent, self._token] + list(self._implicit or ())
+        return sum(_nbytes(a) for a in arrays if a is not None)
 
     @property
     def sequences(self) -> np.ndarray:
         """``(M, depth)`` token sequences, lexicographically ordered."""
         if self._sequences is not None:  # a chunk from msp_level_chunks carries its own
             return self._sequences
-        token, back = _interop.incoming(self.token)
-        if is_torch(token):
-            import torch
-
-            seq = torch.empty((len(self), self.depth), dtype=token.dtype, device=token.device)
-            idx = torch.arange(len(self), device=token.device)
-        else:
-            seq = np.empty((len(self), self.depth), dtype=smallest_uint(self._process.vocab_size))
-            idx = np.arange(len(self))
-        links = self._lineage + ((self.parent, self.token),)
-        for d in range(self.depth, 0, -1):
-            parent, tok = links[d - 1]
-            seq[:, d - 1] = _interop.incoming(tok)[0][idx]
-            parent = _interop.incoming(parent)[0][idx]
-            idx = parent.long() if is_torch(parent) else parent
-        return back(seq)
+        links = self._lineage + ((self._parent, self._token),)
+        return _sequences(links, len(self), self.depth, self._process.vocab_size, self.probs)
 
     @property
     def next_token_probs(self) -> np.ndarray:
@@ -77,6 +119,51 @@ class MSPLevel:
 
             return back(beliefs.double() @ torch.from_numpy(Tw.T.copy()).to(beliefs.device))
         return back(np.asarray(beliefs, dtype=np.float64) @ Tw.T)
+
+
+def _nbytes(a) -> int:
+    return int(a.numel() * a.element_size()) if is_torch(a) else int(np.asarray(a).nbytes)
+
+
+def _sequences(links: tuple, M: int, depth: int, V: int, like):
+    """``(M, depth)`` sequences of a level from the (parent, token) links of levels 1..depth
+    (``(None, None)`` for a full level). The trailing full levels are base-V digits of the row
+    index, written by strided assignment; the levels above are walked through the links."""
+    probe, back = _interop.incoming(like)
+    explicit = [tok for _, tok in links if tok is not None]
+    tok_like = _interop.incoming(explicit[-1])[0] if explicit else None
+    if is_torch(probe) or is_torch(tok_like):
+        import torch
+
+        dev = (tok_like if tok_like is not None else probe).device
+        dt = tok_like.dtype if tok_like is not None else _token_dtype(V, probe)
+        seq = torch.empty((M, depth), dtype=dt, device=dev)
+        digits = torch.arange(V, device=dev).to(dt)
+    else:
+        seq = np.empty((M, depth), dtype=smallest_uint(V))
+        digits = np.arange(V).astype(seq.dtype)
+    full = 0
+    while full < depth and links[depth - 1 - full][0] is None:
+        full += 1
+    block = 1  # rows that share the columns above the current one
+    for col in range(depth - 1, depth - 1 - full, -1):
+        seq.reshape(M // (V * block) if M else 0, V, block, depth)[:, :, :, col] = digits[None, :, None]
+        block *= V
+    top = depth - full
+    if top:
+        n = M // block
+        idx = torch.arange(n, device=seq.device) if is_torch(seq) else np.arange(n)
+        upper = seq.reshape(n, block, depth)
+        for d in range(top, 0, -1):
+            parent, tok = links[d - 1]
+            if parent is None:
+                upper[:, :, d - 1] = (idx % V).to(seq.dtype)[:, None] if is_torch(seq) else (idx % V)[:, None]
+                idx = idx // V
+            else:
+                upper[:, :, d - 1] = _interop.incoming(tok)[0][idx][:, None]
+                p = _interop.incoming(parent)[0][idx]
+                idx = p.long() if is_torch(p) else p
+    return back(seq)
 
 
 class MSPTree:
@@ -109,22 +196,27 @@ class MSPTree:
                 f"nodes per level={[len(l) for l in self.levels]})")
 
 
-def chain_levels(proc: Process, arrays: list, first: int = 0, lineage: tuple = ()) -> list:
+def chain_levels(proc: Process, arrays: list, first: int = 0, lineage: tuple = (), implicit: bool = True) -> list:
     """MSPLevels of depths ``first, first + 1, ...`` from ``(beliefs, probs, parent, token)``
     tuples, each level holding the links of the levels above it (``lineage``: those above
-    ``first``)."""
+    ``first``). ``parent``/``token`` may be None for a full level; with ``implicit`` any level
+    that kept every child of the one before it in ``arrays`` drops its stored links too (they
+    equal the implicit ``k // V``, ``k % V`` in a lexicographic tree)."""
+    V = proc.vocab_size
     levels = []
-    for k, a in enumerate(arrays):
-        levels.append(MSPLevel(first + k, *a, proc, lineage))
+    for k, (beliefs, probs, parent, token) in enumerate(arrays):
+        if implicit and k > 0 and parent is not None and int(probs.shape[0]) == V * int(arrays[k - 1][1].shape[0]):
+            parent = token = None
+        levels.append(MSPLevel(first + k, beliefs, probs, parent, token, proc, lineage))
         if first + k > 0:
-            lineage = lineage + ((a[2], a[3]),)
+            lineage = lineage + ((parent, token),)
     return levels
 
 
 def _levels(proc: Process, levels: list, depth: int, min_prob: float, full: bool = False) -> list:
     """``levels`` (MSPLevels, the last ``lvl.depth``) extended to ``depth`` on their arrays' backend."""
     first = levels[0].depth
-    arrays = [(lv.beliefs, lv.probs, lv.parent, lv.token) for lv in levels]
+    arrays = [(lv.beliefs, lv.probs, lv._parent, lv._token) for lv in levels]
     be = _backend.for_array(arrays[-1][0])
     arrays = _backend.grow(be, proc, arrays, depth - first, min_prob, full)
     return levels + chain_levels(proc, arrays, first, levels[0]._lineage)[len(levels):]
@@ -193,7 +285,7 @@ def msp_tree(process, depth, *, dtype=np.float64, min_prob=0.0, initial=None, de
     levels = _levels(proc, [root], depth, min_prob)
     if back is not _interop.identity:
         levels = chain_levels(proc, [tuple(back(a) for a in (lv.beliefs, lv.probs, lv.parent, lv.token))
-                                     for lv in levels])
+                                     for lv in levels], implicit=False)
     return MSPTree(proc, levels, min_prob)
 
 

@@ -17,8 +17,9 @@ namespace py = pybind11;
 [[noreturn]] inline void type_error(const std::string& msg) { throw py::type_error(msg); }
 
 // Data pointer of a C-contiguous float64 array of the given shape (an extent of -1 matches
-// any size) whose entries are all finite.
-inline const double* f64_data(const py::array& a, const char* name, std::vector<py::ssize_t> shape) {
+// any size) whose entries are all finite (not checked with finite=false: data this library made).
+inline const double* f64_data(const py::array& a, const char* name, std::vector<py::ssize_t> shape,
+                              bool finite = true) {
   if (!a.dtype().equal(py::dtype::of<double>())) type_error(std::string(name) + " must be a float64 array");
   if (a.ndim() != static_cast<py::ssize_t>(shape.size()))
     value_error(std::string(name) + " must have " + std::to_string(shape.size()) + " dimensions, got " +
@@ -29,7 +30,8 @@ inline const double* f64_data(const py::array& a, const char* name, std::vector<
                   ", got " + std::to_string(a.shape(d)));
   if (!(a.flags() & py::array::c_style)) value_error(std::string(name) + " must be C-contiguous");
   const double* p = static_cast<const double*>(a.data());
-  for (py::ssize_t k = 0; k < a.size(); ++k)
+  const py::ssize_t n = finite ? a.size() : 0;
+  for (py::ssize_t k = 0; k < n; ++k)
     if (!std::isfinite(p[k]))
       value_error(std::string(name) + " contains a non-finite value at flat index " + std::to_string(k));
   return p;

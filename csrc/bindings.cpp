@@ -227,61 +227,69 @@ template <typename Out, typename Tok>
 py::object msp_level_typed(const ProcessView& p, const py::array& parents, const double* pp, double min_prob,
                           bool expect_full) {
   const int64_t P = parents.shape(0);
+  const int64_t S = p.S;
   const Out* pb = static_cast<const Out*>(parents.data());
-  constexpr int64_t chunk = 2048;
-  const int64_t n_chunks = (P + chunk - 1) / chunk;
   if (P > std::numeric_limits<int32_t>::max())
     value_error("msp level too large (" + std::to_string(P) + " parents): use compmech.msp_level_chunks");
-  std::vector<int64_t> offsets(static_cast<size_t>(n_chunks) + 1, 0);
-  // Allocates M children and fills them at `offsets`; counts != nullptr is the optimistic layout.
-  auto fill = [&](int64_t M, int64_t* counts) {
-    auto beliefs = py::array_t<Out>({M, static_cast<int64_t>(p.S)});
-    auto probs = py::array_t<double>(M);
-    auto parent = py::array_t<int32_t>(M);
-    auto token = py::array_t<Tok>(M);
+  if (expect_full) {
+    // Optimistic single pass at fixed offsets, beliefs and probs only: (beliefs, probs, None,
+    // None), the lineage being implicit; None if a child was dropped (redo by counting,
+    // compmech/_backend.py).
+    auto beliefs = py::array_t<Out>({P * p.V, S});
+    auto probs = py::array_t<double>(P * p.V);
     Out* b = beliefs.mutable_data();
     double* pr = probs.mutable_data();
-    int32_t* pa = parent.mutable_data();
-    Tok* tk = token.mutable_data();
+    bool full;
     {
       py::gil_scoped_release release;
-      msp_fill<Out, Tok>(p, pb, pp, P, min_prob, chunk, offsets.data(), b, pr, pa, tk, counts);
+      full = msp_fill_full<Out>(p, pb, pp, P, min_prob, b, pr);
     }
-    return py::make_tuple(beliefs, probs, parent, token);
-  };
-  if (expect_full) {
-    // Optimistic single pass at fixed offsets (the caller expects every child to be kept);
-    // None tells it a child was dropped.
-    for (int64_t c = 0; c <= n_chunks; ++c) offsets[c] = std::min(P, c * chunk) * p.V;
-    std::vector<int64_t> counts(static_cast<size_t>(n_chunks), 0);
-    py::tuple out = fill(P * p.V, counts.data());
-    bool full = true;
-    for (int64_t c = 0; c < n_chunks; ++c) full &= counts[c] == offsets[c + 1] - offsets[c];
-    return full ? py::object(out) : py::object(py::none());  // None: redo by counting (compmech/_backend.py)
+    if (!full) return py::none();
+    return py::make_tuple(beliefs, probs, py::none(), py::none());
   }
+  constexpr int64_t chunk = 2048;
+  const int64_t n_chunks = (P + chunk - 1) / chunk;
+  std::vector<int64_t> offsets(static_cast<size_t>(n_chunks) + 1, 0);
   {
     py::gil_scoped_release release;
     msp_count<Out>(p, pb, pp, P, min_prob, chunk, offsets.data() + 1);
   }
   for (int64_t c = 0; c < n_chunks; ++c) offsets[c + 1] += offsets[c];
-  return fill(offsets[static_cast<size_t>(n_chunks)], nullptr);
+  const int64_t M = offsets[static_cast<size_t>(n_chunks)];
+  auto beliefs = py::array_t<Out>({M, S});
+  auto probs = py::array_t<double>(M);
+  auto parent = py::array_t<int32_t>(M);
+  auto token = py::array_t<Tok>(M);
+  Out* b = beliefs.mutable_data();
+  double* pr = probs.mutable_data();
+  int32_t* pa = parent.mutable_data();
+  Tok* tk = token.mutable_data();
+  {
+    py::gil_scoped_release release;
+    msp_fill<Out, Tok>(p, pb, pp, P, min_prob, chunk, offsets.data(), b, pr, pa, tk);
+  }
+  return py::make_tuple(beliefs, probs, parent, token);
 }
 
+// trusted: the parents are a level this library computed (or an initial belief it checked),
+// so the O(P) input checks (single-threaded passes over the parents) are skipped.
 py::object msp_level(const py::array& T, const py::object& w, const py::array& parents, const py::array& parent_probs,
-                    double min_prob, double zero_tol, bool expect_full) {
+                    double min_prob, double zero_tol, bool expect_full, bool trusted) {
   const ProcessView p = view_process(T, w, zero_tol);
   if (parents.ndim() != 2 || parents.shape(1) != p.S)
     value_error("parent beliefs must have shape (P, S) with S = " + std::to_string(p.S));
   if (!(parents.flags() & py::array::c_style)) value_error("parent beliefs must be C-contiguous");
-  const double* pp = f64_data(parent_probs, "parent probabilities", {parents.shape(0)});
-  for (py::ssize_t k = 0; k < parents.shape(0); ++k)
-    if (!(pp[k] >= 0.0)) value_error("parent probabilities must be >= 0 (entry " + std::to_string(k) + ")");
-  const bool finite = parents.dtype().equal(py::dtype::of<float>())
-                          ? all_finite(static_cast<const float*>(parents.data()), parents.size())
-                          : parents.dtype().equal(py::dtype::of<double>())
-                                ? all_finite(static_cast<const double*>(parents.data()), parents.size())
-                                : true;
-  if (!finite) value_error("parent beliefs contain a non-finite value");
+  const double* pp = f64_data(parent_probs, "parent probabilities", {parents.shape(0)}, !trusted);
+  if (!trusted) {
+    for (py::ssize_t k = 0; k < parents.shape(0); ++k)
+      if (!(pp[k] >= 0.0)) value_error("parent probabilities must be >= 0 (entry " + std::to_string(k) + ")");
+    const bool finite = parents.dtype().equal(py::dtype::of<float>())
+                            ? all_finite(static_cast<const float*>(parents.data()), parents.size())
+                            : parents.dtype().equal(py::dtype::of<double>())
+                                  ? all_finite(static_cast<const double*>(parents.data()), parents.size())
+                                  : true;
+    if (!finite) value_error("parent beliefs contain a non-finite value");
+  }
   if (!(min_prob >= 0.0) || !std::isfinite(min_prob)) value_error("min_prob must be a finite number >= 0");
   const bool small_v = p.V <= 256;
   if (parents.dtype().equal(py::dtype::of<float>()))
@@ -340,7 +348,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("sample_ghmm", &sample_ghmm, py::arg("T"), py::arg("w"), py::arg("initial"), py::arg("batch"),
         py::arg("length"), py::arg("seed"), py::arg("row0"), py::arg("dtype"), py::arg("zero_tol"));
   m.def("msp_level", &msp_level, py::arg("T"), py::arg("w"), py::arg("parents"), py::arg("parent_probs"),
-        py::arg("min_prob"), py::arg("zero_tol"), py::arg("expect_full") = false);
+        py::arg("min_prob"), py::arg("zero_tol"), py::arg("expect_full") = false, py::arg("trusted") = false);
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
   m.def("get_num_threads", &num_threads);
   m.def("build_info", &build_info);

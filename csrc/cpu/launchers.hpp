@@ -37,15 +37,19 @@ ZeroProb sample_ghmm_cpu(const ProcessView& p, const double* init, int64_t B, in
 // One level of the mixed-state tree. Parents (P, S) with probabilities (P,); children in
 // (parent, token) order, dropped when impossible or below min_prob. Work is cut into chunks
 // of `chunk` parents; msp_count gives each chunk's number of children, msp_fill writes them
-// at the given per-chunk offsets. With `counts` non-null the layout is the optimistic full one
-// (child (i, x) at i * V + x, offsets[c] == first parent * V) and each chunk reports how many
-// children it wrote, or -1 if one had to be dropped (then the level must be redone by counting).
+// (with their parent index and token) at the given per-chunk offsets.
 template <typename Out>
 void msp_count(const ProcessView& p, const Out* par_beliefs, const double* par_probs, int64_t P,
                double min_prob, int64_t chunk, int64_t* counts);
 template <typename Out, typename Tok>
 void msp_fill(const ProcessView& p, const Out* par_beliefs, const double* par_probs, int64_t P,
               double min_prob, int64_t chunk, const int64_t* offsets, Out* beliefs, double* probs,
-              int32_t* parent, Tok* token, int64_t* counts);
+              int32_t* parent, Tok* token);
+// The optimistic single pass for a level expected to keep every child: child (i, x) at
+// i * V + x, beliefs and probs only (a full level's parent and token are implicit). Returns
+// false, having stopped early, if a child had to be dropped (then redo the level by counting).
+template <typename Out>
+bool msp_fill_full(const ProcessView& p, const Out* par_beliefs, const double* par_probs, int64_t P,
+                   double min_prob, Out* beliefs, double* probs);
 
 }  // namespace compmech

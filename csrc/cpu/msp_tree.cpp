@@ -1,4 +1,6 @@
 #include <algorithm>
+#include <atomic>
+#include <type_traits>
 #include <vector>
 
 #include "compmech/dispatch.hpp"
@@ -56,34 +58,133 @@ int64_t fill_chunk(const ProcessView& p, const Out* pb, const double* pp, int64_
   return k - offset;
 }
 
-// Full-level fast path (every child kept): child (i, x) lands at i * V + x, so four parents
-// share SIMD lanes and T[x] is a broadcast. Returns false as soon as a child would be dropped;
-// the caller then redoes the level with the counting pass.
-template <int SC, bool GH, typename Out, typename Tok>
+// ---- full levels (every child kept) --------------------------------------------------------
+// Child (i, x) lands at i * V + x, so W parents share the SIMD lanes (8 with AVX-512, else 4)
+// and T[x] is a broadcast; only beliefs and probs are written (the lineage of a full level is
+// implicit: parent = k / V, token = k % V).
+#if defined(__AVX512F__)
+using LaneVec = vd8;
+#else
+using LaneVec = vd4;
+#endif
+constexpr int kLanes = sizeof(LaneVec) / sizeof(double);
+
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+// Lane tables for store_transposed: output vector q, element m comes from row c = f % R, lane
+// l = f / R (f = flat index). Doubles: one index per q, one mask per (q, row). Floats: rows are
+// paired into 16-float registers (row 2s in elements 0..7, 2s + 1 in 8..15).
+template <int R>
+struct Transpose8 {
+  static constexpr int NQ = R;               // 8-double outputs
+  static constexpr int NF = (8 * R + 15) / 16;  // 16-float outputs
+  static constexpr int NS = (R + 1) / 2;     // 16-float source registers
+  long long idx_d[NQ][8] = {};
+  unsigned char mask_d[NQ][R] = {};
+  int idx_f[NF][NS][16] = {};
+  unsigned short mask_f[NF][NS] = {};
+  constexpr Transpose8() {
+    for (int f = 0; f < 8 * R; ++f) {
+      const int l = f / R, c = f % R;
+      idx_d[f / 8][f % 8] = l;
+      mask_d[f / 8][c] = static_cast<unsigned char>(mask_d[f / 8][c] | (1u << (f % 8)));
+      idx_f[f / 16][c / 2][f % 16] = (c % 2) * 8 + l;
+      mask_f[f / 16][c / 2] = static_cast<unsigned short>(mask_f[f / 16][c / 2] | (1u << (f % 16)));
+    }
+  }
+};
+#endif
+
+// rows[c] holds value c of lanes 0..W-1; writes dst[l * R + c] for every lane l and c < R: the
+// W lanes' R values, one after the other, as one contiguous block.
+template <int R, typename VD, typename Out>
+inline void store_transposed(const VD* rows, Out* dst) {
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+  if constexpr (std::is_same<VD, vd8>::value) {
+    static constexpr Transpose8<R> t{};
+    if constexpr (std::is_same<Out, double>::value) {
+#pragma GCC unroll 16
+      for (int q = 0; q < R; ++q) {
+        const __m512i idx = _mm512_loadu_si512(t.idx_d[q]);
+        __m512d acc = _mm512_setzero_pd();
+#pragma GCC unroll 16
+        for (int c = 0; c < R; ++c)
+          if (t.mask_d[q][c]) acc = _mm512_mask_permutexvar_pd(acc, t.mask_d[q][c], idx, reinterpret_cast<__m512d>(rows[c]));
+        _mm512_storeu_pd(dst + 8 * q, acc);
+      }
+      return;
+    } else if constexpr (std::is_same<Out, float>::value) {
+      __m512 reg[Transpose8<R>::NS];
+#pragma GCC unroll 16
+      for (int s = 0; s < Transpose8<R>::NS; ++s) {
+        const __m256 lo = _mm512_cvtpd_ps(reinterpret_cast<__m512d>(rows[2 * s]));
+        const __m256 hi = 2 * s + 1 < R ? _mm512_cvtpd_ps(reinterpret_cast<__m512d>(rows[2 * s + 1 < R ? 2 * s + 1 : 0]))
+                                        : _mm256_setzero_ps();
+        reg[s] = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+      }
+#pragma GCC unroll 16
+      for (int q = 0; q < Transpose8<R>::NF; ++q) {
+        __m512 acc = _mm512_setzero_ps();
+#pragma GCC unroll 16
+        for (int s = 0; s < Transpose8<R>::NS; ++s)
+          if (t.mask_f[q][s]) acc = _mm512_mask_permutexvar_ps(acc, t.mask_f[q][s], _mm512_loadu_si512(t.idx_f[q][s]), reg[s]);
+        if (16 * q + 16 <= 8 * R) _mm512_storeu_ps(dst + 16 * q, acc);
+        else _mm512_mask_storeu_ps(dst + 16 * q, static_cast<__mmask16>((1u << (8 * R - 16 * q)) - 1), acc);
+      }
+      return;
+    }
+  }
+#endif
+  constexpr int W = sizeof(VD) / sizeof(double);
+  for (int l = 0; l < W; ++l)
+    for (int c = 0; c < R; ++c) dst[l * R + c] = static_cast<Out>(rows[c][l]);
+}
+
+// Children of parents [b, e), all kept, at i * V + x; VC > 0 fixes V at compile time (the
+// children of W parents are then one contiguous block, stored with store_transposed). Returns
+// false as soon as a child would be dropped (the caller then redoes the level by counting).
+// Every lane does the scalar tail's arithmetic (store_normalised), hence the same bits.
+template <int SC, int VC, bool GH, typename Out>
 bool fill_full(const ProcessView& p, const Out* pb, const double* pp, int64_t b, int64_t e, double min_prob,
-               Out* beliefs, double* probs, int32_t* parent, Tok* token) {
-  const int V = p.V;
+               Out* beliefs, double* probs) {
+  using VD = LaneVec;
+  constexpr int W = kLanes;
+  const int V = VC > 0 ? VC : p.V;
   const double* w = GH ? p.w : nullptr;
-  const auto keep = [&](double cond, double pc) { return cond > p.zero_tol && pc > 0.0 && pc >= min_prob; };
+  const auto all_kept = [&](VD cond, VD pc) {
+    const auto keep = (cond > p.zero_tol) & (pc > 0.0) & (pc >= min_prob);
+    return !any_lane_of(~keep);
+  };
   int64_t i = b;
-  for (; i + 4 <= e; i += 4) {
-    vd4 eta[SC];
-    for (int j = 0; j < SC; ++j)
-      for (int l = 0; l < 4; ++l) eta[j][l] = static_cast<double>(pb[(i + l) * SC + j]);
-    const vd4 ppv = {pp[i], pp[i + 1], pp[i + 2], pp[i + 3]};
-    for (int x = 0; x < V; ++x) {
-      vd4 nxt[SC];
-      const vd4 cond = belief_step<SC, vd4>(eta, p.T + static_cast<int64_t>(x) * SC * SC, w, nxt, SC);
-      const vd4 pc = ppv * cond;
-      if (!all_lanes((cond > p.zero_tol) & (pc > 0.0) & (pc >= min_prob))) return false;
-      const vd4 inv = safe_inverse_lanes(cond, nxt, SC);
-      for (int j = 0; j < SC; ++j) nxt[j] *= inv;
-      const int64_t k0 = i * V + x;
-      store_lanes<SC>(nxt, beliefs + k0 * SC, static_cast<int64_t>(V) * SC);
-      for (int l = 0; l < 4; ++l) {
-        probs[k0 + l * V] = pc[l];
-        parent[k0 + l * V] = static_cast<int32_t>(i + l);
-        token[k0 + l * V] = static_cast<Tok>(x);
+  for (; i + W <= e; i += W) {
+    VD eta[SC], ppv;
+    for (int l = 0; l < W; ++l) {
+      for (int j = 0; j < SC; ++j) eta[j][l] = static_cast<double>(pb[(i + l) * SC + j]);
+      ppv[l] = pp[i + l];
+    }
+    if constexpr (VC > 0) {
+      VD rows[VC * SC], pcs[VC];
+      for (int x = 0; x < VC; ++x) {
+        VD* nxt = rows + x * SC;
+        const VD cond = belief_step<SC, VD>(eta, p.T + x * SC * SC, w, nxt, SC);
+        pcs[x] = ppv * cond;
+        if (!all_kept(cond, pcs[x])) return false;
+        const VD inv = safe_inverse_lanes(cond, nxt, SC);
+        for (int j = 0; j < SC; ++j) nxt[j] *= inv;
+      }
+      store_transposed<VC * SC>(rows, beliefs + i * (VC * SC));
+      store_transposed<VC>(pcs, probs + i * VC);
+    } else {
+      for (int x = 0; x < V; ++x) {
+        VD nxt[SC];
+        const VD cond = belief_step<SC, VD>(eta, p.T + static_cast<int64_t>(x) * SC * SC, w, nxt, SC);
+        const VD pc = ppv * cond;
+        if (!all_kept(cond, pc)) return false;
+        const VD inv = safe_inverse_lanes(cond, nxt, SC);
+        for (int l = 0; l < W; ++l) {
+          const int64_t k = (i + l) * V + x;
+          for (int j = 0; j < SC; ++j) beliefs[k * SC + j] = static_cast<Out>(nxt[j][l] * inv[l]);
+          probs[k] = pc[l];
+        }
       }
     }
   }
@@ -92,12 +193,10 @@ bool fill_full(const ProcessView& p, const Out* pb, const double* pp, int64_t b,
     for (int x = 0; x < V; ++x) {
       const double cond = belief_step<SC, double>(pb + i * SC, p.T + static_cast<int64_t>(x) * SC * SC, w, nxt, SC);
       const double pc = pp[i] * cond;
-      if (!keep(cond, pc)) return false;
+      if (!(cond > p.zero_tol && pc > 0.0 && pc >= min_prob)) return false;
       const int64_t k = i * V + x;
-      store_normalised(nxt, cond, SC, beliefs + k * SC);  // the lanes' arithmetic above: bit-identical
+      store_normalised(nxt, cond, SC, beliefs + k * SC);
       probs[k] = pc;
-      parent[k] = static_cast<int32_t>(i);
-      token[k] = static_cast<Tok>(x);
     }
   return true;
 }
@@ -120,34 +219,63 @@ void msp_count(const ProcessView& p, const Out* pb, const double* pp, int64_t P,
 
 template <typename Out, typename Tok>
 void msp_fill(const ProcessView& p, const Out* pb, const double* pp, int64_t P, double min_prob, int64_t chunk,
-              const int64_t* offsets, Out* beliefs, double* probs, int32_t* parent, Tok* token, int64_t* counts) {
+              const int64_t* offsets, Out* beliefs, double* probs, int32_t* parent, Tok* token) {
   const int64_t n_chunks = (P + chunk - 1) / chunk;
   parallel_for(n_chunks, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
       const int64_t b = c * chunk, e = std::min(P, b + chunk);
       dispatch_process(p, [&](auto width, auto gh) {
-        constexpr int SC = decltype(width)::fixed;
-        constexpr bool GH = decltype(gh)::value;
-        if constexpr (SC > 0) {
-          if (counts) {  // optimistic full layout: offsets[c] == b * V
-            counts[c] = fill_full<SC, GH>(p, pb, pp, b, e, min_prob, beliefs, probs, parent, token) ? (e - b) * p.V : -1;
-            return;
-          }
-        }
-        const int64_t n = fill_chunk<SC, GH>(p, pb, pp, b, e, min_prob, offsets[c], beliefs, probs, parent, token);
-        if (counts) counts[c] = n;
+        fill_chunk<decltype(width)::fixed, decltype(gh)::value>(p, pb, pp, b, e, min_prob, offsets[c], beliefs, probs,
+                                                                 parent, token);
       });
     }
   });
 }
 
-#define CM_INST_MSP(OUT)                                                                                   \
-  template void msp_count<OUT>(const ProcessView&, const OUT*, const double*, int64_t, double, int64_t,     \
-                               int64_t*);                                                                  \
-  template void msp_fill<OUT, uint8_t>(const ProcessView&, const OUT*, const double*, int64_t, double,      \
-                                       int64_t, const int64_t*, OUT*, double*, int32_t*, uint8_t*, int64_t*);        \
-  template void msp_fill<OUT, uint16_t>(const ProcessView&, const OUT*, const double*, int64_t, double,     \
-                                        int64_t, const int64_t*, OUT*, double*, int32_t*, uint16_t*, int64_t*);
+template <typename Out>
+bool msp_fill_full(const ProcessView& p, const Out* pb, const double* pp, int64_t P, double min_prob, Out* beliefs,
+                   double* probs) {
+  // Chunks of ~4 MB of output: each thread first-touches (and the kernel zeroes) whole huge
+  // pages of its own rather than two threads faulting on the same page. The layout is fixed,
+  // so the chunk size cannot change a result.
+  const int64_t per_parent = static_cast<int64_t>(p.V) * (p.S * static_cast<int64_t>(sizeof(Out)) + 8);
+  const int64_t chunk = std::max<int64_t>(kLanes, ((int64_t(4) << 20) / per_parent) / kLanes * kLanes);
+  std::atomic<bool> dropped{false};
+  dispatch_process(p, [&](auto width, auto gh) {
+    constexpr int SC = decltype(width)::fixed;
+    constexpr bool GH = decltype(gh)::value;
+    if constexpr (SC == 0) {
+      dropped = true;  // no fixed-S fast path: the caller counts
+    } else {
+      const auto run = [&](auto vc) {
+        constexpr int VC = decltype(vc)::value;
+        parallel_for((P + chunk - 1) / chunk, 1, [&](int64_t cb, int64_t ce) {
+          for (int64_t c = cb; c < ce && !dropped.load(std::memory_order_relaxed); ++c) {
+            const int64_t b = c * chunk, e = std::min(P, b + chunk);
+            if (!fill_full<SC, VC, GH>(p, pb, pp, b, e, min_prob, beliefs, probs)) dropped = true;
+          }
+        });
+      };
+      switch (p.V) {
+        case 2: return run(std::integral_constant<int, 2>{});
+        case 3: return run(std::integral_constant<int, 3>{});
+        case 4: return run(std::integral_constant<int, 4>{});
+        default: return run(std::integral_constant<int, 0>{});
+      }
+    }
+  });
+  return !dropped.load();
+}
+
+#define CM_INST_MSP(OUT)                                                                                    \
+  template void msp_count<OUT>(const ProcessView&, const OUT*, const double*, int64_t, double, int64_t,      \
+                               int64_t*);                                                                   \
+  template void msp_fill<OUT, uint8_t>(const ProcessView&, const OUT*, const double*, int64_t, double,       \
+                                       int64_t, const int64_t*, OUT*, double*, int32_t*, uint8_t*);         \
+  template void msp_fill<OUT, uint16_t>(const ProcessView&, const OUT*, const double*, int64_t, double,      \
+                                        int64_t, const int64_t*, OUT*, double*, int32_t*, uint16_t*);       \
+  template bool msp_fill_full<OUT>(const ProcessView&, const OUT*, const double*, int64_t, double, OUT*,     \
+                                   double*);
 CM_INST_MSP(float)
 CM_INST_MSP(double)
 #undef CM_INST_MSP

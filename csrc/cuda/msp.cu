@@ -49,7 +49,8 @@ __global__ void __launch_bounds__(kMspThreads)
 
 // With keep/offsets (from keep_kernel and a prefix sum) the retained children go to offsets[idx];
 // keep is what decides, so the two passes cannot disagree about the count. Without them the
-// layout is the optimistic full one (child at idx) and a child that would be dropped sets *dropped.
+// layout is the optimistic full one (child at idx) and a child that would be dropped sets *dropped;
+// parent/token may then be null (a full level's lineage is implicit: idx / V, idx % V).
 template <typename W, typename Out, typename Tok>
 __global__ void __launch_bounds__(kMspThreads)
     fill_kernel(DevProcess p, const Out* __restrict__ pb, const double* __restrict__ pp, int64_t P, double min_prob,
@@ -73,8 +74,8 @@ __global__ void __launch_bounds__(kMspThreads)
     const int64_t k = keep ? offsets[idx] : idx;
     W::store(nxt, cond, S, beliefs + k * S);
     probs[k] = pc;
-    parent[k] = static_cast<int32_t>(i);
-    token[k] = static_cast<Tok>(x);
+    if (parent) parent[k] = static_cast<int32_t>(i);
+    if (token) token[k] = static_cast<Tok>(x);
   }
 }
 
