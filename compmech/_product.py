@@ -241,7 +241,7 @@ def msp_tree(proc, depth, *, dtype, min_prob, initial):
     level is in the joint tree's lexicographic order. Each level also carries ``factor_index``
     ``(M, k)``: the node's index in each factor's level (``tree.factor_trees[i]``). None when
     ``initial`` is not of product form."""
-    from .msp_tree import MSPLevel, MSPTree, msp_tree as factor_tree
+    from .msp_tree import MSPTree, chain_levels, msp_tree as factor_tree
 
     fs = factors_of(proc)
     inits = split_initial(proc, initial)
@@ -253,14 +253,14 @@ def msp_tree(proc, depth, *, dtype, min_prob, initial):
     tok_dt = smallest_uint(proc.vocab_size)
     V = [f.vocab_size for f in fs]
     idx = np.zeros((1, len(fs)), np.int64)
-    root = trees[0].level(0)
-    levels = [MSPLevel(0, np.ascontiguousarray(joint_beliefs([t.level(0).beliefs for t in trees])),
-                       np.ones(1), root.parent.copy(), np.zeros(1, tok_dt), proc)]
-    levels[0].factor_index = idx
+    arrays = [(np.ascontiguousarray(joint_beliefs([t.level(0).beliefs for t in trees])), np.ones(1),
+               np.zeros(1, np.int32), np.zeros(1, tok_dt))]
+    factor_index = [idx]
     for d in range(1, depth + 1):
         flv = [t.level(d) for t in trees]
         prev_sizes = [len(t.level(d - 1)) for t in trees]
-        counts = [np.bincount(lv.parent, minlength=n) for lv, n in zip(flv, prev_sizes)]
+        counts = [np.full(n, v) if lv.is_full else np.bincount(lv.parent, minlength=n)
+                  for lv, n, v in zip(flv, prev_sizes, V)]
         starts = [np.concatenate([[0], np.cumsum(c)[:-1]]) for c in counts]
         per_factor = np.stack([c[idx[:, i]] for i, c in enumerate(counts)], axis=1)  # (M_prev, k)
         n_child = per_factor.prod(axis=1)
@@ -278,14 +278,14 @@ def msp_tree(proc, depth, *, dtype, min_prob, initial):
         parent, child, probs = parent[keep], child[keep], probs[keep]
         tokens = np.zeros(len(parent), np.int64)
         for i, lv in enumerate(flv):
-            tokens = tokens * V[i] + lv.token[child[:, i]]
+            tokens = tokens * V[i] + (child[:, i] % V[i] if lv.is_full else lv.token[child[:, i]])
         beliefs = joint_beliefs([lv.beliefs[child[:, i]] for i, lv in enumerate(flv)])
-        lineage = levels[-1]._lineage + ((levels[-1].parent, levels[-1].token),) if d > 1 else ()
-        lvl = MSPLevel(d, np.ascontiguousarray(beliefs), probs, parent.astype(np.int32), tokens.astype(tok_dt), proc,
-                       lineage)
-        lvl.factor_index = child
-        levels.append(lvl)
+        arrays.append((np.ascontiguousarray(beliefs), probs, parent.astype(np.int32), tokens.astype(tok_dt)))
+        factor_index.append(child)
         idx = child
+    levels = chain_levels(proc, arrays)  # a level that kept every child gets implicit links
+    for lvl, fi in zip(levels, factor_index):
+        lvl.factor_index = fi
     tree = MSPTree(proc, levels, min_prob)
     tree.factor_trees = trees
     return tree

@@ -309,7 +309,7 @@ def _msp_tree_cases(proc_name, proc, sizes, devices, threads, use_jax):
         def prepare(depth=depth):
             tree = cm.msp_tree(proc, depth)
             levels = [tree.level(k) for k in range(1, depth + 1)]
-            nbytes = sum(lv.beliefs.nbytes + lv.probs.nbytes + lv.parent.nbytes + lv.token.nbytes for lv in levels)
+            nbytes = sum(lv.nbytes for lv in levels)  # what the tree stores (full levels: no parent/token)
             return dict(items=sum(len(lv) for lv in levels), bound_bytes=int(nbytes))
 
         def make_torch(d, dev, depth=depth):

@@ -143,6 +143,25 @@ inline void store_transposed(const VD* rows, Out* dst) {
 // children of W parents are then one contiguous block, stored with store_transposed). Returns
 // false as soon as a child would be dropped (the caller then redoes the level by counting).
 // Every lane does the scalar tail's arithmetic (store_normalised), hence the same bits.
+// fill_full one parent at a time (the lanes' tail, and any S without a fixed-width path):
+// expand_range's arithmetic at fixed offsets.
+template <int SC, typename Out>
+bool full_tail(const ProcessView& p, const Out* pb, const double* pp, int64_t b, int64_t e, double min_prob,
+               Out* beliefs, double* probs) {
+  const int S = SC > 0 ? SC : p.S, V = p.V;
+  std::vector<double> nxt(static_cast<size_t>(S));
+  for (int64_t i = b; i < e; ++i)
+    for (int x = 0; x < V; ++x) {
+      const double cond = belief_step<SC, double>(pb + i * S, p.T + static_cast<int64_t>(x) * S * S, p.w, nxt.data(), S);
+      const double pc = pp[i] * cond;
+      if (!(cond > p.zero_tol && pc > 0.0 && pc >= min_prob)) return false;
+      const int64_t k = i * V + x;
+      store_normalised(nxt.data(), cond, S, beliefs + k * S);
+      probs[k] = pc;
+    }
+  return true;
+}
+
 template <int SC, int VC, bool GH, typename Out>
 bool fill_full(const ProcessView& p, const Out* pb, const double* pp, int64_t b, int64_t e, double min_prob,
                Out* beliefs, double* probs) {
@@ -188,17 +207,7 @@ bool fill_full(const ProcessView& p, const Out* pb, const double* pp, int64_t b,
       }
     }
   }
-  double nxt[SC];
-  for (; i < e; ++i)
-    for (int x = 0; x < V; ++x) {
-      const double cond = belief_step<SC, double>(pb + i * SC, p.T + static_cast<int64_t>(x) * SC * SC, w, nxt, SC);
-      const double pc = pp[i] * cond;
-      if (!(cond > p.zero_tol && pc > 0.0 && pc >= min_prob)) return false;
-      const int64_t k = i * V + x;
-      store_normalised(nxt, cond, SC, beliefs + k * SC);
-      probs[k] = pc;
-    }
-  return true;
+  return full_tail<SC>(p, pb, pp, i, e, min_prob, beliefs, probs);
 }
 
 }  // namespace
@@ -244,25 +253,26 @@ bool msp_fill_full(const ProcessView& p, const Out* pb, const double* pp, int64_
   dispatch_process(p, [&](auto width, auto gh) {
     constexpr int SC = decltype(width)::fixed;
     constexpr bool GH = decltype(gh)::value;
-    if constexpr (SC == 0) {
-      dropped = true;  // no fixed-S fast path: the caller counts
-    } else {
-      const auto run = [&](auto vc) {
-        constexpr int VC = decltype(vc)::value;
-        parallel_for((P + chunk - 1) / chunk, 1, [&](int64_t cb, int64_t ce) {
-          for (int64_t c = cb; c < ce && !dropped.load(std::memory_order_relaxed); ++c) {
-            const int64_t b = c * chunk, e = std::min(P, b + chunk);
-            if (!fill_full<SC, VC, GH>(p, pb, pp, b, e, min_prob, beliefs, probs)) dropped = true;
-          }
-        });
-      };
+    const auto run = [&](auto vc) {
+      [[maybe_unused]] constexpr int VC = decltype(vc)::value;
+      parallel_for((P + chunk - 1) / chunk, 1, [&](int64_t cb, int64_t ce) {
+        for (int64_t c = cb; c < ce && !dropped.load(std::memory_order_relaxed); ++c) {
+          const int64_t b = c * chunk, e = std::min(P, b + chunk);
+          bool ok;
+          if constexpr (SC > 0) ok = fill_full<SC, VC, GH>(p, pb, pp, b, e, min_prob, beliefs, probs);
+          else ok = full_tail<SC>(p, pb, pp, b, e, min_prob, beliefs, probs);
+          if (!ok) dropped = true;
+        }
+      });
+    };
+    if constexpr (SC > 0) {
       switch (p.V) {
         case 2: return run(std::integral_constant<int, 2>{});
         case 3: return run(std::integral_constant<int, 3>{});
         case 4: return run(std::integral_constant<int, 4>{});
-        default: return run(std::integral_constant<int, 0>{});
       }
     }
+    run(std::integral_constant<int, 0>{});
   });
   return !dropped.load();
 }
