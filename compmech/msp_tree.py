@@ -305,25 +305,54 @@ def msp_level_chunks(process, depth, *, max_nodes=1 << 22, dtype=np.float64, min
     root = MSPLevel(0, *_backend.root_level(_backend.CPU, proc, proc.check_initial(initial), float_dtype_name(dtype)),
                     proc)
     seq = np.empty((1, 0), dtype=smallest_uint(proc.vocab_size))
-    yield from _walk(proc, root, seq, depth, max_nodes, min_prob, False)
-
-
-def _walk(proc: Process, lvl: MSPLevel, seq: np.ndarray, depth: int, max_nodes: int, min_prob: float,
-          full: bool) -> Iterator[MSPLevel]:
-    """Chunks of level ``depth`` below the nodes of ``lvl`` (whose sequences are ``seq``), depth
-    first, so that at most about ``max_nodes`` nodes per level are held at once."""
-    if lvl.depth == depth:  # at most V * max(1, max_nodes // V) nodes: cut to max_nodes
+    if depth == 0:
+        below = [(root, seq)]
+    else:
+        below = ((c, s) for c, s, _, _ in walk_levels(proc, root, seq, depth, max_nodes, min_prob) if c.depth == depth)
+    for lvl, lseq in below:  # a batch holds at most V * max(1, max_nodes // V) nodes: cut to max_nodes
         for start in range(0, len(lvl), max_nodes):
             sl = slice(start, start + max_nodes)
             yield MSPLevel(depth, lvl.beliefs[sl], lvl.probs[sl], lvl.parent[sl], lvl.token[sl], proc,
-                           _sequences=seq[sl])
+                           _sequences=lseq[sl])
+
+
+def child_sequences(seq, child: MSPLevel, V: int):
+    """Sequences of ``child`` (the level below nodes whose sequences are ``seq``, numpy)."""
+    if child.is_full:
+        out = np.empty((len(child), seq.shape[1] + 1), dtype=seq.dtype)
+        out.reshape(len(seq), V, -1)[:, :, :-1] = seq[:, None, :]
+        out.reshape(len(seq), V, -1)[:, :, -1] = np.arange(V, dtype=seq.dtype)
+        return out
+    return np.concatenate([seq[child.parent], child.token[:, None].astype(seq.dtype)], axis=1)
+
+
+def walk_levels(proc: Process, lvl: MSPLevel, seq, depth: int, max_nodes: int, min_prob: float,
+                full: bool = False, row0: int = 0, rows: dict | None = None) -> Iterator[tuple]:
+    """Depth-first walk of the levels below ``lvl`` (numpy; its sequences ``seq``, or None) down
+    to ``depth``, in batches: at depth d, ``max_nodes // V**(depth - d)`` nodes (at least one)
+    are expanded at a time, so no batch's subtree exceeds ``max_nodes`` leaves and the batches
+    on the walk's stack add up to about ``max_nodes`` nodes per level.
+
+    Yields ``(child, child sequences or None, first row, first parent row)`` for every batch,
+    each followed by the walk below it; rows count from ``row0`` (``lvl``'s first row) and per
+    level in ``rows``. A batch's ``parent`` indexes its own parent batch. ``full``: ``lvl`` kept
+    every child of its parents (the first expansion may then take the single-pass kernel)."""
+    if lvl.depth >= depth:
         return
+    rows = {} if rows is None else rows
     V = proc.vocab_size
-    batch = max(1, max_nodes // V ** (depth - lvl.depth))
-    for start in range(0, len(lvl), batch):
-        sl = slice(start, start + batch)
+    step = max(1, max_nodes // V ** (depth - lvl.depth))
+    for g in range(0, len(lvl), step):
+        sl = slice(g, g + step)
+        links = (None, None) if lvl.is_full else (lvl._parent[sl], lvl._token[sl])
         part = MSPLevel(lvl.depth, np.ascontiguousarray(lvl.beliefs[sl]), np.ascontiguousarray(lvl.probs[sl]),
-                        lvl.parent[sl], lvl.token[sl], proc)
+                        *links, proc)
         child = _expand(proc, part, min_prob, full)
-        child_seq = np.concatenate([seq[sl][child.parent], child.token[:, None].astype(seq.dtype)], axis=1)
-        yield from _walk(proc, child, child_seq, depth, max_nodes, min_prob, len(child) == V * len(part))
+        if not len(child):
+            continue
+        cseq = None if seq is None else child_sequences(seq[sl], child, V)
+        first = rows.get(child.depth, 0)
+        rows[child.depth] = first + len(child)
+        yield child, cseq, first, row0 + g
+        yield from walk_levels(proc, child, cseq, depth, max_nodes, min_prob, len(child) == V * len(part), first,
+                               rows)

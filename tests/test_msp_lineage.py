@@ -179,3 +179,14 @@ def test_emulated_gpu_levels_are_implicit_too(monkeypatch, mess3):
     r = cm.msp_tree(gate, 4, initial=[1.0, 0.0])
     assert [lv.is_full for lv in t.levels] == [lv.is_full for lv in r.levels]
     np.testing.assert_array_equal(t.level(4).sequences.numpy(), r.level(4).sequences)
+
+
+@pytest.mark.parametrize("min_prob", [0.0, 1e-4])
+def test_level_chunks_of_full_levels(mess3, min_prob):
+    """The depth-first walk (msp_level_chunks, scale's chunk phase) over implicit levels."""
+    ref = cm.msp_tree(mess3, 8, min_prob=min_prob, dtype=np.float32).level(8)
+    chunks = list(cm.msp_level_chunks(mess3, 8, max_nodes=50, min_prob=min_prob, dtype=np.float32))
+    assert len(chunks) > 10 and all(len(c) <= 50 for c in chunks)
+    np.testing.assert_array_equal(np.concatenate([c.sequences for c in chunks]), ref.sequences)
+    np.testing.assert_array_equal(np.concatenate([c.beliefs for c in chunks]), ref.beliefs)
+    np.testing.assert_array_equal(np.concatenate([c.probs for c in chunks]), ref.probs)

@@ -124,17 +124,22 @@ def test_user_reduction_sees_sequences_in_order(client):
         np.testing.assert_array_equal(res["stats"][d]["first"], lvl.sequences[:1])
 
 
-def test_zarr_levels_read_back_equal_msp_tree(tmp_path, client):
-    proc = cm.processes.rrxor()
+@pytest.mark.parametrize("name,min_prob", [("rrxor", 0.0), ("mess3", 3e-4)])
+def test_zarr_levels_read_back_equal_msp_tree(tmp_path, client, name, min_prob):
+    """rrxor: partial levels; mess3 with min_prob: full levels (implicit lineage) then partial."""
+    proc = cm.processes.get(name)
     depth = 9
     store = str(tmp_path / "t.zarr")
     res = scale.msp_reduce(proc, depth, [], shards=7, store=store, zarr=True, zarr_chunk=37, max_nodes=40,
-                           client=client)
-    ref = cm.msp_tree(proc, depth)
+                           client=client, min_prob=min_prob)
+    ref = cm.msp_tree(proc, depth, min_prob=min_prob)
     got = scale.load_tree(store)
     assert got.depth == depth
+    if min_prob:
+        assert ref.level(3).is_full and not ref.level(depth).is_full
     for d in range(depth + 1):
         a, b = ref.level(d), got.level(d)
+        assert a.is_full == b.is_full
         for name in ("beliefs", "probs", "parent", "token"):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=f"level {d} {name}")
         np.testing.assert_array_equal(a.sequences, b.sequences)

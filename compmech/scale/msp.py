@@ -25,7 +25,7 @@ import numpy as np
 from . import _exact
 from .store import _LevelWriter, _level_chunk, _run_key, _Store, _zarr_levels
 from .reductions import BeliefHistogram, DistinctBeliefs, Reduction
-from ..msp_tree import MSPLevel, MSPTree, _expand, msp_tree
+from ..msp_tree import MSPLevel, MSPTree, msp_tree, walk_levels
 from ..process import Process, as_process
 from .._arrays import check_count, check_nonneg_float
 
@@ -113,30 +113,6 @@ def _entropy_task(proc: Process, roots: np.ndarray, probs: np.ndarray, below: in
                                   int(below), float(min_prob), zt, bool(include_roots))
 
 
-def _iter_chunks(proc, lvl: MSPLevel, seq, d: int, N: int, max_nodes: int, min_prob: float,
-                 row0: int, offsets: dict) -> Iterator:
-    """Yield ``(depth, level chunk, sequences or None, first row, first parent row)`` for
-    levels d+1..N of the subtrees of ``lvl`` (rows ``row0..`` of level d within the shard),
-    each level's chunks in lexicographic order. ``offsets[depth]`` counts rows per level."""
-    if d == N:
-        return
-    V = proc.vocab_size
-    step = max(1, max_nodes // V ** (N - d))
-    for g in range(0, len(lvl), step):
-        part = MSPLevel(d, np.ascontiguousarray(lvl.beliefs[g:g + step]), np.ascontiguousarray(lvl.probs[g:g + step]),
-                        lvl.parent[g:g + step], lvl.token[g:g + step], proc)
-        child = _expand(proc, part, min_prob, False)
-        if not len(child):
-            continue
-        cseq = None
-        if seq is not None:
-            cseq = np.concatenate([seq[g:g + step][child.parent], child.token[:, None].astype(seq.dtype)], axis=1)
-        start = offsets[d + 1]
-        offsets[d + 1] += len(child)
-        yield d + 1, child, cseq, start, row0 + g
-        yield from _iter_chunks(proc, child, cseq, d + 1, N, max_nodes, min_prob, start, offsets)
-
-
 def _chunk_task(proc, roots: MSPLevel, roots_seq, k: int, N: int, max_nodes: int, min_prob: float,
                 reductions: list, store_path: str | None, level_starts: dict | None, level_ends: dict | None,
                 root_row0: int, zarr_chunk: int, level_sizes: list | None = None):
@@ -156,9 +132,9 @@ def _chunk_task(proc, roots: MSPLevel, roots_seq, k: int, N: int, max_nodes: int
 
             chunk = _level_chunk(level_sizes[d], zarr_chunk)
             writers[d] = _LevelWriter(open_arrays, level_starts[d], level_ends[d], chunk)
-    offsets = {d: 0 for d in range(k + 1, deepest + 1)}
     seq = roots_seq if need_seq else None
-    for d, lvl, cseq, start, prow0 in _iter_chunks(proc, roots, seq, k, deepest, max_nodes, min_prob, 0, offsets):
+    for lvl, cseq, start, prow0 in walk_levels(proc, roots, seq, deepest, max_nodes, min_prob):
+        d = lvl.depth
         for r in reductions:
             if d in wanted[r.name]:
                 partials[r.name][d] = r.update(partials[r.name].get(d), lvl.beliefs, lvl.probs, cseq)
