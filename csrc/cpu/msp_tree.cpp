@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -94,6 +95,35 @@ struct Transpose8 {
 };
 #endif
 
+// eta[j] = value j of W consecutive parents' beliefs (SC values each) at src, in float64 lanes.
+template <int SC, typename VD, typename Out>
+inline void load_lanes(const Out* src, VD* eta) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same<VD, vd8>::value && std::is_same<Out, float>::value && SC >= 2 && SC <= 4) {
+    // the 8 parents' 8 * SC <= 32 floats: two loads (the second masked to the block), then one
+    // two-source permute per state
+    struct Idx {
+      int v[SC][16] = {};
+      constexpr Idx() {
+        for (int j = 0; j < SC; ++j)
+          for (int l = 0; l < 8; ++l) v[j][l] = l * SC + j;
+      }
+    };
+    static constexpr Idx idx{};
+    const __m512 a = _mm512_loadu_ps(src);
+    const __m512 b = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << (8 * SC - 16)) - 1), src + 16);
+    for (int j = 0; j < SC; ++j) {
+      const __m512 v = _mm512_permutex2var_ps(a, _mm512_loadu_si512(idx.v[j]), b);
+      eta[j] = reinterpret_cast<VD>(_mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+    }
+    return;
+  }
+#endif
+  constexpr int W = sizeof(VD) / sizeof(double);
+  for (int l = 0; l < W; ++l)
+    for (int j = 0; j < SC; ++j) eta[j][l] = static_cast<double>(src[l * SC + j]);
+}
+
 // rows[c] holds value c of lanes 0..W-1; writes dst[l * R + c] for every lane l and c < R: the
 // W lanes' R values, one after the other, as one contiguous block.
 template <int R, typename VD, typename Out>
@@ -176,10 +206,8 @@ bool fill_full(const ProcessView& p, const Out* pb, const double* pp, int64_t b,
   int64_t i = b;
   for (; i + W <= e; i += W) {
     VD eta[SC], ppv;
-    for (int l = 0; l < W; ++l) {
-      for (int j = 0; j < SC; ++j) eta[j][l] = static_cast<double>(pb[(i + l) * SC + j]);
-      ppv[l] = pp[i + l];
-    }
+    load_lanes<SC>(pb + i * SC, eta);
+    std::memcpy(&ppv, pp + i, sizeof(VD));
     if constexpr (VC > 0) {
       VD rows[VC * SC], pcs[VC];
       for (int x = 0; x < VC; ++x) {
