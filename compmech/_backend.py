@@ -130,9 +130,9 @@ def grow(be, proc, levels: list, depth: int, min_prob: float, full: bool = False
 
     After a level that kept every child, the next ones are first tried at the fixed offsets
     ``i * V + x`` (one pass, no count; parent and token None, being implicit for a full level);
-    whether that guess dropped a child is read back once for
-    a run of such levels (``be.speculate``: on a GPU the flags stay on the device until the run
-    ends or grows large), and the levels from the first one that dropped are redone by counting.
+    whether that guess dropped a child is read back once for a run of such levels
+    (``be.speculate``: on a GPU the flags stay on the device until the run ends or grows large),
+    and the levels from the first one that dropped are redone by counting.
     """
     V = proc.vocab_size
     pending: list = []  # dropped-flags of the optimistic levels at the end of `levels`

@@ -28,7 +28,7 @@ def msp_entropy_sums(T: np.ndarray, w: object, roots: np.ndarray, root_probs: np
 def msp_graph(T: np.ndarray, w: object, initial: np.ndarray, max_depth: int, max_states: int, tol: float, zero_tol: float) -> dict:
     """Breadth-first deduplicated mixed-state graph; returns a dict of arrays (see compmech.msp)."""
 
-def msp_level(T: np.ndarray, w: object, parents: np.ndarray, parent_probs: np.ndarray, min_prob: float, zero_tol: float, expect_full: bool = False) -> object:
+def msp_level(T: np.ndarray, w: object, parents: np.ndarray, parent_probs: np.ndarray, min_prob: float, zero_tol: float, expect_full: bool = False, trusted: bool = False) -> object:
     ...
 
 def sample_ghmm(T: np.ndarray, w: object, initial: np.ndarray, batch: int, length: int, seed: int, row0: int, dtype: object, zero_tol: float) -> tuple:
