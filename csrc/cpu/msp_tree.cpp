@@ -138,7 +138,8 @@ inline void store_transposed(const VD* rows, Out* dst) {
         __m512d acc = _mm512_setzero_pd();
 #pragma GCC unroll 16
         for (int c = 0; c < R; ++c)
-          if (t.mask_d[q][c]) acc = _mm512_mask_permutexvar_pd(acc, t.mask_d[q][c], idx, reinterpret_cast<__m512d>(rows[c]));
+          if (t.mask_d[q][c])
+            acc = _mm512_mask_permutexvar_pd(acc, t.mask_d[q][c], idx, reinterpret_cast<__m512d>(rows[c]));
         _mm512_storeu_pd(dst + 8 * q, acc);
       }
       return;
@@ -147,8 +148,8 @@ inline void store_transposed(const VD* rows, Out* dst) {
 #pragma GCC unroll 16
       for (int s = 0; s < Transpose8<R>::NS; ++s) {
         const __m256 lo = _mm512_cvtpd_ps(reinterpret_cast<__m512d>(rows[2 * s]));
-        const __m256 hi = 2 * s + 1 < R ? _mm512_cvtpd_ps(reinterpret_cast<__m512d>(rows[2 * s + 1 < R ? 2 * s + 1 : 0]))
-                                        : _mm256_setzero_ps();
+        const int odd = 2 * s + 1 < R ? 2 * s + 1 : 0;
+        const __m256 hi = 2 * s + 1 < R ? _mm512_cvtpd_ps(reinterpret_cast<__m512d>(rows[odd])) : _mm256_setzero_ps();
         reg[s] = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
       }
 #pragma GCC unroll 16
@@ -156,7 +157,8 @@ inline void store_transposed(const VD* rows, Out* dst) {
         __m512 acc = _mm512_setzero_ps();
 #pragma GCC unroll 16
         for (int s = 0; s < Transpose8<R>::NS; ++s)
-          if (t.mask_f[q][s]) acc = _mm512_mask_permutexvar_ps(acc, t.mask_f[q][s], _mm512_loadu_si512(t.idx_f[q][s]), reg[s]);
+          if (t.mask_f[q][s])
+            acc = _mm512_mask_permutexvar_ps(acc, t.mask_f[q][s], _mm512_loadu_si512(t.idx_f[q][s]), reg[s]);
         if (16 * q + 16 <= 8 * R) _mm512_storeu_ps(dst + 16 * q, acc);
         else _mm512_mask_storeu_ps(dst + 16 * q, static_cast<__mmask16>((1u << (8 * R - 16 * q)) - 1), acc);
       }
@@ -169,12 +171,8 @@ inline void store_transposed(const VD* rows, Out* dst) {
     for (int c = 0; c < R; ++c) dst[l * R + c] = static_cast<Out>(rows[c][l]);
 }
 
-// Children of parents [b, e), all kept, at i * V + x; VC > 0 fixes V at compile time (the
-// children of W parents are then one contiguous block, stored with store_transposed). Returns
-// false as soon as a child would be dropped (the caller then redoes the level by counting).
-// Every lane does the scalar tail's arithmetic (store_normalised), hence the same bits.
-// fill_full one parent at a time (the lanes' tail, and any S without a fixed-width path):
-// expand_range's arithmetic at fixed offsets.
+// The full-level pass one parent at a time (fill_full's tail, and any S without a fixed-width
+// path): expand_range's arithmetic at fixed offsets; false as soon as a child would be dropped.
 template <int SC, typename Out>
 bool full_tail(const ProcessView& p, const Out* pb, const double* pp, int64_t b, int64_t e, double min_prob,
                Out* beliefs, double* probs) {
@@ -182,7 +180,8 @@ bool full_tail(const ProcessView& p, const Out* pb, const double* pp, int64_t b,
   std::vector<double> nxt(static_cast<size_t>(S));
   for (int64_t i = b; i < e; ++i)
     for (int x = 0; x < V; ++x) {
-      const double cond = belief_step<SC, double>(pb + i * S, p.T + static_cast<int64_t>(x) * S * S, p.w, nxt.data(), S);
+      const double* Tx = p.T + static_cast<int64_t>(x) * S * S;
+      const double cond = belief_step<SC, double>(pb + i * S, Tx, p.w, nxt.data(), S);
       const double pc = pp[i] * cond;
       if (!(cond > p.zero_tol && pc > 0.0 && pc >= min_prob)) return false;
       const int64_t k = i * V + x;
@@ -192,6 +191,10 @@ bool full_tail(const ProcessView& p, const Out* pb, const double* pp, int64_t b,
   return true;
 }
 
+// Children of parents [b, e), all kept, at i * V + x; VC > 0 fixes V at compile time (the
+// children of W parents are then one contiguous block, stored with store_transposed). Returns
+// false as soon as a child would be dropped (the caller then redoes the level by counting).
+// Every lane does the scalar tail's arithmetic (store_normalised), hence the same bits.
 template <int SC, int VC, bool GH, typename Out>
 bool fill_full(const ProcessView& p, const Out* pb, const double* pp, int64_t b, int64_t e, double min_prob,
                Out* beliefs, double* probs) {
