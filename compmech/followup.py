@@ -44,8 +44,9 @@ _MESS3_C = {"name": "mess3", "x": 0.3, "alpha": 0.95}
 EXPERIMENTS = {
     "mess3": dict(_ex.DEFAULTS["mess3"]),
     "rrxor": dict(_ex.DEFAULTS["rrxor"]),
-    "tom_quantum": {"process": "tom_quantum", "process_params": {"alpha": 1.0, "beta": math.sqrt(51)},
-                    **_COMMON, "data": "stream"},
+    # beta/alpha = 2 (not the paper's sqrt(51)): see TOM_QUANTUM_NOTE; ctx 8 = 4**8 inputs, probed exhaustively
+    "tom_quantum": {"process": "tom_quantum", "process_params": {"alpha": 1.0, "beta": 2.0},
+                    **_COMMON, "ctx": 8, "data": "stream"},
     "post_quantum": {"process": "post_quantum", "process_params": {"log_alpha": 1.0, "beta": 0.5}, **_COMMON},
     "fanizza": {"process": "fanizza", "process_params": {"alpha": 2000.0, "lam": 0.49}, **_COMMON},
     "factored": {"process": "product", "process_params": {"processes": [_MESS3_A, _MESS3_B]}, **_COMMON,
@@ -142,11 +143,12 @@ def analyse(exp, fig_dir=None, *, kind: str, folds: int = 5, shuffles: int = 10,
     "targets", "figures"}`` for ``kind`` ``"ghmm"``, ``"factored"`` or ``"mixture"``."""
     from . import probe_analysis as pa
 
+    if kind not in ("ghmm", "factored", "mixture"):
+        raise ValueError(f"unknown analysis kind {kind!r}")
     acts = _acts(exp)
     kw = {"cv_folds": folds, "shuffles": shuffles, "seed": seed}
     proc, ps = exp.prefixes.process, exp.prefixes
     targets = _common_targets(exp)
-    figs: list = []
     if kind == "ghmm":
         ys = pa.ghmm_targets(ps)
         m = {"ghmm": _fit_summary(pa.probe_targets(acts, ps, ys["ghmm"], **kw)),
@@ -154,12 +156,19 @@ def analyse(exp, fig_dir=None, *, kind: str, folds: int = 5, shuffles: int = 10,
              _fit_summary(pa.probe_targets(acts, ps, ys["classical"], **kw)),
              "has_classical_presentation_on_same_states": ys["classical"] is not None,
              "w": proc.w.tolist()}
-        return {"metrics": m, "targets": targets, "figures": figs}
-    if kind == "factored":
-        return _factored(exp, acts, fig_dir, kw, targets)
-    if kind == "mixture":
-        return _mixture(exp, acts, fig_dir, kw, targets)
-    raise ValueError(f"unknown analysis kind {kind!r}")
+        out = {"metrics": m, "targets": targets, "figures": []}
+    elif kind == "factored":
+        out = _factored(exp, acts, fig_dir, kw, targets)
+    else:
+        out = _mixture(exp, acts, fig_dir, kw, targets)
+    # How the belief probe's CV ratio (a target) depends on the CV split's granularity.
+    n_in = ps.inputs.shape[1] - (1 if ps.bos else 0)
+    depths = range(ps.group_depth, min(ps.group_depth + 3, n_in) + 1)
+    final = exp.probe.final_layer
+    out["metrics"]["cv_split"] = {"layer": final, "weighting": "prob", "default_group_depth": int(ps.group_depth),
+                                  "by_group_depth": pa.cv_ratio_by_group_depth(acts, ps, depths, layer=final,
+                                                                               folds=folds, seed=seed)}
+    return out
 
 
 def _components(cfg):
@@ -320,4 +329,8 @@ def report(exp) -> str:
             fit("within", a["within_component"])
         lines.append("rates     component entropy rates (nats): "
                      + ", ".join(f"{r['nats']:.4f}" for r in a["component_entropy_rate"]))
+    if "cv_split" in a:
+        c = a["cv_split"]
+        lines.append(f"CV split  {c['layer']}, prob-weighted CV/in-sample with folds by the first g tokens: "
+                     + ", ".join(f"g={g} ({v['groups']} subtrees) {v['cv_ratio']:.3f}" for g, v in c["by_group_depth"].items()))
     return "\n".join(lines)

@@ -25,7 +25,7 @@ from .sampling import sample
 
 __all__ = ["sampled_prefixes", "choose_prefixes", "row_values", "factor_tokens", "factor_beliefs",
            "component_blocks", "component_posterior", "within_component_beliefs", "ghmm_targets",
-           "probe_targets", "principal_angles", "effective_dimension", "probe_subspace"]
+           "probe_targets", "principal_angles", "effective_dimension", "probe_subspace", "cv_ratio_by_group_depth"]
 
 #: Exhaustive probing up to this many model inputs (Mess3 at context 10: 3**10 = 59,049).
 MAX_EXHAUSTIVE_INPUTS = 65_536
@@ -221,6 +221,33 @@ def probe_targets(acts: dict, prefixes: PrefixSet, targets, **kw):
     if Y.ndim != 2 or Y.shape[0] != len(prefixes):
         raise ValueError(f"targets must have shape ({len(prefixes)}, K), got {Y.shape}")
     return probe_activations(acts, dataclasses.replace(prefixes, beliefs=Y), **kw)
+
+
+def cv_ratio_by_group_depth(acts, prefixes: PrefixSet, depths, *, layer: str, folds: int = 5, seed: int = 0,
+                            weighting: str = "prob") -> dict:
+    """How the probe's CV/in-sample MSE ratio for ``layer`` depends on the CV split: for each
+    ``g`` in ``depths`` the inputs are dealt into folds by their first ``g`` tokens (the probe's
+    default is the fewest giving >= 24 subtrees). A coarse split holds out whole regions of
+    belief space (every input starting ``000``), so its ratio also measures how a linear map
+    fitted elsewhere extrapolates; a fine split approaches a CV over individual inputs, whose
+    short prefixes are then shared between training and held-out folds. Returns
+    ``{g: {"cv_ratio", "mse", "cv_mse", "groups"}}``."""
+    from .probe import probe_activations
+
+    V, n_in = prefixes.process.vocab_size, prefixes.inputs.shape[1] - (1 if prefixes.bos else 0)
+    toks = _process_tokens(prefixes)
+    out = {}
+    for g in depths:
+        g = int(g)
+        if not 1 <= g <= n_in:
+            raise ValueError(f"group depths must lie in 1..{n_in}, got {g}")
+        _, codes = subtree_groups(toks, V, g)
+        ps = dataclasses.replace(prefixes, group_depth=g, group=codes[prefixes.seq_index])
+        r = probe_activations({layer: acts[layer]}, ps, cv_folds=folds, shuffles=0, seed=seed,
+                              weightings=(weighting,), final_layer=layer, concat=[]).layers[layer][weighting]
+        out[g] = {"cv_ratio": r["cv_ratio"], "mse": r["mse"], "cv_mse": r["cv_mse"],
+                  "groups": int(np.unique(codes).size)}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

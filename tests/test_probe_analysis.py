@@ -184,3 +184,26 @@ def test_probe_targets_recovers_a_planted_linear_code():
     np.testing.assert_allclose(ra.beliefs, fa)
     with pytest.raises(ValueError, match="targets"):
         pa.probe_targets(acts, ps, fa[:-1])
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_cv_ratio_by_group_depth_default_is_the_probes_and_finer_splits_regroup(sampled):
+    """At the probe's own group depth the diagnostic reproduces the probe's CV; other depths
+    deal the inputs by their first g tokens (V**g subtrees when every prefix occurs); the
+    in-sample fit does not depend on the split."""
+    from compmech.probe import probe_activations
+
+    proc = get("mess3")
+    ps = pa.sampled_prefixes(proc, 5, 2000, seed=1) if sampled else PrefixSet.build(proc, 5)
+    rng = np.random.default_rng(0)
+    acts = {"x": ps.beliefs @ rng.normal(size=(3, 6)) + 0.05 * rng.normal(size=(len(ps), 6))}
+    g0 = ps.group_depth
+    out = pa.cv_ratio_by_group_depth(acts, ps, [g0, g0 + 1, 5], layer="x", seed=3)
+    ref = probe_activations(acts, ps, shuffles=0, seed=3, concat=[]).layers["x"]["prob"]
+    assert out[g0]["cv_ratio"] == pytest.approx(ref["cv_ratio"], rel=1e-12)
+    assert len({round(v["mse"], 15) for v in out.values()}) == 1
+    assert all(v["cv_ratio"] > 1 for v in out.values())
+    if not sampled:
+        assert [out[g]["groups"] for g in (g0, g0 + 1, 5)] == [3 ** g0, 3 ** (g0 + 1), 3 ** 5]
+    with pytest.raises(ValueError, match="group depths"):
+        pa.cv_ratio_by_group_depth(acts, ps, [6], layer="x")
