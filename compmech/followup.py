@@ -151,12 +151,14 @@ def analyse(exp, fig_dir=None, *, kind: str, folds: int = 5, shuffles: int = 10,
     targets = _common_targets(exp)
     if kind == "ghmm":
         ys = pa.ghmm_targets(ps)
-        m = {"ghmm": _fit_summary(pa.probe_targets(acts, ps, ys["ghmm"], **kw)),
+        rep = pa.probe_targets(acts, ps, ys["ghmm"], **kw)
+        m = {"ghmm": _fit_summary(rep),
              "classical": None if ys["classical"] is None else
              _fit_summary(pa.probe_targets(acts, ps, ys["classical"], **kw)),
              "has_classical_presentation_on_same_states": ys["classical"] is not None,
              "w": proc.w.tolist()}
-        out = {"metrics": m, "targets": targets, "figures": []}
+        figs = [] if fig_dir is None else _ghmm_geometry_figure(rep, m["ghmm"], fig_dir, proc.name or "GHMM")
+        out = {"metrics": m, "targets": targets, "figures": figs}
     elif kind == "factored":
         out = _factored(exp, acts, fig_dir, kw, targets)
     else:
@@ -214,6 +216,51 @@ def _factored(exp, acts, fig_dir, kw, targets):
             figs += _save_geometry(r, fig_dir, f"factor{i}_geometry", f"factor {i} ({m['factors'][i]}) belief")
         figs += _dimension_figure(m["effective_dimension"], fig_dir)
     return {"metrics": m, "targets": targets, "figures": figs}
+
+
+def _ghmm_geometry_figure(rep, fit, fig_dir, name):
+    """The GHMM belief geometry in its own coordinates beside the probes' projections (best
+    layer, all layers): the w-normalised beliefs are affine in S-1 dimensions, drawn on their
+    principal axes (2-D for S=3, 3-D for S>3) — not on a simplex, as they are quasi-probabilities."""
+    from .plot import experiment as pe
+
+    plt = pe._plt()
+    Y, w = rep.beliefs, rep.weights["prob"]
+    mu = w @ Y
+    _, _, vt = np.linalg.svd((Y - mu) * np.sqrt(w)[:, None], full_matrices=False)
+    k = min(3, Y.shape[1] - 1)
+    axes = vt[:k].T
+    xy_true = (Y - mu) @ axes
+    ang = np.arctan2(xy_true[:, 1], xy_true[:, 0]) if k >= 2 else np.sign(xy_true[:, 0])
+    rad = np.hypot(*xy_true[:, :2].T) if k >= 2 else np.abs(xy_true[:, 0])
+    import matplotlib.colors as mc
+
+    col = mc.hsv_to_rgb(np.stack([(ang / (2 * np.pi)) % 1.0, np.clip(rad / max(rad.max(), 1e-12), 0.15, 1), np.full(len(Y), 0.85)], 1))
+    size = pe._sizes(w, len(Y))
+    order = np.argsort(size)
+    panels = [("ground truth (GHMM beliefs, w-normalised)", xy_true)]
+    best = fit["best_layer"]
+    panels.append((f"probe of {best}\nR²={fit['best']['r2']:.4f} (CV {fit['best']['cv_r2']:.4f})",
+                   (rep.predictions[best]["prob"] - mu) @ axes))
+    if rep.concat_name:
+        c = fit["concat"]
+        panels.append((f"probe of all layers\nR²={c['r2']:.4f} (CV {c['cv_r2']:.4f})",
+                       (rep.predictions[rep.concat_name]["prob"] - mu) @ axes))
+    fig = plt.figure(figsize=(3.6 * len(panels), 3.8), dpi=110)
+    for i, (title, xy) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1, **({"projection": "3d"} if k == 3 else {}))
+        pts = [xy[order, j] for j in range(k)] if k >= 2 else [xy[order, 0], np.zeros(len(xy))]
+        ax.scatter(*pts, c=col[order], s=size[order], linewidths=0, rasterized=len(Y) > 500)
+        if k == 3:
+            ax.view_init(elev=22, azim=-60)
+            ax.set_xticks([]), ax.set_yticks([]), ax.set_zticks([])
+        else:
+            ax.set_aspect("equal")
+            ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(title, fontsize=9)
+    fig.suptitle(f"{name}: belief geometry on its {k} principal axes and its linear probes", fontsize=10)
+    fig.tight_layout()
+    return pe.save(fig, fig_dir / "ghmm_geometry")
 
 
 def _dimension_figure(d, fig_dir):
