@@ -44,7 +44,13 @@ _MESS3_C = {"name": "mess3", "x": 0.3, "alpha": 0.95}
 EXPERIMENTS = {
     "mess3": dict(_ex.DEFAULTS["mess3"]),
     "rrxor": dict(_ex.DEFAULTS["rrxor"]),
-    # beta/alpha = 2 (not the paper's sqrt(51)): see TOM_QUANTUM_NOTE; ctx 8 = 4**8 inputs, probed exhaustively
+    # tom_quantum: beta/alpha = 2, not the paper's sqrt(51). With tan(phi) = beta/alpha a token moves the
+    # (u, v) belief coordinates by sin(2 phi) and keeps cos(2 phi) of the other one: sqrt(51) gives
+    # sin = 0.27, so P(x | past) stays within 0.25 +- 0.07 and the optimum is 0.65% below ln 4 (a nearly
+    # i.i.d. process a network can fit without beliefs); 2 gives sin = 0.8, cos = -0.6 (optimum 12.8%
+    # below ln 4 by position 8) and, as for sqrt(51), cos(2 phi) rational != 0, +-1/2, +-1 makes
+    # 2 phi an irrational multiple of pi (Niven), so the beliefs never close into a finite set.
+    # ctx 8: 4**8 inputs, all probed (exhaustive).
     "tom_quantum": {"process": "tom_quantum", "process_params": {"alpha": 1.0, "beta": 2.0},
                     **_COMMON, "ctx": 8, "data": "stream"},
     "post_quantum": {"process": "post_quantum", "process_params": {"log_alpha": 1.0, "beta": 0.5}, **_COMMON},
