@@ -244,7 +244,7 @@ def _ghmm_geometry_figure(rep, fit, fig_dir, name):
     rad = np.hypot(*xy_true[:, :2].T) if k >= 2 else np.abs(xy_true[:, 0])
     import matplotlib.colors as mc
 
-    col = mc.hsv_to_rgb(np.stack([(ang / (2 * np.pi)) % 1.0, np.clip(rad / max(rad.max(), 1e-12), 0.15, 1), np.full(len(Y), 0.85)], 1))
+    col = mc.hsv_to_rgb(np.stack([(ang / (2 * np.pi)) % 1.0, np.clip(rad / max(rad.max(), 1e-12), 0.35, 1), np.full(len(Y), 0.8)], 1))
     size = pe._sizes(w, len(Y))
     order = np.argsort(size)
     panels = [("ground truth (GHMM beliefs, w-normalised)", xy_true)]
@@ -255,16 +255,23 @@ def _ghmm_geometry_figure(rep, fit, fig_dir, name):
         c = fit["concat"]
         panels.append((f"probe of all layers\nR²={c['r2']:.4f} (CV {c['cv_r2']:.4f})",
                        (rep.predictions[rep.concat_name]["prob"] - mu) @ axes))
+    lo, hi = xy_true.min(0), xy_true.max(0)
+    pad = 0.15 * np.maximum(hi - lo, 1e-9)
+    lims = list(zip(lo - pad, hi + pad))  # one frame for all panels (the truth's), so they compare
     fig = plt.figure(figsize=(3.6 * len(panels), 3.8), dpi=110)
     for i, (title, xy) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1, **({"projection": "3d"} if k == 3 else {}))
         pts = [xy[order, j] for j in range(k)] if k >= 2 else [xy[order, 0], np.zeros(len(xy))]
         ax.scatter(*pts, c=col[order], s=size[order], linewidths=0, rasterized=len(Y) > 500)
+        ax.set_xlim(*lims[0])
+        if k >= 2:
+            ax.set_ylim(*lims[1])
         if k == 3:
+            ax.set_zlim(*lims[2])
             ax.view_init(elev=22, azim=-60)
             ax.set_xticks([]), ax.set_yticks([]), ax.set_zticks([])
         else:
-            ax.set_aspect("equal")
+            ax.set_aspect("equal" if k == 2 else "auto")
             ax.set_xticks([]), ax.set_yticks([])
         ax.set_title(title, fontsize=9)
     fig.suptitle(f"{name}: belief geometry on its {k} principal axes and its linear probes", fontsize=10)
