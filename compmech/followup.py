@@ -339,11 +339,11 @@ def _mixture(exp, acts, fig_dir, kw, targets):
     if fig_dir is not None:
         figs += _save_geometry(rep_post, fig_dir, "posterior_geometry", "posterior over components")
         if ev is not None:
-            figs += _mixture_loss_figure(ev, rates, fig_dir)
+            figs += _mixture_loss_figure(ev, rates, fig_dir, m["weights"])
     return {"metrics": m, "targets": targets, "figures": figs}
 
 
-def _mixture_loss_figure(ev, rates, fig_dir):
+def _mixture_loss_figure(ev, rates, fig_dir, weights=None):
     from .plot import experiment as pe
 
     plt = pe._plt()
@@ -353,9 +353,12 @@ def _mixture_loss_figure(ev, rates, fig_dir):
     ax.plot(pos, ev["loss"], "o", color="C3", ms=4, label="transformer")
     for i, r in enumerate(rates):
         ax.axhline(r["nats"], color=f"C{i}", ls="--", lw=1, label=f"component {i} entropy rate")
+    if weights is not None:  # the optimum's limit as the posterior concentrates on one component
+        ax.axhline(float(np.dot(weights, [r["nats"] for r in rates])), color="0.4", ls=":", lw=1.2,
+                   label="components' rates, weighted mean (long-context limit)")
     ax.set_xlabel("context position")
     ax.set_ylabel("cross-entropy (nats)")
-    ax.legend(frameon=False, fontsize=7)
+    ax.legend(frameon=False, fontsize=7, loc="center right")
     return pe.save(fig, fig_dir / "mixture_loss")
 
 
