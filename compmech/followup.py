@@ -330,7 +330,8 @@ def _mixture(exp, acts, fig_dir, kw, targets):
         within_sum, per_comp = {"skipped": why}, None
     m = {"components": exp.config.process_params["processes"], "weights": exp.prefixes.process.weights.tolist(),
          "component_entropy_rate": rates, "posterior": _fit_summary(rep_post), "within_component": within_sum,
-         "within_component_r2_by_component": per_comp}
+         "within_component_r2_by_component": per_comp,
+         "component_loss": None if within is None else pa.component_losses(_row_log_probs(exp), ps, comps)}
     ev = exp.metrics["loss"]
     if ev is not None:
         m["loss_per_position"] = {"loss": ev["loss"], "optimal": ev["optimal"], "exact": ev.get("exact", True)}
@@ -340,7 +341,35 @@ def _mixture(exp, acts, fig_dir, kw, targets):
         figs += _save_geometry(rep_post, fig_dir, "posterior_geometry", "posterior over components")
         if ev is not None:
             figs += _mixture_loss_figure(ev, rates, fig_dir, m["weights"])
+        if m["component_loss"] is not None:
+            figs += _component_loss_figure(m["component_loss"], rates, fig_dir)
     return {"metrics": m, "targets": targets, "figures": figs}
+
+
+def _row_log_probs(exp):
+    """The trained model's next-token log-probabilities at every probe prefix."""
+    import torch
+
+    from .probe import tree_forward
+
+    _, logits = tree_forward(exp.train.model, exp.prefixes, [], return_logits=True)
+    return torch.log_softmax(torch.as_tensor(logits, dtype=torch.float64), -1).numpy()
+
+
+def _component_loss_figure(cl, rates, fig_dir):
+    from .plot import experiment as pe
+
+    plt = pe._plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=150)
+    for i, (c, r) in enumerate(zip(cl, rates)):
+        pos = np.arange(len(c["loss"]))
+        ax.plot(pos, c["bayes_optimal"], "-", color=f"C{i}", lw=1.3, label=f"component {i}: optimum without knowing k")
+        ax.plot(pos, c["loss"], "o", color=f"C{i}", ms=3.5, label=f"component {i}: transformer")
+        ax.axhline(r["nats"], color=f"C{i}", ls="--", lw=0.9, label=f"component {i}: entropy rate")
+    ax.set_xlabel("context position")
+    ax.set_ylabel("cross-entropy on component k's sequences (nats)")
+    ax.legend(frameon=False, fontsize=6, ncol=1, loc="center right")
+    return pe.save(fig, fig_dir / "component_loss")
 
 
 def _mixture_loss_figure(ev, rates, fig_dir, weights=None):
@@ -399,6 +428,9 @@ def report(exp) -> str:
             fit("within", a["within_component"])
         lines.append("rates     component entropy rates (nats): "
                      + ", ".join(f"{r['nats']:.4f}" for r in a["component_entropy_rate"]))
+        for i, c in enumerate(a.get("component_loss") or []):
+            lines.append(f"comp {i}    loss on its sequences {c['loss'][0]:.4f} -> {c['loss'][-1]:.4f} nats (optimum without "
+                         f"knowing the component {c['bayes_optimal'][-1]:.4f}, its own {c['myopic_entropy'][-1]:.4f})")
     if "cv_split" in a:
         c = a["cv_split"]
         lines.append(f"CV split  {c['layer']}, prob-weighted CV/in-sample with folds by the first g tokens: "

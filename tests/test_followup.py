@@ -17,6 +17,14 @@ TINY = ["--set", "model.n_layers=1", "--set", "model.d_model=16", "--set", "mode
         "--set", "snapshots=2", "--emergence-depth", "2", "--set", "eval_sequences=256"]
 
 
+class _Exp:
+    """The two attributes of an Experiment that followup._row_log_probs reads."""
+
+    def __init__(self, model, prefixes):
+        self.train = type("T", (), {"model": model})()
+        self.prefixes = prefixes
+
+
 def _run(tmp_path, name, *extra):
     out = tmp_path / name
     rc = main(["experiment", name, "--out", str(out), *TINY, *extra])
@@ -107,7 +115,9 @@ def test_mixture_experiment(tmp_path):
     rep = pa.probe_targets(acts, ps, pa.component_posterior(ps.beliefs, comps), shuffles=10)
     assert a["posterior"]["max_cv_r2"] == pytest.approx(max(v["prob"]["cv_r2"] for v in rep.layers.values()), rel=1e-9)
     assert len(a["within_component_r2_by_component"]) == 3
-    for f in ("mixture_loss", "posterior_geometry"):
+    cl = pa.component_losses(followup._row_log_probs(_Exp(load_model(out / "checkpoint.pt")[0], ps)), ps, comps)
+    assert a["component_loss"] == cl and len(cl) == 3 and len(cl[0]["loss"]) == cfg.ctx
+    for f in ("mixture_loss", "posterior_geometry", "component_loss"):
         assert (out / "figures" / f"{f}.png").exists()
 
 
