@@ -159,3 +159,24 @@ def test_mixture_with_component_that_cannot_emit_a_prefix(tmp_path):
     a = m["analysis"]
     assert "zero posterior" in a["within_component"]["skipped"] and a["within_component_r2_by_component"] is None
     assert 0 <= a["posterior"]["max_cv_r2"] <= 1
+
+
+def test_default_configs_probe_exhaustively_and_tom_quantum_needs_its_past():
+    """The tuned defaults: the GHMM and mixture experiments enumerate every input for the
+    probe; tom_quantum's default parameters make the past matter (the paper's sqrt(51) leaves
+    the optimum within 0.7 % of ln 4, where a model ignoring the past nearly meets the loss
+    target); factored is too large to enumerate and is sampled."""
+    from compmech.data import PrefixSet
+
+    for name in ("tom_quantum", "post_quantum", "fanizza", "mixture"):
+        cfg = followup.default_config(name)
+        assert cfg.make_process().vocab_size ** cfg.ctx <= pa.MAX_EXHAUSTIVE_INPUTS, name
+    cfg = followup.default_config("factored")
+    assert cfg.make_process().vocab_size ** cfg.ctx > pa.MAX_EXHAUSTIVE_INPUTS
+    tq = followup.default_config("tom_quantum")
+    opt = PrefixSet.build(tq.make_process(), tq.ctx).optimal_loss()
+    assert opt[-1] < 0.9 * np.log(4)
+    from compmech.processes import tom_quantum
+
+    paper = PrefixSet.build(tom_quantum(alpha=1.0, beta=51 ** 0.5), tq.ctx)
+    assert paper.optimal_loss()[-1] > 0.99 * np.log(4)
