@@ -12,14 +12,18 @@ unchanged. The others add to ``metrics.json`` an ``analysis`` block and a ``targ
 * ``tom_quantum``, ``post_quantum``, ``fanizza`` (GHMMs of arXiv:2507.07432): probes onto the
   GHMM belief in its own ``w``-normalised coordinates and, where the GHMM has a classical
   presentation on the same states, onto that one's beliefs; R² of every layer, the best layer
-  and all layers concatenated (in-sample and CV).
+  and all layers concatenated (in-sample and CV); figure ``ghmm_geometry``.
 * ``factored`` (arXiv:2602.02385; default Mess3 ⊗ Mess3 with different parameters): per-factor
   and joint belief probes, principal angles between the factors' probe subspaces, and the
   effective dimension of the activations and of the joint probe's predictions against
   ``Σ(S_i - 1)`` and ``∏S_i - 1``.
 * ``mixture`` (arXiv:2505.18373; default three Mess3 variants): loss per position against the
-  exact optimum and each component's entropy rate; probes of the component posterior and of the
-  within-component beliefs.
+  exact optimum and each component's entropy rate, the loss on each component's sequences
+  (``component_loss``); probes of the component posterior and of the within-component beliefs.
+
+Every analysis also records ``cv_split``: the final layer's CV/in-sample ratio with the CV
+folds split by the first ``g`` tokens for ``g`` from the probe's own depth up (a diagnostic;
+the target stays the probe's own split).
 
 Processes with too many contexts to enumerate (the product's 9**10) are probed on sampled
 prefixes (:func:`compmech.probe_analysis.choose_prefixes`); ``metrics["probe"]["prefixes"]``
@@ -237,8 +241,10 @@ def _ghmm_geometry_figure(rep, fit, fig_dir, name):
     principal axes (2-D for S=3, 3-D for S>3) — not on a simplex, as they are quasi-probabilities."""
     from .plot import experiment as pe
 
-    plt = pe._plt()
     Y, w = rep.beliefs, rep.weights["prob"]
+    if Y.shape[1] < 2:  # a one-state GHMM is i.i.d.: no geometry
+        return []
+    plt = pe._plt()
     mu = w @ Y
     _, _, vt = np.linalg.svd((Y - mu) * np.sqrt(w)[:, None], full_matrices=False)
     k = min(3, Y.shape[1] - 1)
