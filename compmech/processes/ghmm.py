@@ -63,7 +63,7 @@ def post_quantum(log_alpha: float = 1.0, beta: float = 0.5) -> GHMM:
 #: Run lengths ``k`` over which :func:`fanizza` checks its word probabilities. The conditionals
 #: along a run of 1s are quasi-periodic in ``k`` (a rotation by ``alpha``), so a violation shows
 #: within a few hundred steps unless alpha is within ~1e-3 of a rational multiple of 2 pi; a
-#: word with a longer run has probability below lam**4096, which float64 cannot tell from 0.
+#: word with a longer run has probability of order lam**4096 (1e-634 at lam = 0.7).
 FANIZZA_CHECKED_RUNS = 4096
 
 
