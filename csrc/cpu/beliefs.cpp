@@ -231,10 +231,11 @@ __attribute__((always_inline)) inline vd8 step_lanes8(vd8* eta, const __m512d* t
   for (int j = 0; j < SC; ++j) nxt[j] = vd8{};
   for (int i = 0; i < SC; ++i)
     for (int j = 0; j < SC; ++j) nxt[j] += eta[i] * reinterpret_cast<vd8>(_mm512_permutexvar_pd(x, tab[i * SC + j]));
-  // sum_j out[j] (* w[j]) in ascending j; the leading 0 + is dropped: it changes only the sign
-  // of a zero norm, which fails either way
-  vd8 norm = GH ? nxt[0] * w[0] : nxt[0];
-  for (int j = 1; j < SC; ++j) norm += GH ? nxt[j] * w[j] : nxt[j];
+  // sum_j out[j] (* w[j]) in ascending j. For HMMs the leading 0 + is dropped: it changes only
+  // the sign of a zero norm, which fails either way. GHMMs keep it, so that the compiler fuses
+  // each product into the running sum exactly as belief_step does.
+  vd8 norm = GH ? vd8{} : nxt[0];
+  for (int j = GH ? 0 : 1; j < SC; ++j) norm += GH ? nxt[j] * w[j] : nxt[j];
   const __mmask8 ok = _mm512_cmp_pd_mask(reinterpret_cast<__m512d>(norm), reinterpret_cast<__m512d>(zero_tol), _CMP_GT_OQ);
   const __mmask8 tiny = _mm512_cmp_pd_mask(reinterpret_cast<__m512d>(norm), _mm512_set1_pd(kTinyNorm), _CMP_LT_OQ);
   vd8 acc_norm = norm;
@@ -249,10 +250,8 @@ __attribute__((always_inline)) inline vd8 step_lanes8(vd8* eta, const __m512d* t
   return acc_norm;
 }
 
-// Output tile: 16 positions, so that a float32 row of S = 3 leaves as whole lines.
-constexpr int kOutTile = 2 * kTile;
 template <int SC, typename Out>
-using Stage8 = RowStage<SC, kLane8G, kOutTile, Out>;
+using Stage8 = RowStage<SC, kLane8G, Out>;
 
 // kTile positions of the block from xs; eta and the accumulators live in registers meanwhile
 // (copied in and out, so that nothing is spilled per step across the stage's flush).
@@ -278,6 +277,7 @@ __attribute__((always_inline)) inline void tile_lanes8(vd8 (*eta_mem)[SC], LogPr
       if (stage) stage->put(g, tt0 + tt, eta[g]);
       if (LOGP) LogProbLanes8::add(mant[g], field[g], a);
     }
+    if (stage) stage->step(tt0 + tt);
   }
   for (int g = 0; g < G; ++g) {
     for (int j = 0; j < SC; ++j) eta_mem[g][j] = eta[g][j];
@@ -308,9 +308,10 @@ void rows_lanes8_run(const ProcessView& p, const double* init, const Tok* tokens
   for (int64_t t0 = 0; t0 < L; t0 += kTile) {
     const int nt = static_cast<int>(std::min<int64_t>(kTile, L - t0));
     for (int g = 0; g < G; ++g) stage_tokens8(tokens, r0 + g * W, L, t0, nt, xs[g]);
-    const int tt0 = static_cast<int>(t0 % kOutTile);
+    constexpr int NP = Stage8<SC, Out>::NP;  // a multiple of kTile
+    const int tt0 = static_cast<int>(t0 % NP);
     tile_lanes8<SC, GH, LOGP, Out>(eta, acc, tab, xs, nt, t0, tt0, w, p.zero_tol, fail, stage);
-    if (stage && (tt0 + nt == kOutTile || t0 + nt >= L)) stage->flush(tt0 + nt, t0 + nt >= L);
+    if (stage && (tt0 + nt == NP || t0 + nt >= L)) stage->end_tile(tt0 + nt, t0 + nt >= L);
   }
   if (logp) {
     LogProbAcc lanes[W * G];

@@ -84,57 +84,62 @@ struct StageVec<double> {
 };
 
 // The output side of a block of G x 8 rows advanced by rows_lanes8: vectors in, row-major
-// lines out. NP positions per tile, SC values per position.
-template <int SC, int G, int NP, typename Out>
+// lines out. A tile is NP = one line's worth of positions (16 floats, 8 doubles), so that every
+// row leaves SC whole lines per tile once aligned. While a tile fills, the previous one is
+// written out a group of 8 rows at a time between steps, so the stores drain while the
+// arithmetic runs instead of in one burst.
+template <int SC, int G, typename Out>
 class RowStage {
+ public:
   static constexpr int LE = 64 / static_cast<int>(sizeof(Out));  // elements per cache line
-  static constexpr int K = NP * SC;                                 // elements per row per tile
-  static_assert(K % 8 == 0, "a tile is transposed in 8 x 8 blocks");
+  static constexpr int NP = LE;                                     // positions per tile
+
+ private:
+  static constexpr int K = NP * SC;  // elements per row per tile, a multiple of 8 and of LE
+  static constexpr int kEvery = NP / G > 0 ? NP / G : 1;  // positions between two written groups
   using Vec = typename StageVec<Out>::type;
 
-  Vec tile_[G][K];                 // tile_[g][tt * SC + j]: value j at position tt, one lane per row
-  alignas(64) Out run_[G * 8][LE + K];  // each row's pending output: carry (< LE) + this tile
-  int pending_[G * 8];
+  Vec tile_[2][G][K];                    // tile_[.][g][tt * SC + j]: value j at position tt, a lane per row
+  alignas(64) Out run_[G * 8][LE + K];  // a row's output: carry (< LE) + one tile
+  int carry_[G * 8];
   int64_t written_[G * 8];
-  Out* rows_;                      // the block's first row
-  int64_t row_len_;                // L * SC
+  Out* rows_;        // the block's first row
+  int64_t row_len_;  // L * SC
   bool stream_;
+  int cur_ = 0;  // the tile being filled; cur_ ^ 1 is being written out
+  int todo_ = G;  // next group of the previous tile to write out (G: none)
 
  public:
   // stream: non-temporal full lines (only when the output is element-aligned).
   RowStage(Out* rows, int64_t L, bool stream)
-      : rows_(rows), row_len_(L * SC),
-        stream_(stream && reinterpret_cast<uintptr_t>(rows) % sizeof(Out) == 0) {
-    for (int r = 0; r < G * 8; ++r) pending_[r] = 0, written_[r] = 0;
+      : rows_(rows), row_len_(L * SC), stream_(stream && reinterpret_cast<uintptr_t>(rows) % sizeof(Out) == 0) {
+    for (int r = 0; r < G * 8; ++r) carry_[r] = 0, written_[r] = 0;
   }
 
   // Lane l of e[j] is the belief value j of row g * 8 + l at tile position tt.
   inline void put(int g, int tt, const vd8* e) {
     for (int j = 0; j < SC; ++j) {
-      if constexpr (std::is_same<Out, float>::value) tile_[g][tt * SC + j] = _mm512_cvtpd_ps(reinterpret_cast<__m512d>(e[j]));
-      else tile_[g][tt * SC + j] = reinterpret_cast<__m512d>(e[j]);
+      if constexpr (std::is_same<Out, float>::value)
+        tile_[cur_][g][tt * SC + j] = _mm512_cvtpd_ps(reinterpret_cast<__m512d>(e[j]));
+      else
+        tile_[cur_][g][tt * SC + j] = reinterpret_cast<__m512d>(e[j]);
     }
   }
 
-  // The tile holds nt positions: append them to each row's run and write out what is ready
-  // (everything when last).
-  void flush(int nt, bool last) {
-    const int blocks = (nt * SC + 7) / 8;
-    for (int g = 0; g < G; ++g)
-      for (int b = 0; b < blocks; ++b) {  // 8 x 8 block b: elements 8b .. 8b + 7 of each row's tile
-        Vec v[8];
-        for (int k = 0; k < 8; ++k) v[k] = tile_[g][8 * b + k];
-        transpose8(v);
-        for (int l = 0; l < 8; ++l) {
-          Out* d = run_[g * 8 + l] + pending_[g * 8 + l] + 8 * b;
-          if constexpr (std::is_same<Out, float>::value) _mm256_storeu_ps(d, v[l]);
-          else _mm512_storeu_pd(d, v[l]);
-        }
-      }
-    for (int r = 0; r < G * 8; ++r) {
-      pending_[r] += nt * SC;
-      emit(r, last);
+  // After position tt of the current tile: write out a group of the previous tile when due.
+  inline void step(int tt) {
+    if (todo_ < G && (tt + 1) % kEvery == 0) write_group(todo_++, cur_ ^ 1, NP, false);
+  }
+
+  // The current tile is complete with nt positions (nt < NP only when last).
+  void end_tile(int nt, bool last) {
+    while (todo_ < G) write_group(todo_++, cur_ ^ 1, NP, false);
+    if (last) {
+      for (int g = 0; g < G; ++g) write_group(g, cur_, nt, true);
+      return;
     }
+    todo_ = 0;
+    cur_ ^= 1;
   }
 
   // Non-temporal stores are weakly ordered: fence before the data is handed back.
@@ -143,27 +148,44 @@ class RowStage {
   }
 
  private:
-  void emit(int r, bool last) {
+  // Transposes group g's nt positions of tile `buf` into its rows' runs and writes them out.
+  void write_group(int g, int buf, int nt, bool last) {
+    const int blocks = (nt * SC + 7) / 8;
+    for (int b = 0; b < blocks; ++b) {  // 8 x 8 block b: elements 8b .. 8b + 7 of each row's tile
+      Vec v[8];
+      for (int k = 0; k < 8; ++k) v[k] = tile_[buf][g][8 * b + k];
+      transpose8(v);
+      for (int l = 0; l < 8; ++l) {
+        Out* d = run_[g * 8 + l] + carry_[g * 8 + l] + 8 * b;
+        if constexpr (std::is_same<Out, float>::value) _mm256_storeu_ps(d, v[l]);
+        else _mm512_storeu_pd(d, v[l]);
+      }
+    }
+    for (int l = 0; l < 8; ++l) emit(g * 8 + l, nt * SC, last);
+  }
+
+  void emit(int r, int fresh, bool last) {
     Out* dst = rows_ + r * row_len_ + written_[r];
     Out* src = run_[r];
-    int n = pending_[r];
+    const int n = carry_[r] + fresh;
     if (last || !stream_) {
       copy_run(dst, src, n);
       written_[r] += n;
-      pending_[r] = 0;
+      carry_[r] = 0;
       return;
     }
-    // up to the row's first line boundary with ordinary stores (the line may hold the row before)
+    // up to the row's first line boundary with ordinary stores (the line may hold the row
+    // before); n >= K >= LE, so afterwards dst stays aligned
     const int mis = static_cast<int>(reinterpret_cast<uintptr_t>(dst) % 64 / sizeof(Out));
     int done = 0;
     if (mis) {
-      done = LE - mis < n ? LE - mis : n;
+      done = LE - mis;
       copy_run(dst, src, done);
     }
     for (; done + LE <= n; done += LE)
       _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + done), _mm512_loadu_si512(src + done));
     written_[r] += done;
-    pending_[r] = n - done;
+    carry_[r] = n - done;
     copy_run(src, src + done, n - done);  // the carry (< one line) moves to the front
   }
 };
