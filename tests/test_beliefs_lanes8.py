@@ -115,8 +115,17 @@ def test_streamed_output_matches_cached(dtype, L):
     buf = np.full((B, L, 3), np.nan, dtype)
     assert cm.beliefs(MESS3, tokens, out=buf) is buf
     np.testing.assert_array_equal(buf, big)
-    # a buffer whose rows start at an odd offset from a line: a view one row into a larger array
-    bigger = np.full((B + 1, L, 3), np.nan, dtype)
-    cm.beliefs(MESS3, tokens, out=bigger[1:])
-    np.testing.assert_array_equal(bigger[1:], big)
-    assert np.isnan(bigger[0]).all()  # nothing written before the output
+    # a buffer starting mid-line: a view one row into a larger array; nothing is written around it
+    bigger = np.full((B + 2, L, 3), np.nan, dtype)
+    cm.beliefs(MESS3, tokens, out=bigger[1:B + 1])
+    np.testing.assert_array_equal(bigger[1:B + 1], big)
+    assert np.isnan(bigger[0]).all() and np.isnan(bigger[B + 1]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_out_view_writes_nothing_around_it(dtype):
+    tokens = cm.sample(MESS3, 40, 19, seed=5)
+    bigger = np.full((42, 19, 3), np.nan, dtype)
+    cm.beliefs(MESS3, tokens, out=bigger[1:41])
+    np.testing.assert_array_equal(bigger[1:41], cm.beliefs(MESS3, tokens, dtype=dtype))
+    assert np.isnan(bigger[0]).all() and np.isnan(bigger[41]).all()
