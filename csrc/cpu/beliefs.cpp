@@ -254,7 +254,7 @@ template <int SC, typename Out>
 using Stage8 = RowStage<SC, kLane8G, Out>;
 
 // kTile positions of the block from xs; eta and the accumulators live in registers meanwhile
-// (copied in and out, so that nothing is spilled per step across the stage's flush).
+// (copied in and out, so that nothing is spilled per step across the stage's tile writes).
 template <int SC, bool GH, bool LOGP, typename Out>
 __attribute__((always_inline)) inline void tile_lanes8(vd8 (*eta_mem)[SC], LogProbLanes8* acc, const __m512d* tab,
                                                        const __m512i (*xs)[kTile], int nt, int64_t t0, int tt0,
