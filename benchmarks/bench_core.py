@@ -211,3 +211,45 @@ def test_msp_tree_ten_calls_memory(benchmark, throughput):
     benchmark.extra_info.update(tree_bytes=one, rss_growth_over_one_tree=growth)
     throughput("msp tree mess3", 10 * _nodes(DEPTH), "nodes")
     print(f"\nten depth-{DEPTH} trees: one tree {one / 1e9:.2f} GB; RSS growth after the first: {growth:+.0%} of one tree")
+
+
+def _beliefs_cpu_table(repeats=7):
+    """Mess3 belief kernels per CPU-second (process time, medians) and wall clock, with 1 and 2
+    threads, next to the fill bounds measured in the same run: on a shared machine the CPU time
+    is the steadier figure. ``python benchmarks/bench_core.py``."""
+    import os
+    import time
+
+    tokens = cm.sample(MESS3, B, L, seed=0)
+    buf = np.empty((B, L, 3), np.float32)
+    cases = [("beliefs out= float32", lambda: cm.beliefs(MESS3, tokens, out=buf)),
+             ("log_prob", lambda: cm.log_prob(MESS3, tokens)),
+             ("beliefs fresh float32", lambda: cm.beliefs(MESS3, tokens))]
+    bounds = [("fill reused (bound)", lambda: buf.fill(0)),
+              ("fill fresh (bound)", lambda: _fill_fresh((B, L, 3), np.float32))]
+
+    def med(fn):
+        fn()
+        cpu, wall = [], []
+        for _ in range(repeats):
+            c, w = time.process_time(), time.perf_counter()
+            fn()
+            cpu.append(time.process_time() - c)
+            wall.append(time.perf_counter() - w)
+        return float(np.median(cpu)), float(np.median(wall))
+
+    print(f"Mess3 B={B} L={L}, simd={cm.build_info()['simd']}, load average {os.getloadavg()[0]:.1f}")
+    for name, fn in bounds:  # numpy: one thread
+        cpu, wall = med(fn)
+        print(f"  numpy     {name:<22} {B * L / cpu / 1e9:5.2f} G/s per CPU-second   wall {B * L / wall / 1e9:5.2f} G/s")
+    for threads in (1, 2):
+        cm.set_num_threads(threads)
+        for name, fn in cases:
+            cpu, wall = med(fn)
+            print(f"  {threads} thread(s) {name:<22} {B * L / cpu * threads / 1e9:5.2f} G/s per CPU-second x threads"
+                  f"   wall {B * L / wall / 1e9:5.2f} G/s")
+    cm.set_num_threads(None)
+
+
+if __name__ == "__main__":
+    _beliefs_cpu_table()

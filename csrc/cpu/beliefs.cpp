@@ -10,11 +10,18 @@
 #include "launchers.hpp"
 #include "simd.hpp"
 #include "parallel.hpp"
+#if defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
+#include "row_stage.hpp"
+#endif
 
 namespace compmech {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// Belief outputs larger than this leave the 8-lane path by non-temporal stores (they would not
+// stay in cache anyway, and full-line streaming skips reading every line before writing it).
+constexpr int64_t kStreamBytes = int64_t(32) << 20;
 
 // logp of n rows from their accumulators: -inf for a row that met an impossible token.
 inline void finish_logp(const LogProbAcc* acc, const int64_t* fail, int n, double* logp) {
@@ -174,34 +181,115 @@ inline void stage_tokens8(const Tok* tokens, int64_t rb, int64_t L, int64_t t0, 
   for (int tt = 0; tt < nt; ++tt) xs[tt] = _mm512_load_si512(x[tt]);
 }
 
-// Writes the 8 lanes' beliefs (SC values each) to dst + l * stride.
-template <int SC, typename Out>
-inline void store_lanes8(const vd8* e, Out* dst, int64_t stride) {
-  if constexpr (std::is_same<Out, float>::value && SC >= 2 && SC <= 4) {
-    const __m256 z = _mm256_setzero_ps();
-    const __m256 f0 = _mm512_cvtpd_ps(reinterpret_cast<__m512d>(e[0]));
-    const __m256 f1 = _mm512_cvtpd_ps(reinterpret_cast<__m512d>(e[1]));
-    const __m256 f2 = SC > 2 ? _mm512_cvtpd_ps(reinterpret_cast<__m512d>(e[SC > 2 ? 2 : 0])) : z;
-    const __m256 f3 = SC > 3 ? _mm512_cvtpd_ps(reinterpret_cast<__m512d>(e[SC > 3 ? 3 : 0])) : z;
-    const __m256 t0 = _mm256_unpacklo_ps(f0, f1), t1 = _mm256_unpackhi_ps(f0, f1);
-    const __m256 t2 = _mm256_unpacklo_ps(f2, f3), t3 = _mm256_unpackhi_ps(f2, f3);
-    // r[k] holds lane k's values in its low half and lane k + 4's in its high half
-    const __m256 r[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
-                         _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE)};
-    constexpr __mmask8 lo = (1u << SC) - 1, hi = lo << 4;
-    for (int k = 0; k < 4; ++k) {
-      _mm256_mask_storeu_ps(dst + k * stride, lo, r[k]);
-      _mm256_mask_storeu_ps(dst + (k + 4) * stride - 4, hi, r[k]);  // masked: nothing below is written
-    }
-    return;
+// The log-probability of 8 lanes, as LogProbAcc (kernels.hpp) computes it lane by lane, with
+// the rare tiny norms (logged directly) handled by the caller's slow path. The exponent fields
+// are summed raw (the 1023 biases come off at the end: integer arithmetic, so the same value).
+struct LogProbLanes8 {
+  vd8 mant = vd8{} + 1.0;
+  vl8 field = vl8{};
+  double extra[8] = {};
+  int64_t steps = 0;
+
+  // One step on register copies of mant and field. norm is positive in every lane that has
+  // not failed (a failed lane's value is never used), so the product's sign bit is 0.
+  static inline void add(vd8& mant, vl8& field, vd8 norm) {
+    const vl8 bits = reinterpret_cast<vl8>(mant * norm);
+    field += reinterpret_cast<vl8>(_mm512_srli_epi64(reinterpret_cast<__m512i>(bits), 52));
+    mant = reinterpret_cast<vd8>((bits & 0x000FFFFFFFFFFFFFLL) | 0x3FF0000000000000LL);
   }
+  LogProbAcc lane(int l) const { return LogProbAcc{mant[l], field[l] - 1023 * steps, extra[l]}; }
+};
+
+// The rare lanes of a step: impossible tokens (recorded, NaN from here on) and tiny norms
+// (scaled by 2^600 before the inverse, logged directly). Out of line and by value, so that the
+// common path keeps everything in registers.
+struct LaneFix {
+  vd8 norm, scale, acc_norm;
+};
+__attribute__((noinline, cold)) LaneFix fix_lanes8(vd8 norm, __mmask8 ok, int64_t t, int64_t* fail, double* extra) {
   for (int l = 0; l < 8; ++l)
-    for (int j = 0; j < SC; ++j) dst[l * stride + j] = static_cast<Out>(e[j][l]);
+    if (!((ok >> l) & 1)) {
+      if (fail[l] < 0) fail[l] = t;
+      norm[l] = kNaN;  // poisons the rest of the row
+    }
+  LaneFix f{norm, vd8{} + 1.0, norm};
+  for (int l = 0; l < 8; ++l)
+    if (norm[l] < kTinyNorm) {  // NaN (failed) lanes are not tiny
+      f.scale[l] = kTinyScale;
+      if (extra) extra[l] += std::log(norm[l]);
+      f.acc_norm[l] = 1.0;
+    }
+  return f;
+}
+
+// One group of 8 rows, one position: belief_step + safe_inverse, operation for operation.
+// Returns the norm the accumulator takes (1 in lanes whose tiny norm went to `extra`).
+template <int SC, bool GH, bool LOGP>
+__attribute__((always_inline)) inline vd8 step_lanes8(vd8* eta, const __m512d* tab, __m512i x, const double* w,
+                                                      vd8 zero_tol, int64_t t, int64_t* fail, double* extra) {
+  vd8 nxt[SC];
+  for (int j = 0; j < SC; ++j) nxt[j] = vd8{};
+  for (int i = 0; i < SC; ++i)
+    for (int j = 0; j < SC; ++j) nxt[j] += eta[i] * reinterpret_cast<vd8>(_mm512_permutexvar_pd(x, tab[i * SC + j]));
+  // sum_j out[j] (* w[j]) in ascending j. For HMMs the leading 0 + is dropped: it changes only
+  // the sign of a zero norm, which fails either way. GHMMs keep it, so that the compiler fuses
+  // each product into the running sum exactly as belief_step does.
+  vd8 norm = GH ? vd8{} : nxt[0];
+  for (int j = GH ? 0 : 1; j < SC; ++j) norm += GH ? nxt[j] * w[j] : nxt[j];
+  const __mmask8 ok = _mm512_cmp_pd_mask(reinterpret_cast<__m512d>(norm), reinterpret_cast<__m512d>(zero_tol), _CMP_GT_OQ);
+  const __mmask8 tiny = _mm512_cmp_pd_mask(reinterpret_cast<__m512d>(norm), _mm512_set1_pd(kTinyNorm), _CMP_LT_OQ);
+  vd8 acc_norm = norm;
+  if (__builtin_expect((ok ^ 0xFF) | tiny, 0)) {
+    const LaneFix f = fix_lanes8(norm, ok, t, fail, LOGP ? extra : nullptr);
+    for (int j = 0; j < SC; ++j) nxt[j] *= f.scale;
+    norm = f.norm * f.scale;
+    acc_norm = f.acc_norm;
+  }
+  const vd8 inv = 1.0 / norm;
+  for (int j = 0; j < SC; ++j) eta[j] = nxt[j] * inv;
+  return acc_norm;
+}
+
+template <int SC, typename Out>
+using Stage8 = RowStage<SC, kLane8G, Out>;
+
+// kTile positions of the block from xs; eta and the accumulators live in registers meanwhile
+// (copied in and out, so that nothing is spilled per step across the stage's tile writes).
+template <int SC, bool GH, bool LOGP, typename Out>
+__attribute__((always_inline)) inline void tile_lanes8(vd8 (*eta_mem)[SC], LogProbLanes8* acc, const __m512d* tab,
+                                                       const __m512i (*xs)[kTile], int nt, int64_t t0, int tt0,
+                                                       const double* w, double zero_tol, int64_t* fail,
+                                                       Stage8<SC, Out>* stage) {
+  constexpr int G = kLane8G;
+  vd8 eta[G][SC];
+  vd8 mant[G];
+  vl8 field[G];
+  for (int g = 0; g < G; ++g) {
+    for (int j = 0; j < SC; ++j) eta[g][j] = eta_mem[g][j];
+    mant[g] = acc[g].mant;
+    field[g] = acc[g].field;
+  }
+  const vd8 tol = vd8{} + zero_tol;
+  for (int tt = 0; tt < nt; ++tt) {
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g) {  // the G groups' chains are independent: they overlap
+      const vd8 a = step_lanes8<SC, GH, LOGP>(eta[g], tab, xs[g][tt], w, tol, t0 + tt, fail + g * 8, acc[g].extra);
+      if (stage) stage->put(g, tt0 + tt, eta[g]);
+      if (LOGP) LogProbLanes8::add(mant[g], field[g], a);
+    }
+    if (stage) stage->step(tt0 + tt);
+  }
+  for (int g = 0; g < G; ++g) {
+    for (int j = 0; j < SC; ++j) eta_mem[g][j] = eta[g][j];
+    acc[g].mant = mant[g];
+    acc[g].field = field[g];
+    acc[g].steps += nt;
+  }
 }
 
 template <int SC, bool GH, bool LOGP, typename Tok, typename Out>
-void rows_lanes8(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L,
-                 Out* beliefs, double* logp, int64_t* fail) {
+void rows_lanes8_run(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L,
+                     Stage8<SC, Out>* stage, double* logp, int64_t* fail) {
   constexpr int W = 8, G = kLane8G;
   const double* w = GH ? p.w : nullptr;
   __m512d tab[SC * SC];
@@ -220,35 +308,24 @@ void rows_lanes8(const ProcessView& p, const double* init, const Tok* tokens, in
   for (int64_t t0 = 0; t0 < L; t0 += kTile) {
     const int nt = static_cast<int>(std::min<int64_t>(kTile, L - t0));
     for (int g = 0; g < G; ++g) stage_tokens8(tokens, r0 + g * W, L, t0, nt, xs[g]);
-    for (int tt = 0; tt < nt; ++tt) {
-      const int64_t t = t0 + tt;
-      for (int g = 0; g < G; ++g) {
-        vd8 nxt[SC];
-        for (int j = 0; j < SC; ++j) nxt[j] = vd8{};
-        for (int i = 0; i < SC; ++i)
-          for (int j = 0; j < SC; ++j)
-            nxt[j] += eta[g][i] * reinterpret_cast<vd8>(_mm512_permutexvar_pd(xs[g][tt], tab[i * SC + j]));
-        vd8 norm = vd8{};
-        for (int j = 0; j < SC; ++j) norm += GH ? nxt[j] * w[j] : nxt[j];
-        const __mmask8 ok = _mm512_cmp_pd_mask(reinterpret_cast<__m512d>(norm), _mm512_set1_pd(p.zero_tol), _CMP_GT_OQ);
-        if (ok != 0xFF)
-          for (int l = 0; l < W; ++l)
-            if (!((ok >> l) & 1)) {
-              if (fail[g * W + l] < 0) fail[g * W + l] = t;
-              norm[l] = kNaN;
-            }
-        const vd8 inv = safe_inverse_lanes(norm, nxt, SC);
-        for (int j = 0; j < SC; ++j) eta[g][j] = nxt[j] * inv;
-        if (beliefs) store_lanes8<SC>(eta[g], beliefs + ((r0 + g * W) * L + t) * SC, L * SC);
-        if (LOGP) acc[g].add(norm);
-      }
-    }
+    constexpr int NP = Stage8<SC, Out>::NP;  // a multiple of kTile
+    const int tt0 = static_cast<int>(t0 % NP);
+    tile_lanes8<SC, GH, LOGP, Out>(eta, acc, tab, xs, nt, t0, tt0, w, p.zero_tol, fail, stage);
+    if (stage && (tt0 + nt == NP || t0 + nt >= L)) stage->end_tile(tt0 + nt, t0 + nt >= L);
   }
   if (logp) {
     LogProbAcc lanes[W * G];
     for (int r = 0; r < W * G; ++r) lanes[r] = acc[r / W].lane(r % W);
     finish_logp(lanes, fail, W * G, logp + r0);
   }
+}
+
+template <int SC, bool GH, bool LOGP, typename Tok, typename Out>
+void rows_lanes8(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L,
+                 Out* beliefs, double* logp, int64_t* fail, bool stream) {
+  if (!beliefs) return rows_lanes8_run<SC, GH, LOGP, Tok, Out>(p, init, tokens, r0, L, nullptr, logp, fail);
+  Stage8<SC, Out> stage(beliefs + r0 * L * SC, L, stream);
+  rows_lanes8_run<SC, GH, LOGP, Tok, Out>(p, init, tokens, r0, L, &stage, logp, fail);
 }
 #endif
 
@@ -405,14 +482,14 @@ void rows_grouped(const ProcessView& p, const double* init, const Tok* tokens, i
 
 template <int SC, bool GH, bool LOGP, typename Tok, typename Out>
 void run_rows(const ProcessView& p, const double* init, const Tok* tokens, int64_t b, int64_t e, int64_t L,
-              Out* beliefs, double* logp, int64_t* fail_rows) {
+              Out* beliefs, double* logp, int64_t* fail_rows, bool stream) {
   if constexpr (SC > 0) {
     constexpr int R = 8;
     int64_t r = b;
 #if defined(CM_BELIEFS_AVX512)
     if (p.V <= 8)
       for (; r + kLane8Rows <= e; r += kLane8Rows)
-        rows_lanes8<SC, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
+        rows_lanes8<SC, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, stream);
 #endif
     if (p.V <= kLaneMaxV)
       for (; r + kLaneRows <= e; r += kLaneRows)
@@ -448,13 +525,14 @@ ZeroProb beliefs_cpu(const ProcessView& p, const double* init, const Tok* tokens
   int64_t grain = std::max<int64_t>(16, ((65536 / L) + 15) / 16 * 16);
   // many states: blocks of rows large enough that every token's group fills the GEMM kernel
   if (p.S >= kGroupMinS) grain = std::max<int64_t>(grain, std::min<int64_t>(kGroupRows, (B + 1) / 2));
+  const bool stream = beliefs && B * L * p.S * static_cast<int64_t>(sizeof(Out)) >= kStreamBytes;
   parallel_for(B, grain, [&](int64_t b, int64_t e) {
     int64_t* f = fail.data();
     dispatch_process(p, [&](auto width, auto gh) {
       constexpr int SC = decltype(width)::fixed;
       constexpr bool GH = decltype(gh)::value;
-      if (logp) run_rows<SC, GH, true>(p, init, tokens, b, e, L, beliefs, logp, f);
-      else run_rows<SC, GH, false>(p, init, tokens, b, e, L, beliefs, logp, f);
+      if (logp) run_rows<SC, GH, true>(p, init, tokens, b, e, L, beliefs, logp, f, stream);
+      else run_rows<SC, GH, false>(p, init, tokens, b, e, L, beliefs, logp, f, stream);
     });
   });
   for (int64_t r = 0; r < B; ++r)

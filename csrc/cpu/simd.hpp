@@ -74,7 +74,6 @@ struct LogProbLanesT {
   LogProbAcc lane(int l) const { return LogProbAcc{mant[l], expo[l], extra[l]}; }
 };
 using LogProbLanes = LogProbLanesT<vd4, vl4>;
-using LogProbLanes8 = LogProbLanesT<vd8, vl8>;
 
 // Lane-wise safe_inverse (see kernels.hpp) for vd4 or vd8: rescales only the lanes whose norm
 // is tiny.

@@ -1,0 +1,192 @@
+// Output staging for the 8-lane belief path (AVX-512): lanes are rows, but the output is
+// row-major, so writing each step straight out costs 8 scattered 3-value stores per vector
+// (and a read-for-ownership of every line). Instead a step stores its S vectors unchanged
+// (lane-major) into a small tile; every kTile positions the tile is transposed in registers
+// into per-row runs, and each row's run leaves as whole 64-byte lines, non-temporal when the
+// output is too large to stay in cache. A row's partial line waits for the next tile; only a
+// row's first and last lines (which it may share with its neighbours) use ordinary stores.
+#pragma once
+#include <immintrin.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "simd.hpp"
+
+namespace compmech {
+
+// In-place 8x8 transposes: r[k] holds element k of 8 lanes; afterwards r[l] holds lane l's 8 elements.
+inline void transpose8(__m256* r) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+inline void transpose8(__m512d* r) {
+  __m512d a[8], b[8];
+  for (int k = 0; k < 8; k += 2) {
+    a[k] = _mm512_unpacklo_pd(r[k], r[k + 1]);      // columns 0, 2, 4, 6 of rows k, k + 1
+    a[k + 1] = _mm512_unpackhi_pd(r[k], r[k + 1]);  // columns 1, 3, 5, 7
+  }
+  for (int h = 0; h < 8; h += 4)
+    for (int q = 0; q < 2; ++q) {
+      b[h + 2 * q] = _mm512_shuffle_f64x2(a[h + q], a[h + q + 2], 0x88);      // columns q, q + 4
+      b[h + 2 * q + 1] = _mm512_shuffle_f64x2(a[h + q], a[h + q + 2], 0xDD);  // columns q + 2, q + 6
+    }
+  // b[0] = cols 0,4 (rows 0-3), b[1] = cols 2,6, b[2] = cols 1,5, b[3] = cols 3,7; b[4..7] rows 4-7
+  const int col_of[4][2] = {{0, 4}, {2, 6}, {1, 5}, {3, 7}};
+  for (int k = 0; k < 4; ++k) {
+    r[col_of[k][0]] = _mm512_shuffle_f64x2(b[k], b[k + 4], 0x88);
+    r[col_of[k][1]] = _mm512_shuffle_f64x2(b[k], b[k + 4], 0xDD);
+  }
+}
+
+// Copies n (>= 0) elements with masked 64-byte moves (no call, no byte loop).
+template <typename Out>
+inline void copy_run(Out* dst, const Out* src, int n) {
+  constexpr int E = 64 / sizeof(Out);
+  for (int i = 0; i < n; i += E) {
+    const int k = n - i < E ? n - i : E;
+    if constexpr (sizeof(Out) == 4) {
+      const __mmask16 m = static_cast<__mmask16>((1u << k) - 1);
+      _mm512_mask_storeu_ps(dst + i, m, _mm512_maskz_loadu_ps(m, src + i));
+    } else {
+      const __mmask8 m = static_cast<__mmask8>((1u << k) - 1);
+      _mm512_mask_storeu_pd(dst + i, m, _mm512_maskz_loadu_pd(m, src + i));
+    }
+  }
+}
+
+// The vector a tile keeps per (position, value): 8 floats or 8 doubles.
+template <typename Out>
+struct StageVec;
+template <>
+struct StageVec<float> {
+  using type = __m256;
+};
+template <>
+struct StageVec<double> {
+  using type = __m512d;
+};
+
+// The output side of a block of G x 8 rows advanced by rows_lanes8: vectors in, row-major
+// lines out. A tile is NP = one line's worth of positions (16 floats, 8 doubles), so that every
+// row leaves SC whole lines per tile once aligned. While a tile fills, the previous one is
+// written out a group of 8 rows at a time between steps, so the stores drain while the
+// arithmetic runs instead of in one burst.
+template <int SC, int G, typename Out>
+class RowStage {
+ public:
+  static constexpr int LE = 64 / static_cast<int>(sizeof(Out));  // elements per cache line
+  static constexpr int NP = LE;                                     // positions per tile
+
+ private:
+  static constexpr int K = NP * SC;  // elements per row per tile, a multiple of 8 and of LE
+  static constexpr int kEvery = NP / G > 0 ? NP / G : 1;  // positions between two written groups
+  using Vec = typename StageVec<Out>::type;
+
+  Vec tile_[2][G][K];                    // tile_[.][g][tt * SC + j]: value j at position tt, a lane per row
+  alignas(64) Out run_[G * 8][LE + K];  // a row's output: carry (< LE) + one tile
+  int carry_[G * 8];
+  int64_t written_[G * 8];
+  Out* rows_;        // the block's first row
+  int64_t row_len_;  // L * SC
+  bool stream_;
+  int cur_ = 0;  // the tile being filled; cur_ ^ 1 is being written out
+  int todo_ = G;  // next group of the previous tile to write out (G: none)
+
+ public:
+  // stream: non-temporal full lines (only when the output is element-aligned).
+  RowStage(Out* rows, int64_t L, bool stream)
+      : rows_(rows), row_len_(L * SC), stream_(stream && reinterpret_cast<uintptr_t>(rows) % sizeof(Out) == 0) {
+    for (int r = 0; r < G * 8; ++r) carry_[r] = 0, written_[r] = 0;
+  }
+
+  // Lane l of e[j] is the belief value j of row g * 8 + l at tile position tt.
+  inline void put(int g, int tt, const vd8* e) {
+    for (int j = 0; j < SC; ++j) {
+      if constexpr (std::is_same<Out, float>::value)
+        tile_[cur_][g][tt * SC + j] = _mm512_cvtpd_ps(reinterpret_cast<__m512d>(e[j]));
+      else
+        tile_[cur_][g][tt * SC + j] = reinterpret_cast<__m512d>(e[j]);
+    }
+  }
+
+  // After position tt of the current tile: write out a group of the previous tile when due.
+  inline void step(int tt) {
+    if (todo_ < G && (tt + 1) % kEvery == 0) write_group(todo_++, cur_ ^ 1, NP, false);
+  }
+
+  // The current tile is complete with nt positions (nt < NP only when last).
+  void end_tile(int nt, bool last) {
+    while (todo_ < G) write_group(todo_++, cur_ ^ 1, NP, false);
+    if (last) {
+      for (int g = 0; g < G; ++g) write_group(g, cur_, nt, true);
+      return;
+    }
+    todo_ = 0;
+    cur_ ^= 1;
+  }
+
+  // Non-temporal stores are weakly ordered: fence before the data is handed back.
+  ~RowStage() {
+    if (stream_) _mm_sfence();
+  }
+
+ private:
+  // Transposes group g's nt positions of tile `buf` into its rows' runs and writes them out.
+  void write_group(int g, int buf, int nt, bool last) {
+    const int blocks = (nt * SC + 7) / 8;
+    for (int b = 0; b < blocks; ++b) {  // 8 x 8 block b: elements 8b .. 8b + 7 of each row's tile
+      Vec v[8];
+      for (int k = 0; k < 8; ++k) v[k] = tile_[buf][g][8 * b + k];
+      transpose8(v);
+      for (int l = 0; l < 8; ++l) {
+        Out* d = run_[g * 8 + l] + carry_[g * 8 + l] + 8 * b;
+        if constexpr (std::is_same<Out, float>::value) _mm256_storeu_ps(d, v[l]);
+        else _mm512_storeu_pd(d, v[l]);
+      }
+    }
+    for (int l = 0; l < 8; ++l) emit(g * 8 + l, nt * SC, last);
+  }
+
+  void emit(int r, int fresh, bool last) {
+    Out* dst = rows_ + r * row_len_ + written_[r];
+    Out* src = run_[r];
+    const int n = carry_[r] + fresh;
+    if (last || !stream_) {
+      copy_run(dst, src, n);
+      written_[r] += n;
+      carry_[r] = 0;
+      return;
+    }
+    // up to the row's first line boundary with ordinary stores (the line may hold the row
+    // before); n >= K >= LE, so afterwards dst stays aligned
+    const int mis = static_cast<int>(reinterpret_cast<uintptr_t>(dst) % 64 / sizeof(Out));
+    int done = 0;
+    if (mis) {
+      done = LE - mis;
+      copy_run(dst, src, done);
+    }
+    for (; done + LE <= n; done += LE)
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + done), _mm512_loadu_si512(src + done));
+    written_[r] += done;
+    carry_[r] = n - done;
+    copy_run(src, src + done, n - done);  // the carry (< one line) moves to the front
+  }
+};
+
+}  // namespace compmech
