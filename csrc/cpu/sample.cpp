@@ -195,14 +195,16 @@ void sample_hmm_cpu(const ProcessView& p, const double* init, int64_t B, int64_t
     int64_t r = b;
 #if defined(COMPMECH_SAMPLE_AVX512)
     if constexpr (std::is_same<Tok, uint8_t>::value) {
-      if (use_reg)
-        for (; r + R <= e; r += R) {
-          const int64_t r0 = r;
-          avx512::hmm_rows16(rt, ia, r, L, seed, row0, reinterpret_cast<uint8_t*>(tokens),
-                             [&](int l, uint32_t st, int64_t t0, int64_t t1) {
-                               return redo_row(tr, S, st, r0 + l, t0, t1, L, seed, row0, tokens);
-                             });
-        }
+      if (use_reg) {
+        const auto redo = [&](int64_t r0) {
+          return [&, r0](int i, uint32_t st, int64_t t0, int64_t t1) {
+            return redo_row(tr, S, st, r0 + i, t0, t1, L, seed, row0, tokens);
+          };
+        };
+        uint8_t* tok8 = reinterpret_cast<uint8_t*>(tokens);
+        for (; r + 2 * R <= e; r += 2 * R) avx512::hmm_rows_reg<2>(rt, ia, r, L, seed, row0, tok8, redo(r));
+        for (; r + R <= e; r += R) avx512::hmm_rows_reg<1>(rt, ia, r, L, seed, row0, tok8, redo(r));
+      }
     }
 #endif
     if (use_packed)
