@@ -16,96 +16,26 @@
 
 #include "compmech/alias.hpp"
 #include "compmech/kernels.hpp"
+#include "sample_philox.hpp"
 #include "sample_reg.hpp"
 
 namespace compmech {
 namespace avx2 {
 
-// Philox4x32-10 for 8 rows (row0 + 0..7), as avx512::Philox16 on half the rows: words in two
-// vectors of four 64-bit lanes (rows 0-3, rows 4-7), values in the low halves; blocks<N>() skips
-// the block-independent work of rounds 1 and 2. Same bits as philox_block.
-struct Philox8 {
-  static constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
-  uint32_t k0[10], k1[10];
-  __m256i c2[2], c3[2];
-  __m256i rh[2], a1k[2], h2[2], l2[2];  // see avx512::Philox16
-
-  Philox8() = default;
-  Philox8(uint64_t seed, uint64_t row0) {
-    uint32_t a = static_cast<uint32_t>(seed), b = static_cast<uint32_t>(seed >> 32);
-    for (int r = 0; r < 10; ++r) {
-      k0[r] = a;
-      k1[r] = b;
-      a += 0x9E3779B9u;
-      b += 0xBB67AE85u;
-    }
-    const __m256i vM0 = _mm256_set1_epi64x(M0), vM1 = _mm256_set1_epi64x(M1);
-    for (int h = 0; h < 2; ++h) {
-      const __m256i rows = _mm256_add_epi64(_mm256_set1_epi64x(static_cast<long long>(row0 + 4 * h)),
-                                            _mm256_setr_epi64x(0, 1, 2, 3));
-      c2[h] = rows;
-      c3[h] = _mm256_srli_epi64(rows, 32);
-      const __m256i p2 = _mm256_mul_epu32(c2[h], vM1);
-      const __m256i a0 = _mm256_xor_si256(_mm256_srli_epi64(p2, 32), _mm256_set1_epi64x(kDomainTokens ^ k0[0]));
-      rh[h] = _mm256_xor_si256(c3[h], _mm256_set1_epi64x(k1[0]));
-      a1k[h] = _mm256_xor_si256(p2, _mm256_set1_epi32(static_cast<int>(k0[1])));
-      const __m256i p0 = _mm256_mul_epu32(a0, vM0);
-      h2[h] = _mm256_xor_si256(_mm256_srli_epi64(p0, 32), _mm256_set1_epi64x(k1[1]));
-      l2[h] = p0;
-    }
-  }
-
-  template <int N>
-  static inline void rounds(const uint32_t* k0, const uint32_t* k1, int r0, __m256i a[N][4][2]) {
-    const __m256i vM0 = _mm256_set1_epi64x(M0), vM1 = _mm256_set1_epi64x(M1);
-#pragma GCC unroll 10
-    for (int r = r0; r < 10; ++r) {
-      const __m256i key0 = _mm256_set1_epi32(static_cast<int>(k0[r])), key1 = _mm256_set1_epi32(static_cast<int>(k1[r]));
-#pragma GCC unroll 4
-      for (int n = 0; n < N; ++n)
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; ++h) {
-          const __m256i p0 = _mm256_mul_epu32(a[n][0][h], vM0), p2 = _mm256_mul_epu32(a[n][2][h], vM1);
-          a[n][0][h] = _mm256_xor_si256(_mm256_srli_epi64(p2, 32), _mm256_xor_si256(a[n][1][h], key0));
-          a[n][2][h] = _mm256_xor_si256(_mm256_srli_epi64(p0, 32), _mm256_xor_si256(a[n][3][h], key1));
-          a[n][1][h] = p2;
-          a[n][3][h] = p0;
-        }
-    }
-  }
-
-  template <int N>
-  inline void blocks(uint32_t block, __m256i w[N][4][2]) const {
-    const __m256i vM1 = _mm256_set1_epi64x(M1);
-#pragma GCC unroll 4
-    for (int n = 0; n < N; ++n) {
-      const uint64_t p0 = static_cast<uint64_t>(block + n) * M0;
-      const __m256i hi0 = _mm256_set1_epi32(static_cast<int>(p0 >> 32)), lo0 = _mm256_set1_epi32(static_cast<int>(p0));
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-        const __m256i p2 = _mm256_mul_epu32(_mm256_xor_si256(rh[h], hi0), vM1);
-        w[n][0][h] = _mm256_xor_si256(_mm256_srli_epi64(p2, 32), a1k[h]);
-        w[n][1][h] = p2;
-        w[n][2][h] = _mm256_xor_si256(h2[h], lo0);
-        w[n][3][h] = l2[h];
-      }
-    }
-    rounds<N>(k0, k1, 2, w);
-  }
-
-  inline void operator()(uint32_t block, __m256i w[4][2], uint32_t domain) const {
-    __m256i a[1][4][2];
-    for (int h = 0; h < 2; ++h) {
-      a[0][0][h] = _mm256_set1_epi64x(block);
-      a[0][1][h] = _mm256_set1_epi64x(domain);
-      a[0][2][h] = c2[h];
-      a[0][3][h] = c3[h];
-    }
-    rounds<1>(k0, k1, 0, a);
-    for (int k = 0; k < 4; ++k)
-      for (int h = 0; h < 2; ++h) w[k][h] = a[0][k][h];
-  }
+// 256-bit operations for PhiloxRows (sample_philox.hpp): Philox8 computes 8 rows at once.
+struct Ops256 {
+  using V = __m256i;
+  static constexpr int kRows = 4;
+  static V set1_64(uint64_t x) { return _mm256_set1_epi64x(static_cast<long long>(x)); }
+  static V set1_32(uint32_t x) { return _mm256_set1_epi32(static_cast<int>(x)); }
+  static V iota64() { return _mm256_setr_epi64x(0, 1, 2, 3); }
+  static V add64(V a, V b) { return _mm256_add_epi64(a, b); }
+  static V srli64_32(V a) { return _mm256_srli_epi64(a, 32); }
+  static V mul32(V a, V b) { return _mm256_mul_epu32(a, b); }
+  static V xor2(V a, V b) { return _mm256_xor_si256(a, b); }
+  static V xor3(V a, V b, V c) { return _mm256_xor_si256(a, _mm256_xor_si256(b, c)); }
 };
+using Philox8 = PhiloxRows<Ops256>;
 
 // Lane l holds row lane_row(l) of its group of 8 (even lanes rows 0-3, odd lanes rows 4-7: how
 // the 64-bit products' halves interleave with one shuffle and one blend).

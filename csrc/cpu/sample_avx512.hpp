@@ -14,107 +14,26 @@
 
 #include "compmech/alias.hpp"
 #include "compmech/kernels.hpp"
+#include "sample_philox.hpp"
 #include "sample_reg.hpp"
 
 namespace compmech {
 namespace avx512 {
 
-// Philox4x32-10 for 16 rows (row0 + 0..15) at block `block` of a domain. Each word is kept in
-// two vectors of eight 64-bit lanes (rows 0-7, rows 8-15), the value in the low half: the
-// 32x32->64 multiply then needs no shuffles, and the garbage it leaves in the high halves is
-// never read (vpmuludq reads only low halves; the caller extracts low halves).
-//
-// blocks<N>() computes N consecutive token blocks at once (independent chains, so the multiplier
-// latency is hidden) and skips the work that does not depend on the block: in round 1 the words
-// (a0, a1) come from the row alone and (a2, a3) from the row and the scalar block * M0; in round 2
-// the product a0 * M0 is again the row's alone. Same arithmetic, same bits as philox_block.
-struct Philox16 {
-  static constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
-  uint32_t k0[10], k1[10];
-  __m512i c2[2], c3[2];
-  // per half h, domain kDomainTokens: round-1 a2 without the block's share (row_hi ^ k1[0]),
-  // round-2 inputs: a1 ^ k0[1], hi(a0 * M0) ^ k1[1], lo(a0 * M0)
-  __m512i rh[2], a1k[2], h2[2], l2[2];
-
-  Philox16() = default;
-  Philox16(uint64_t seed, uint64_t row0) {
-    uint32_t a = static_cast<uint32_t>(seed), b = static_cast<uint32_t>(seed >> 32);
-    for (int r = 0; r < 10; ++r) {
-      k0[r] = a;
-      k1[r] = b;
-      a += 0x9E3779B9u;
-      b += 0xBB67AE85u;
-    }
-    const __m512i vM0 = _mm512_set1_epi64(M0), vM1 = _mm512_set1_epi64(M1);
-    for (int h = 0; h < 2; ++h) {
-      const __m512i rows = _mm512_add_epi64(_mm512_set1_epi64(static_cast<long long>(row0 + 8 * h)),
-                                            _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7));
-      c2[h] = rows;
-      c3[h] = _mm512_srli_epi64(rows, 32);
-      const __m512i p2 = _mm512_mul_epu32(c2[h], vM1);  // round 1: a2 = row_lo
-      const __m512i a0 = _mm512_xor_si512(_mm512_srli_epi64(p2, 32), _mm512_set1_epi64(kDomainTokens ^ k0[0]));
-      rh[h] = _mm512_xor_si512(c3[h], _mm512_set1_epi64(k1[0]));
-      a1k[h] = _mm512_xor_si512(p2, _mm512_set1_epi32(static_cast<int>(k0[1])));
-      const __m512i p0 = _mm512_mul_epu32(a0, vM0);  // round 2's a0 * M0
-      h2[h] = _mm512_xor_si512(_mm512_srli_epi64(p0, 32), _mm512_set1_epi64(k1[1]));
-      l2[h] = p0;
-    }
-  }
-
-  // Rounds r0..9 on the state a[n][word][half].
-  template <int N>
-  static inline void rounds(const uint32_t* k0, const uint32_t* k1, int r0, __m512i a[N][4][2]) {
-    const __m512i vM0 = _mm512_set1_epi64(M0), vM1 = _mm512_set1_epi64(M1);
-#pragma GCC unroll 10
-    for (int r = r0; r < 10; ++r) {
-      const __m512i key0 = _mm512_set1_epi32(static_cast<int>(k0[r])), key1 = _mm512_set1_epi32(static_cast<int>(k1[r]));
-#pragma GCC unroll 4
-      for (int n = 0; n < N; ++n)
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; ++h) {
-          const __m512i p0 = _mm512_mul_epu32(a[n][0][h], vM0), p2 = _mm512_mul_epu32(a[n][2][h], vM1);
-          a[n][0][h] = _mm512_ternarylogic_epi32(_mm512_srli_epi64(p2, 32), a[n][1][h], key0, 0x96);
-          a[n][2][h] = _mm512_ternarylogic_epi32(_mm512_srli_epi64(p0, 32), a[n][3][h], key1, 0x96);
-          a[n][1][h] = p2;
-          a[n][3][h] = p0;
-        }
-    }
-  }
-
-  // Token blocks block..block+N-1 (domain kDomainTokens): w[n][k][h] = word k of rows 8h..8h+7.
-  template <int N>
-  inline void blocks(uint32_t block, __m512i w[N][4][2]) const {
-    const __m512i vM1 = _mm512_set1_epi64(M1);
-#pragma GCC unroll 4
-    for (int n = 0; n < N; ++n) {
-      const uint64_t p0 = static_cast<uint64_t>(block + n) * M0;  // round 1: a0 = block
-      const __m512i hi0 = _mm512_set1_epi32(static_cast<int>(p0 >> 32)), lo0 = _mm512_set1_epi32(static_cast<int>(p0));
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {  // round 2
-        const __m512i p2 = _mm512_mul_epu32(_mm512_xor_si512(rh[h], hi0), vM1);
-        w[n][0][h] = _mm512_xor_si512(_mm512_srli_epi64(p2, 32), a1k[h]);
-        w[n][1][h] = p2;
-        w[n][2][h] = _mm512_xor_si512(h2[h], lo0);
-        w[n][3][h] = l2[h];
-      }
-    }
-    rounds<N>(k0, k1, 2, w);
-  }
-
-  // Any domain and block, all ten rounds (the initial states' block).
-  inline void operator()(uint32_t block, __m512i w[4][2], uint32_t domain) const {
-    __m512i a[1][4][2];
-    for (int h = 0; h < 2; ++h) {
-      a[0][0][h] = _mm512_set1_epi64(block);
-      a[0][1][h] = _mm512_set1_epi64(domain);
-      a[0][2][h] = c2[h];
-      a[0][3][h] = c3[h];
-    }
-    rounds<1>(k0, k1, 0, a);
-    for (int k = 0; k < 4; ++k)
-      for (int h = 0; h < 2; ++h) w[k][h] = a[0][k][h];
-  }
+// 512-bit operations for PhiloxRows (sample_philox.hpp): Philox16 computes 16 rows at once.
+struct Ops512 {
+  using V = __m512i;
+  static constexpr int kRows = 8;
+  static V set1_64(uint64_t x) { return _mm512_set1_epi64(static_cast<long long>(x)); }
+  static V set1_32(uint32_t x) { return _mm512_set1_epi32(static_cast<int>(x)); }
+  static V iota64() { return _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7); }
+  static V add64(V a, V b) { return _mm512_add_epi64(a, b); }
+  static V srli64_32(V a) { return _mm512_srli_epi64(a, 32); }
+  static V mul32(V a, V b) { return _mm512_mul_epu32(a, b); }
+  static V xor2(V a, V b) { return _mm512_xor_si512(a, b); }
+  static V xor3(V a, V b, V c) { return _mm512_ternarylogic_epi32(a, b, c, 0x96); }
 };
+using Philox16 = PhiloxRows<Ops512>;
 
 // Tokens of 4 positions (bits 8..15 of each code vector) as 4 bytes per row: position k in byte k.
 inline __m512i pack_tokens(const __m512i c[4]) {
