@@ -1,7 +1,8 @@
 """Sampling throughput, Mess3 (x=0.05, alpha=0.85), B=65536, L=256, against the write bound
 measured in the same run: numpy filling an array of the output's size, fresh (page faults
 included, as for a fresh output) and reused. Every CPU path (scalar, packed, AVX-512) samples the
-same tokens; forcing one shows what each costs. Product processes: five Mess3 factors sampled
+same tokens; forcing one shows what each costs (avx2: the register-table path of machines
+without AVX-512). Product processes: five Mess3 factors sampled
 factor by factor vs the same process as one 243-state HMM.
 Run: pytest benchmarks/bench_sample.py"""
 import numpy as np
@@ -38,7 +39,7 @@ def test_sample_mess3_auto(benchmark, throughput):
     throughput("sample mess3 vs write bound", B * L, "tokens")
 
 
-@pytest.mark.parametrize("path", ["avx512", "packed", "scalar"])
+@pytest.mark.parametrize("path", ["avx512", "avx2", "packed", "scalar"])
 def test_sample_mess3_path(benchmark, throughput, path):
     if path not in _core.sample_paths():
         pytest.skip(f"{path} not built on this machine")
@@ -117,7 +118,7 @@ def _cpu_time_table(repeats=5):
 
     buf = np.empty((B, L), np.uint8)
     fill = med(lambda: buf.fill(3))
-    for path in ["avx512", "packed", "scalar"]:
+    for path in ["avx512", "avx2", "packed", "scalar"]:
         if path in _core.sample_paths():
             b = B if path != "scalar" else B // 8
             with _force_path(path):

@@ -15,12 +15,13 @@ using namespace compmech;
 
 namespace {
 
-const char* const kPathNames[] = {"auto", "scalar", "packed", "avx512"};
+const char* const kPathNames[] = {"auto", "scalar", "packed", "avx512", "avx2"};
+constexpr int kNumPaths = 5;
 
 SamplePath path_of(const std::string& name) {
-  for (int i = 0; i < 4; ++i)
+  for (int i = 0; i < kNumPaths; ++i)
     if (name == kPathNames[i]) return static_cast<SamplePath>(i);
-  throw py::value_error("sampling path must be one of auto, scalar, packed, avx512; got " + name);
+  throw py::value_error("sampling path must be one of auto, scalar, packed, avx512, avx2; got " + name);
 }
 
 // (exact outcome, fast outcome, decided) for each pair of words, drawn from one alias table.
@@ -57,7 +58,7 @@ void register_sample(py::module_& m) {
   m.def(
       "sample_paths", [] {
         py::list out;
-        for (int i = 0; i < 4; ++i)
+        for (int i = 0; i < kNumPaths; ++i)
           if (sample_path_available(static_cast<SamplePath>(i))) out.append(kPathNames[i]);
         return out;
       },

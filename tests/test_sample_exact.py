@@ -1,6 +1,6 @@
 """The sampling draw is exact to 2^-64: alias thresholds, the draw on given Philox words, the
 (row, position) stream layout, and bit-identity of every CPU sampling path (scalar, packed,
-AVX-512), including the rare draws whose high word leaves the decision open."""
+AVX-512 and AVX2 register tables), including the rare draws whose high word leaves the decision open."""
 import numpy as np
 import pytest
 import torch
@@ -9,6 +9,7 @@ from hypothesis import given, settings, strategies as st
 import compmech as cm
 from compmech import _core
 from compmech.sampling import _force_path
+from strategies import near_deterministic_hmm
 
 M64 = (1 << 64) - 1
 PATHS = _core.sample_paths()
@@ -270,12 +271,61 @@ def _check_rows_with_undecided(proc, seed, rows, L):
     ref, und = reference_rows(proc, rows, L, seed)
     assert und.any(), "no undecided draw in these rows: the test would be vacuous"
     for r, ref_row in zip(rows, ref):
-        lane = int(r) % 16  # the row inside a group of 16 (the SIMD paths' unit), batch of 32
-        start = int(r) - lane
-        for path, tok in _sample_all_paths(proc, 32, L, seed, start).items():
-            np.testing.assert_array_equal(tok[lane], ref_row, err_msg=path)
+        # batches of 32 with the row in the first or the second group of 16 (the AVX-512 path
+        # interleaves two such groups; the AVX2 path works on groups of 8), and a batch of one
+        for lane in {int(r) % 16, 16 + int(r) % 16}:
+            if lane > int(r):
+                continue
+            for path, tok in _sample_all_paths(proc, 32, L, seed, int(r) - lane).items():
+                np.testing.assert_array_equal(tok[lane], ref_row, err_msg=path)
         for path, tok in _sample_all_paths(proc, 1, L, seed, int(r)).items():
             np.testing.assert_array_equal(tok[0], ref_row, err_msg=path)
+
+
+# (S, V) with S * V * S <= 32 (the register-table paths): tables of 8, 16 and 32 entries, a single
+# state (no chain), and the largest S.
+REG_SHAPES = [(1, 8), (2, 4), (3, 3), (2, 8), (4, 2), (1, 32), (5, 1), (1, 3)]
+
+
+@pytest.mark.parametrize("S,V", REG_SHAPES)
+def test_register_table_paths_on_every_table_size(S, V):
+    """Batches and lengths that are not multiples of the SIMD paths' 8, 16 and 32 rows or their
+    16 positions per chunk, against the exact reference and the scalar path."""
+    proc = cm.processes.random_hmm(S, V, seed=S * 100 + V, concentration=0.5)
+    seed, row0, B, L = 0x1234_5678_9ABC_DEF0, 2**32 - 21, 75, 53
+    ref_tok, _ = reference_sample(proc, B, L, seed, row0)
+    for path, tok in _sample_all_paths(proc, B, L, seed, row0, gpu=False).items():
+        np.testing.assert_array_equal(tok, ref_tok, err_msg=path)
+
+
+@st.composite
+def _small_processes(draw):
+    """Processes small enough for the register-table paths (S * V * S <= 32): dense, sparse or
+    near-deterministic HMMs, and GHMMs (sampled through their beliefs on every path)."""
+    S = draw(st.integers(1, 5))
+    V = draw(st.integers(1, max(1, 32 // (S * S))))
+    seed = draw(st.integers(0, 10_000))
+    kind = draw(st.sampled_from(["dense", "sparse", "near_deterministic", "ghmm"]))
+    if kind == "ghmm":
+        return cm.processes.random_ghmm_like(S, V, seed)
+    if kind == "near_deterministic":
+        return near_deterministic_hmm(S, V, seed)
+    return cm.processes.random_hmm(S, V, seed, sparsity=0.6 if kind == "sparse" else 0.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(proc=_small_processes(), B=st.integers(0, 100), L=st.integers(0, 70), seed=st.integers(0, 2**64 - 1),
+       row0=st.integers(0, 2**40), threads=st.sampled_from([1, 2]))
+def test_small_processes_give_the_same_tokens_on_every_path(proc, B, L, seed, row0, threads):
+    """Every forced CPU path (and the GPU kernels, emulated) gives the scalar path's tokens, for any
+    batch (AVX-512 groups of 32 and 16 rows, AVX2 groups of 8, scalar leftovers) and length."""
+    cm.set_num_threads(threads)
+    try:
+        outs = _sample_all_paths(proc, B, L, seed, row0, gpu=L <= 40)
+    finally:
+        cm.set_num_threads(0)
+    for path, tok in outs.items():
+        np.testing.assert_array_equal(tok, outs["scalar"], err_msg=path)
 
 
 def test_undecided_draws_take_the_low_word_on_the_packed_and_scalar_paths():

@@ -12,6 +12,7 @@
 #include "compmech/kernels.hpp"
 #include "launchers.hpp"
 #include "parallel.hpp"
+#include "sample_avx2.hpp"
 #include "sample_avx512.hpp"
 #include "sample_paths.hpp"
 
@@ -163,11 +164,13 @@ std::atomic<SamplePath> g_sample_path{SamplePath::automatic};
 }  // namespace
 
 bool sample_path_available(SamplePath p) {
-#if defined(COMPMECH_SAMPLE_AVX512)
-  return true;
-#else
-  return p != SamplePath::avx512;
+#if !defined(COMPMECH_SAMPLE_AVX512)
+  if (p == SamplePath::avx512) return false;
 #endif
+#if !defined(COMPMECH_SAMPLE_AVX2)
+  if (p == SamplePath::avx2) return false;
+#endif
+  return true;
 }
 
 SamplePath set_sample_path(SamplePath p) {
@@ -183,28 +186,39 @@ void sample_hmm_cpu(const ProcessView& p, const double* init, int64_t B, int64_t
   const AliasTables& ia = h.init;
   const SamplePath want = g_sample_path;
   const bool use_packed = HmmTables::packable(V, S) && (want == SamplePath::automatic || want == SamplePath::packed);
-#if defined(COMPMECH_SAMPLE_AVX512)
-  const bool use_reg = std::is_same<Tok, uint8_t>::value && states == nullptr && avx512::RegTables::fits(V, S) &&
-                       (want == SamplePath::automatic || want == SamplePath::avx512);
-  const avx512::RegTables rt = use_reg ? avx512::reg_tables(tr, S) : avx512::RegTables{};
-#endif
+  // Register-table paths (small processes, tokens only): AVX-512 on 32 and 16 rows, AVX2 on 8
+  // (also the AVX-512 path's leftover rows).
+  const bool reg_ok = std::is_same<Tok, uint8_t>::value && states == nullptr && RegTables::fits(V, S);
+  const bool use_reg512 = reg_ok && sample_path_available(SamplePath::avx512) &&
+                          (want == SamplePath::automatic || want == SamplePath::avx512);
+  const bool use_reg256 = reg_ok && sample_path_available(SamplePath::avx2) &&
+                          (want == SamplePath::automatic || want == SamplePath::avx2 || use_reg512);
+  const RegTables rt = reg_ok ? reg_tables(tr, S) : RegTables{};
   const std::vector<uint64_t>& packed = h.packed;
   const int64_t grain = std::max<int64_t>(16, ((262144 / std::max<int64_t>(L, 1)) + 15) / 16 * 16);
   parallel_for(B, grain, [&](int64_t b, int64_t e) {
     constexpr int R = 16;
     int64_t r = b;
-#if defined(COMPMECH_SAMPLE_AVX512)
     if constexpr (std::is_same<Tok, uint8_t>::value) {
-      if (use_reg)
-        for (; r + R <= e; r += R) {
-          const int64_t r0 = r;
-          avx512::hmm_rows16(rt, ia, r, L, seed, row0, reinterpret_cast<uint8_t*>(tokens),
-                             [&](int l, uint32_t st, int64_t t0, int64_t t1) {
-                               return redo_row(tr, S, st, r0 + l, t0, t1, L, seed, row0, tokens);
-                             });
-        }
-    }
+      const auto redo = [&](int64_t r0) {
+        return [&, r0](int i, uint32_t st, int64_t t0, int64_t t1) {
+          return redo_row(tr, S, st, r0 + i, t0, t1, L, seed, row0, tokens);
+        };
+      };
+      uint8_t* tok8 = reinterpret_cast<uint8_t*>(tokens);
+#if defined(COMPMECH_SAMPLE_AVX512)
+      if (use_reg512) {
+        for (; r + 2 * R <= e; r += 2 * R) avx512::hmm_rows_reg<2>(rt, ia, r, L, seed, row0, tok8, redo(r));
+        for (; r + R <= e; r += R) avx512::hmm_rows_reg<1>(rt, ia, r, L, seed, row0, tok8, redo(r));
+      }
 #endif
+#if defined(COMPMECH_SAMPLE_AVX2)
+      if (use_reg256)
+        for (; r + 8 <= e; r += 8) avx2::hmm_rows<1>(rt, ia, r, L, seed, row0, tok8, redo(r));
+#endif
+      (void)redo;
+      (void)tok8;
+    }
     if (use_packed)
       for (; r + R <= e; r += R) hmm_rows_packed(ia, tr, packed, S, r, L, seed, row0, tokens, states);
     for (; r + R <= e; r += R) hmm_rows<R>(ia, tr, S, r, L, seed, row0, tokens, states);

@@ -14,86 +14,26 @@
 
 #include "compmech/alias.hpp"
 #include "compmech/kernels.hpp"
+#include "sample_philox.hpp"
+#include "sample_reg.hpp"
 
 namespace compmech {
 namespace avx512 {
 
-// Table entry e[s * K + b] = alias code << 16 | own code, code = token << 8 | next state * K;
-// th[s * K + b] = the bucket threshold's high 32 bits.
-struct RegTables {
-  alignas(64) uint32_t th[32] = {};
-  alignas(64) uint32_t e[32] = {};
-  uint32_t K = 0;
-  int S = 0;
-
-  static bool fits(int V, int S) { return static_cast<int64_t>(V) * S * S <= 32; }
+// 512-bit operations for PhiloxRows (sample_philox.hpp): Philox16 computes 16 rows at once.
+struct Ops512 {
+  using V = __m512i;
+  static constexpr int kRows = 8;
+  static V set1_64(uint64_t x) { return _mm512_set1_epi64(static_cast<long long>(x)); }
+  static V set1_32(uint32_t x) { return _mm512_set1_epi32(static_cast<int>(x)); }
+  static V iota64() { return _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7); }
+  static V add64(V a, V b) { return _mm512_add_epi64(a, b); }
+  static V srli64_32(V a) { return _mm512_srli_epi64(a, 32); }
+  static V mul32(V a, V b) { return _mm512_mul_epu32(a, b); }
+  static V xor2(V a, V b) { return _mm512_xor_si512(a, b); }
+  static V xor3(V a, V b, V c) { return _mm512_ternarylogic_epi32(a, b, c, 0x96); }
 };
-
-inline RegTables reg_tables(const AliasTables& tr, int S) {
-  RegTables rt;
-  rt.K = tr.K;
-  rt.S = S;
-  const auto code = [&](uint32_t o) { return ((o / S) << 8) | ((o % S) * tr.K); };
-  for (uint32_t idx = 0; idx < S * tr.K; ++idx) {
-    rt.th[idx] = static_cast<uint32_t>(tr.thresh[idx] >> 32);
-    rt.e[idx] = (code(tr.alias[idx]) << 16) | code(idx % tr.K);
-  }
-  return rt;
-}
-
-// Philox4x32-10 for 16 rows (row0 + 0..15) at block `block` of a domain. Each word is kept in
-// two vectors of eight 64-bit lanes (rows 0-7, rows 8-15), the value in the low half: the
-// 32x32->64 multiply then needs no shuffles, and the garbage it leaves in the high halves is
-// never read (vpmuludq reads only low halves; the caller extracts low halves).
-struct Philox16 {
-  __m512i keys[20];
-  __m512i c2[2], c3[2];
-
-  Philox16(uint64_t seed, uint64_t row0) {
-    uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-    for (int r = 0; r < 10; ++r) {
-      keys[2 * r] = _mm512_set1_epi32(static_cast<int>(k0));
-      keys[2 * r + 1] = _mm512_set1_epi32(static_cast<int>(k1));
-      k0 += 0x9E3779B9u;
-      k1 += 0xBB67AE85u;
-    }
-    for (int h = 0; h < 2; ++h) {
-      const __m512i rows = _mm512_add_epi64(_mm512_set1_epi64(static_cast<long long>(row0 + 8 * h)),
-                                            _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7));
-      c2[h] = rows;
-      c3[h] = _mm512_srli_epi64(rows, 32);
-    }
-  }
-
-  // w[k][h]: word k of rows 8h..8h+7.
-  inline void operator()(uint32_t block, __m512i w[4][2], uint32_t domain = kDomainTokens) const {
-    const __m512i M0 = _mm512_set1_epi64(0xD2511F53), M1 = _mm512_set1_epi64(0xCD9E8D57);
-    __m512i a0[2], a1[2], a2[2], a3[2];
-    for (int h = 0; h < 2; ++h) {
-      a0[h] = _mm512_set1_epi64(block);
-      a1[h] = _mm512_set1_epi64(domain);
-      a2[h] = c2[h];
-      a3[h] = c3[h];
-    }
-#pragma GCC unroll 10
-    for (int r = 0; r < 10; ++r) {
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-        const __m512i p0 = _mm512_mul_epu32(a0[h], M0), p2 = _mm512_mul_epu32(a2[h], M1);
-        a0[h] = _mm512_ternarylogic_epi32(_mm512_srli_epi64(p2, 32), a1[h], keys[2 * r], 0x96);
-        a2[h] = _mm512_ternarylogic_epi32(_mm512_srli_epi64(p0, 32), a3[h], keys[2 * r + 1], 0x96);
-        a1[h] = p2;
-        a3[h] = p0;
-      }
-    }
-    for (int h = 0; h < 2; ++h) {
-      w[0][h] = a0[h];
-      w[1][h] = a1[h];
-      w[2][h] = a2[h];
-      w[3][h] = a3[h];
-    }
-  }
-};
+using Philox16 = PhiloxRows<Ops512>;
 
 // Tokens of 4 positions (bits 8..15 of each code vector) as 4 bytes per row: position k in byte k.
 inline __m512i pack_tokens(const __m512i c[4]) {
@@ -114,116 +54,133 @@ inline __m512i pack_tokens(const __m512i c[4]) {
 #endif
 }
 
-// Writes 16 positions of 16 rows: p[j] holds positions 4j..4j+3 of row l in lane l.
+// Lane l of the decision vectors holds row lane_row(l) of its group of 16: the draw's bucket and
+// fraction come out of the two 64-bit-lane halves (rows 0-7 and 8-15) by one masked vpshufd
+// each, which interleaves them (even lanes rows 0-7, odd lanes rows 8-15).
+constexpr int lane_row(int l) { return (l & 1) * 8 + (l >> 1); }
+
+// Writes 16 positions of 16 rows: p[j] holds positions 4j..4j+3 of row lane_row(l) in lane l.
 inline void store_chunk(const __m512i p[4], uint8_t* dst, int64_t stride, int n) {
   const __m512i a = _mm512_unpacklo_epi32(p[0], p[1]), b = _mm512_unpackhi_epi32(p[0], p[1]);
   const __m512i c = _mm512_unpacklo_epi32(p[2], p[3]), d = _mm512_unpackhi_epi32(p[2], p[3]);
-  // r[k], 128-bit lane q: the 16 tokens of row 4q + k
+  // r[k], 128-bit lane q: the 16 tokens of lane 4q + k
   const __m512i r[4] = {_mm512_unpacklo_epi64(a, c), _mm512_unpackhi_epi64(a, c), _mm512_unpacklo_epi64(b, d),
                         _mm512_unpackhi_epi64(b, d)};
-  if (n >= 16) {
-    for (int k = 0; k < 4; ++k) {
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + k * stride), _mm512_castsi512_si128(r[k]));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (4 + k) * stride), _mm512_extracti32x4_epi32(r[k], 1));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (8 + k) * stride), _mm512_extracti32x4_epi32(r[k], 2));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (12 + k) * stride), _mm512_extracti32x4_epi32(r[k], 3));
-    }
-    return;
-  }
-  const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+  const __mmask16 m = static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1);
+#pragma GCC unroll 4
   for (int k = 0; k < 4; ++k) {
-    _mm_mask_storeu_epi8(dst + k * stride, m, _mm512_castsi512_si128(r[k]));
-    _mm_mask_storeu_epi8(dst + (4 + k) * stride, m, _mm512_extracti32x4_epi32(r[k], 1));
-    _mm_mask_storeu_epi8(dst + (8 + k) * stride, m, _mm512_extracti32x4_epi32(r[k], 2));
-    _mm_mask_storeu_epi8(dst + (12 + k) * stride, m, _mm512_extracti32x4_epi32(r[k], 3));
+    const __m128i q[4] = {_mm512_castsi512_si128(r[k]), _mm512_extracti32x4_epi32(r[k], 1),
+                          _mm512_extracti32x4_epi32(r[k], 2), _mm512_extracti32x4_epi32(r[k], 3)};
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      uint8_t* row = dst + lane_row(4 * i + k) * stride;
+      if (n >= 16)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(row), q[i]);
+      else
+        _mm_mask_storeu_epi8(row, m, q[i]);
+    }
   }
 }
 
-// Rows r0..r0+15 (row0 + r0 + l in the RNG stream), all L positions, starting from initial_state()
-// (init_a: the initial distribution's tables); `redo(l, state, t0, t1)`
-// recomputes positions [t0, t1) of row l from hidden state `state` with the scalar code,
-// writing its tokens, and returns the state after them.
-template <typename Redo>
-void hmm_rows16(const RegTables& rt, const AliasTables& init_a, int64_t r0, int64_t L, uint64_t seed,
-                uint64_t row0, uint8_t* tokens, Redo&& redo) {
+// G groups of 16 rows, r0 .. r0 + 16G - 1 (row0 + r0 + i in the RNG stream), all L positions,
+// starting from initial_state() (init_a: the initial distribution's tables). The groups' state
+// chains are independent, so interleaving them hides the latency of each step's table lookup.
+// `redo(i, state, t0, t1)` recomputes positions [t0, t1) of row r0 + i from hidden state `state`
+// with the scalar code, writing its tokens, and returns the state after them.
+template <int G, typename Redo>
+void hmm_rows_reg(const RegTables& rt, const AliasTables& init_a, int64_t r0, int64_t L, uint64_t seed,
+                  uint64_t row0, uint8_t* tokens, Redo&& redo) {
   const uint32_t K = rt.K;
-  const Philox16 philox(seed, row0 + r0);
-  uint32_t init_states[16];
-  {  // initial_state() for the 16 rows: words 0 and 1 of their kDomainInitial block 0
+  Philox16 philox[G];
+  for (int g = 0; g < G; ++g) philox[g] = Philox16(seed, row0 + r0 + 16 * g);
+  alignas(64) uint32_t lane[G][16];
+  for (int g = 0; g < G; ++g) {  // initial_state(): words 0 and 1 of the rows' kDomainInitial block 0
     __m512i w[4][2];
-    philox(0, w, kDomainInitial);
+    philox[g](0, w, kDomainInitial);
     alignas(64) uint64_t hi[16], lo[16];
     for (int h = 0; h < 2; ++h) {
       _mm512_store_si512(hi + 8 * h, w[0][h]);
       _mm512_store_si512(lo + 8 * h, w[1][h]);
     }
-    for (int l = 0; l < 16; ++l)
-      init_states[l] = alias_draw64(static_cast<uint32_t>(hi[l]), static_cast<uint32_t>(lo[l]), init_a.K,
+    for (int l = 0; l < 16; ++l) {
+      const int i = lane_row(l);
+      lane[g][l] = K * alias_draw64(static_cast<uint32_t>(hi[i]), static_cast<uint32_t>(lo[i]), init_a.K,
                                     init_a.thresh.data(), init_a.alias.data());
+    }
   }
   const __m512i TH0 = _mm512_load_si512(rt.th), TH1 = _mm512_load_si512(rt.th + 16);
   const __m512i E0 = _mm512_load_si512(rt.e), E1 = _mm512_load_si512(rt.e + 16);
-  const __m512i idx_lo = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i idx_hi = _mm512_add_epi32(idx_lo, _mm512_set1_epi32(1));
   const __m512i vK = _mm512_set1_epi64(K), vK32 = _mm512_set1_epi32(static_cast<int>(K));
   const __m512i carry_at = _mm512_set1_epi32(static_cast<int>(0u - K));
-  alignas(64) uint32_t lane[16];
-  for (int l = 0; l < 16; ++l) lane[l] = init_states[l] * K;
-  __m512i code = _mm512_load_si512(lane);
+  __m512i code[G];
+  for (int g = 0; g < G; ++g) code[g] = _mm512_load_si512(lane[g]);
   uint8_t* out = tokens + r0 * L;
-  alignas(64) uint8_t stage[16 * 64];
+  alignas(64) uint8_t stage[G][16 * 64];
   // Lines start where rows meet 64-byte boundaries: after `head` positions (a multiple of 16 when
   // the output is 16-byte aligned and L % 64 == 0, as numpy's are; else lines are not aligned).
   const bool aligned = L % 64 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 && L >= 128;
   const int64_t head = aligned ? static_cast<int64_t>((64 - reinterpret_cast<uintptr_t>(out) % 64) % 64) : 0;
   for (int64_t t0 = 0; t0 < L; t0 += 16) {
-    const __m512i start = code;
-    __m512i low = _mm512_set1_epi32(-1), high = _mm512_setzero_si512();
-    __m512i packed[4];
+    __m512i start[G], low[G], high[G], packed[G][4];
+    for (int g = 0; g < G; ++g) {
+      start[g] = code[g];
+      low[g] = _mm512_set1_epi32(-1);
+      high[g] = _mm512_setzero_si512();
+    }
+#pragma GCC unroll 4
     for (int j = 0; j < 4; ++j) {
-      __m512i w[4][2];
-      philox(static_cast<uint32_t>(t0 >> 2) + j, w);
-      __m512i c[4];
-      for (int k = 0; k < 4; ++k) {
-        const __m512i pa = _mm512_mul_epu32(w[k][0], vK), pb = _mm512_mul_epu32(w[k][1], vK);
-        const __m512i bucket = _mm512_permutex2var_epi32(pa, idx_hi, pb);
-        const __m512i frac = _mm512_permutex2var_epi32(pa, idx_lo, pb);
-        const __m512i idx = _mm512_add_epi32(code, bucket);  // vpermt2d reads the low 5 bits
-        const __m512i th = _mm512_permutex2var_epi32(TH0, idx, TH1);
-        const __m512i e = _mm512_permutex2var_epi32(E0, idx, E1);
-        code = _mm512_mask_srli_epi32(e, _mm512_cmpge_epu32_mask(frac, th), e, 16);
-        low = _mm512_min_epu32(low, _mm512_sub_epi32(th, frac));  // alias_decided, for all 16 draws
-        high = _mm512_max_epu32(high, frac);
-        c[k] = code;
-      }
-      packed[j] = pack_tokens(c);
+      __m512i w[G][1][4][2];
+      for (int g = 0; g < G; ++g) philox[g].template blocks<1>(static_cast<uint32_t>(t0 >> 2) + j, w[g]);
+      __m512i c[G][4];
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k)
+#pragma GCC unroll 2
+        for (int g = 0; g < G; ++g) {
+          const __m512i pa = _mm512_mul_epu32(w[g][0][k][0], vK), pb = _mm512_mul_epu32(w[g][0][k][1], vK);
+          const __m512i bucket = _mm512_mask_shuffle_epi32(pb, 0x5555, pa, _MM_PERM_CDAB);  // high halves
+          const __m512i frac = _mm512_mask_shuffle_epi32(pa, 0xAAAA, pb, _MM_PERM_CDAB);    // low halves
+          const __m512i idx = _mm512_add_epi32(code[g], bucket);  // vpermt2d reads the low 5 bits
+          const __m512i th = _mm512_permutex2var_epi32(TH0, idx, TH1);
+          const __m512i e = _mm512_permutex2var_epi32(E0, idx, E1);
+          code[g] = _mm512_mask_srli_epi32(e, _mm512_cmpge_epu32_mask(frac, th), e, 16);
+          low[g] = _mm512_min_epu32(low[g], _mm512_sub_epi32(th, frac));  // alias_decided, for all 16 draws
+          high[g] = _mm512_max_epu32(high[g], frac);
+          c[g][k] = code[g];
+        }
+      for (int g = 0; g < G; ++g) packed[g][j] = pack_tokens(c[g]);
     }
     const int n = static_cast<int>(std::min<int64_t>(16, L - t0));
     // staged in L1 (16 rows x 64 bytes), written out a cache line per row at a time
     const int64_t line = t0 < head ? 0 : head + ((t0 - head) & ~int64_t(63));
-    store_chunk(packed, stage + (t0 - line), 64, n);
-    const __mmask16 undecided =
-        _mm512_cmplt_epu32_mask(low, vK32) | _mm512_cmpgt_epu32_mask(high, carry_at);
-    if (undecided) {  // rare: about 32 K draws in 2^32
-      alignas(64) uint32_t from[16];
-      _mm512_store_si512(lane, code);
-      _mm512_store_si512(from, start);
-      for (int l = 0; l < 16; ++l)
-        if (undecided >> l & 1) {
-          lane[l] = redo(l, (from[l] & 31) / K, t0, t0 + n) * K;  // writes the output row
-          std::memcpy(stage + l * 64 + (t0 - line), out + l * L + t0, static_cast<size_t>(n));
-        }
-      code = _mm512_load_si512(lane);
+    for (int g = 0; g < G; ++g) {
+      store_chunk(packed[g], stage[g] + (t0 - line), 64, n);
+      const __mmask16 undecided =
+          _mm512_cmplt_epu32_mask(low[g], vK32) | _mm512_cmpgt_epu32_mask(high[g], carry_at);
+      if (undecided) {  // rare: about 32 K draws in 2^32
+        alignas(64) uint32_t from[16];
+        _mm512_store_si512(lane[g], code[g]);
+        _mm512_store_si512(from, start[g]);
+        for (int l = 0; l < 16; ++l)
+          if (undecided >> l & 1) {
+            const int i = 16 * g + lane_row(l);
+            lane[g][l] = redo(i, (from[l] & 31) / K, t0, t0 + n) * K;  // writes the output row
+            std::memcpy(stage[g] + lane_row(l) * 64 + (t0 - line), out + i * L + t0, static_cast<size_t>(n));
+          }
+        code[g] = _mm512_load_si512(lane[g]);
+      }
     }
     if (t0 + 16 == head || t0 + 16 - line == 64 || t0 + 16 >= L) {  // flush the line of every row
       const int m = static_cast<int>(t0 + n - line);
-      if (m == 64 && aligned)  // whole aligned lines: streaming stores (no read for ownership)
-        for (int l = 0; l < 16; ++l)
-          _mm512_stream_si512(reinterpret_cast<__m512i*>(out + l * L + line), _mm512_load_si512(stage + l * 64));
-      else
-        for (int l = 0; l < 16; ++l)
-          _mm512_mask_storeu_epi8(out + l * L + line, m >= 64 ? ~__mmask64(0) : (__mmask64(1) << m) - 1,
-                                  _mm512_load_si512(stage + l * 64));
+      for (int g = 0; g < G; ++g) {
+        uint8_t* o = out + 16 * g * L + line;
+        if (m == 64 && aligned)  // whole aligned lines: streaming stores (no read for ownership)
+          for (int l = 0; l < 16; ++l)
+            _mm512_stream_si512(reinterpret_cast<__m512i*>(o + l * L), _mm512_load_si512(stage[g] + l * 64));
+        else
+          for (int l = 0; l < 16; ++l)
+            _mm512_mask_storeu_epi8(o + l * L, m >= 64 ? ~__mmask64(0) : (__mmask64(1) << m) - 1,
+                                    _mm512_load_si512(stage[g] + l * 64));
+      }
     }
   }
   _mm_sfence();  // order the streaming stores before the caller hands the array on

@@ -6,10 +6,11 @@
 
 namespace compmech {
 
-enum class SamplePath { automatic, scalar, packed, avx512 };
+enum class SamplePath { automatic, scalar, packed, avx512, avx2 };
 
-// Sets the path for later calls (process-wide) and returns the previous one. "avx512" is only
-// available when the core was built with AVX-512 (sample_path_available).
+// Sets the path for later calls (process-wide) and returns the previous one. "avx512" and "avx2"
+// (the register-table paths for small processes) are only available when the core was built
+// with that instruction set (sample_path_available).
 SamplePath set_sample_path(SamplePath p);
 bool sample_path_available(SamplePath p);
 
