@@ -25,7 +25,8 @@ from .sampling import sample
 
 __all__ = ["sampled_prefixes", "choose_prefixes", "row_values", "factor_tokens", "factor_beliefs",
            "component_blocks", "component_posterior", "within_component_beliefs", "ghmm_targets",
-           "probe_targets", "principal_angles", "effective_dimension", "probe_subspace"]
+           "probe_targets", "principal_angles", "effective_dimension", "probe_subspace", "cv_ratio_by_group_depth",
+           "component_losses"]
 
 #: Exhaustive probing up to this many model inputs (Mess3 at context 10: 3**10 = 59,049).
 MAX_EXHAUSTIVE_INPUTS = 65_536
@@ -201,6 +202,40 @@ def within_component_beliefs(beliefs, components) -> list[np.ndarray]:
     return out
 
 
+def component_losses(row_log_probs, prefixes: PrefixSet, components) -> list[dict]:
+    """Per-position cross-entropy on the sequences of each mixture component: ``[{"loss",
+    "bayes_optimal", "myopic_entropy"}, ...]`` (nats, one value per model position). Row ``r``
+    of ``prefixes`` (a mixture's) has probability ``P_k(r) = posterior_k(r) P(r) / pi_k`` under
+    component ``k`` and next-token distribution ``q_k`` (the within-component belief's), so
+    ``loss`` is ``E_k[-sum_x q_k log p]`` for the predictor ``row_log_probs (R, V)`` (log-probs
+    at each row); ``bayes_optimal`` the same for the mixture's own predictive (the best any
+    model can do on component k's sequences without knowing k; it falls to the component's
+    entropy rate as the posterior concentrates); ``myopic_entropy`` the component's own
+    optimum (``E_k[H(q_k)]``). Exact on an exhaustive prefix set, an estimate on a sampled one."""
+    comps = [as_process(c) for c in components]
+    lp = np.asarray(row_log_probs, np.float64)
+    pi = getattr(prefixes.process, "weights", None)
+    if pi is None or len(pi) != len(comps):
+        raise ValueError("component_losses needs the prefixes of a compmech.processes.mixture of these components")
+    post = component_posterior(prefixes.beliefs, comps)
+    within = within_component_beliefs(prefixes.beliefs, comps)
+    with np.errstate(divide="ignore"):
+        log_mix = np.log(np.clip(prefixes.next_probs, 0.0, None))
+    pos = prefixes.position
+    n_pos = int(pos.max()) + 1
+    out = []
+    for k, c in enumerate(comps):
+        q = np.clip(within[k] @ c.token_weights.T, 0.0, None)  # (R, V): component k's next token
+        pk = post[:, k] * prefixes.probs / pi[k]
+        with np.errstate(invalid="ignore"):
+            rows = {"loss": -(q * lp).sum(1), "bayes_optimal": -np.where(q > 0, q * log_mix, 0.0).sum(1),
+                    "myopic_entropy": -np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0).sum(1)}
+        norm = np.bincount(pos, weights=pk, minlength=n_pos)
+        out.append({key: (np.bincount(pos, weights=pk * v, minlength=n_pos) / norm).tolist()
+                    for key, v in rows.items()})
+    return out
+
+
 def ghmm_targets(prefixes: PrefixSet) -> dict:
     """Belief targets of a GHMM: ``"ghmm"`` — the GHMM's own belief vector normalised by its
     ``w`` (``eta @ w == 1``); ``"classical"`` — the belief of the equivalent HMM presentation on
@@ -221,6 +256,33 @@ def probe_targets(acts: dict, prefixes: PrefixSet, targets, **kw):
     if Y.ndim != 2 or Y.shape[0] != len(prefixes):
         raise ValueError(f"targets must have shape ({len(prefixes)}, K), got {Y.shape}")
     return probe_activations(acts, dataclasses.replace(prefixes, beliefs=Y), **kw)
+
+
+def cv_ratio_by_group_depth(acts, prefixes: PrefixSet, depths, *, layer: str, folds: int = 5, seed: int = 0,
+                            weighting: str = "prob") -> dict:
+    """How the probe's CV/in-sample MSE ratio for ``layer`` depends on the CV split: for each
+    ``g`` in ``depths`` the inputs are dealt into folds by their first ``g`` tokens (the probe's
+    default is the fewest giving >= 24 subtrees). A coarse split holds out whole regions of
+    belief space (every input starting ``000``), so its ratio also measures how a linear map
+    fitted elsewhere extrapolates; a fine split approaches a CV over individual inputs, whose
+    short prefixes are then shared between training and held-out folds. Returns
+    ``{g: {"cv_ratio", "mse", "cv_mse", "groups"}}``."""
+    from .probe import probe_activations
+
+    V, n_in = prefixes.process.vocab_size, prefixes.inputs.shape[1] - (1 if prefixes.bos else 0)
+    toks = _process_tokens(prefixes)
+    out = {}
+    for g in depths:
+        g = int(g)
+        if not 1 <= g <= n_in:
+            raise ValueError(f"group depths must lie in 1..{n_in}, got {g}")
+        _, codes = subtree_groups(toks, V, g)
+        ps = dataclasses.replace(prefixes, group_depth=g, group=codes[prefixes.seq_index])
+        r = probe_activations({layer: acts[layer]}, ps, cv_folds=folds, shuffles=0, seed=seed,
+                              weightings=(weighting,), final_layer=layer, concat=[]).layers[layer][weighting]
+        out[g] = {"cv_ratio": r["cv_ratio"], "mse": r["mse"], "cv_mse": r["cv_mse"],
+                  "groups": int(np.unique(codes).size)}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,14 @@ TINY = ["--set", "model.n_layers=1", "--set", "model.d_model=16", "--set", "mode
         "--set", "snapshots=2", "--emergence-depth", "2", "--set", "eval_sequences=256"]
 
 
+class _Exp:
+    """The two attributes of an Experiment that followup._row_log_probs reads."""
+
+    def __init__(self, model, prefixes):
+        self.train = type("T", (), {"model": model})()
+        self.prefixes = prefixes
+
+
 def _run(tmp_path, name, *extra):
     out = tmp_path / name
     rc = main(["experiment", name, "--out", str(out), *TINY, *extra])
@@ -56,7 +64,11 @@ def test_ghmm_experiments(tmp_path, name):
     acts, ps, _ = _acts_and_prefixes(out, m)
     rep = pa.probe_targets(acts, ps, pa.ghmm_targets(ps)["ghmm"], shuffles=10)
     assert g["concat"]["cv_r2"] == pytest.approx(rep.layers["concat"]["prob"]["cv_r2"], rel=1e-9)
-    assert (out / "figures" / "geometry.png").exists()
+    assert (out / "figures" / "geometry.png").exists() and (out / "figures" / "ghmm_geometry.png").exists()
+    # the CV-split diagnostic: at the probe's own group depth it is the target's CV ratio
+    c = a["cv_split"]
+    assert c["layer"] == g["final_layer"] and min(map(int, c["by_group_depth"])) == c["default_group_depth"]
+    assert c["by_group_depth"][str(c["default_group_depth"])]["cv_ratio"] == pytest.approx(g["final"]["cv_ratio"], rel=1e-9)
 
 
 def test_factored_experiment_sampled_probe(tmp_path, capsys):
@@ -103,7 +115,9 @@ def test_mixture_experiment(tmp_path):
     rep = pa.probe_targets(acts, ps, pa.component_posterior(ps.beliefs, comps), shuffles=10)
     assert a["posterior"]["max_cv_r2"] == pytest.approx(max(v["prob"]["cv_r2"] for v in rep.layers.values()), rel=1e-9)
     assert len(a["within_component_r2_by_component"]) == 3
-    for f in ("mixture_loss", "posterior_geometry"):
+    cl = pa.component_losses(followup._row_log_probs(_Exp(load_model(out / "checkpoint.pt")[0], ps)), ps, comps)
+    assert a["component_loss"] == cl and len(cl) == 3 and len(cl[0]["loss"]) == cfg.ctx
+    for f in ("mixture_loss", "posterior_geometry", "component_loss"):
         assert (out / "figures" / f"{f}.png").exists()
 
 
@@ -145,3 +159,24 @@ def test_mixture_with_component_that_cannot_emit_a_prefix(tmp_path):
     a = m["analysis"]
     assert "zero posterior" in a["within_component"]["skipped"] and a["within_component_r2_by_component"] is None
     assert 0 <= a["posterior"]["max_cv_r2"] <= 1
+
+
+def test_default_configs_probe_exhaustively_and_tom_quantum_needs_its_past():
+    """The tuned defaults: the GHMM and mixture experiments enumerate every input for the
+    probe; tom_quantum's default parameters make the past matter (the paper's sqrt(51) leaves
+    the optimum within 0.7 % of ln 4, where a model ignoring the past nearly meets the loss
+    target); factored is too large to enumerate and is sampled."""
+    from compmech.data import PrefixSet
+
+    for name in ("tom_quantum", "post_quantum", "fanizza", "mixture"):
+        cfg = followup.default_config(name)
+        assert cfg.make_process().vocab_size ** cfg.ctx <= pa.MAX_EXHAUSTIVE_INPUTS, name
+    cfg = followup.default_config("factored")
+    assert cfg.make_process().vocab_size ** cfg.ctx > pa.MAX_EXHAUSTIVE_INPUTS
+    tq = followup.default_config("tom_quantum")
+    opt = PrefixSet.build(tq.make_process(), tq.ctx).optimal_loss()
+    assert opt[-1] < 0.9 * np.log(4)
+    from compmech.processes import tom_quantum
+
+    paper = PrefixSet.build(tom_quantum(alpha=1.0, beta=51 ** 0.5), tq.ctx)
+    assert paper.optimal_loss()[-1] > 0.99 * np.log(4)

@@ -184,3 +184,48 @@ def test_probe_targets_recovers_a_planted_linear_code():
     np.testing.assert_allclose(ra.beliefs, fa)
     with pytest.raises(ValueError, match="targets"):
         pa.probe_targets(acts, ps, fa[:-1])
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_cv_ratio_by_group_depth_default_is_the_probes_and_finer_splits_regroup(sampled):
+    """At the probe's own group depth the diagnostic reproduces the probe's CV; other depths
+    deal the inputs by their first g tokens (V**g subtrees when every prefix occurs); the
+    in-sample fit does not depend on the split."""
+    from compmech.probe import probe_activations
+
+    proc = get("mess3")
+    ps = pa.sampled_prefixes(proc, 5, 2000, seed=1) if sampled else PrefixSet.build(proc, 5)
+    rng = np.random.default_rng(0)
+    acts = {"x": ps.beliefs @ rng.normal(size=(3, 6)) + 0.05 * rng.normal(size=(len(ps), 6))}
+    g0 = ps.group_depth
+    out = pa.cv_ratio_by_group_depth(acts, ps, [g0, g0 + 1, 5], layer="x", seed=3)
+    ref = probe_activations(acts, ps, shuffles=0, seed=3, concat=[]).layers["x"]["prob"]
+    assert out[g0]["cv_ratio"] == pytest.approx(ref["cv_ratio"], rel=1e-12)
+    assert len({round(v["mse"], 15) for v in out.values()}) == 1
+    assert all(v["cv_ratio"] > 1 for v in out.values())
+    if not sampled:
+        assert [out[g]["groups"] for g in (g0, g0 + 1, 5)] == [3 ** g0, 3 ** (g0 + 1), 3 ** 5]
+    with pytest.raises(ValueError, match="group depths"):
+        pa.cv_ratio_by_group_depth(acts, ps, [6], layer="x")
+
+
+def test_component_losses_decompose_the_mixture_optimum():
+    """Per-component losses: the component's own myopic entropy equals that component's exact
+    optimum; the pi-weighted Bayes-optimal losses are the mixture's optimum; the mixture's own
+    predictive scores exactly its Bayes-optimal loss on every component."""
+    comps = [get("mess3"), get("mess3", x=0.15, alpha=0.6), get("mess3", x=0.3, alpha=0.95)]
+    mix = mixture(comps, weights=[0.5, 0.3, 0.2])
+    ctx = 5
+    ps = PrefixSet.build(mix, ctx)
+    exact = np.log(np.clip(ps.next_probs, 1e-300, None))
+    out = pa.component_losses(exact, ps, comps)
+    for c, o in zip(comps, out):
+        np.testing.assert_allclose(o["myopic_entropy"], PrefixSet.build(c, ctx).optimal_loss(), rtol=1e-10)
+        np.testing.assert_allclose(o["loss"], o["bayes_optimal"], rtol=1e-12)
+        assert all(b >= h - 1e-12 for b, h in zip(o["bayes_optimal"], o["myopic_entropy"]))
+    mixed = sum(w * np.array(o["bayes_optimal"]) for w, o in zip([0.5, 0.3, 0.2], out))
+    np.testing.assert_allclose(mixed, ps.optimal_loss(), rtol=1e-10)
+    uniform = np.full_like(exact, -np.log(3))
+    assert all(np.allclose(o["loss"], np.log(3)) for o in pa.component_losses(uniform, ps, comps))
+    with pytest.raises(ValueError, match="mixture"):
+        pa.component_losses(exact, PrefixSet.build(comps[0], ctx), comps)

@@ -146,3 +146,39 @@ def test_validate_helpers():
 def test_measure_and_composite_arguments_are_validated(call):
     with _Deadline(20), pytest.raises(ParameterError):
         call()
+
+
+def _min_word_prob(T, w, eta, length):
+    """Plain numpy reference: the smallest probability of any word of 1..length tokens."""
+    worst, rows = np.inf, eta[None, :]
+    for _ in range(length):
+        rows = np.concatenate([rows @ T[x] for x in range(T.shape[0])])
+        worst = min(worst, float((rows @ w).min()))
+    return worst
+
+
+def test_fanizza_rejects_parameters_with_negative_word_probabilities(capsys):
+    from compmech._validate import ParameterError
+    from compmech.cli import main
+    from compmech.processes.ghmm import _fanizza_T
+
+    with pytest.raises(ParameterError, match=r"negative word probabilities \(P\(0 \| 0\) = -0\.35.*lam <= 0\.62"):
+        P.fanizza(lam=0.7)
+    # the unvalidated matrices agree: P(00) < 0 at lam = 0.63, none negative at the default 0.49
+    bad = cm.GHMM(_fanizza_T(2000.0, 0.63))
+    assert _min_word_prob(bad.T, bad.w, bad.stationary, 2) < -1e-3
+    # every accepted (alpha, lam) has no negative word up to length 10; the reported edge is accepted
+    rng = np.random.default_rng(3)
+    for alpha, lam in [(2000.0, 0.49), (2000.0, 0.62), *zip(rng.uniform(0, 7, 8), rng.uniform(0.05, 0.9, 8))]:
+        try:
+            g = P.fanizza(alpha=float(alpha), lam=float(lam))
+        except ParameterError as exc:
+            edge = float(str(exc).rsplit("lam <= ", 1)[1])
+            assert edge < lam
+            g = P.fanizza(alpha=float(alpha), lam=edge)  # the edge itself is a process
+            with pytest.raises(ParameterError):
+                P.fanizza(alpha=float(alpha), lam=min(edge + 0.01, 0.999))
+        assert _min_word_prob(g.T, g.w, g.stationary, 10) >= -1e-12
+    assert main(["experiment", "fanizza", "--set", "process_params.lam=0.7", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "negative word probabilities" in err[0]

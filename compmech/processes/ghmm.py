@@ -60,16 +60,14 @@ def post_quantum(log_alpha: float = 1.0, beta: float = 0.5) -> GHMM:
     return GHMM(T / rho, name="post_quantum")
 
 
-@register
-def fanizza(alpha: float = 2000.0, lam: float = 0.49) -> GHMM:
-    """Fanizza et al.'s two-token, four-state GHMM with no finite HMM presentation (used in
-    arXiv:2507.07432 with alpha=2000, lam=0.49). With
-    ``a = (1 - lam cos(alpha) + lam sin(alpha)) / (1 - 2 lam cos(alpha) + lam^2)`` and ``b`` the same
-    with ``-lam sin(alpha)``: ``pi0 = [1 - (2/(1-lam) - a - b)/4, 1/(2(1-lam)), -a/4, -b/4]``,
-    ``w = [1, 1-lam, 1+lam(sin-cos), 1-lam(sin+cos)]``, ``T0 = outer(w, pi0)``,
-    ``T1 = lam [[0,0,0,0],[0,1,0,0],[0,0,cos,-sin],[0,0,sin,cos]]``. Needs ``0 < lam < 1``."""
-    al = _finite("alpha", alpha)
-    lam = real(lam, "lam", low=0.0, high=1.0, open_low=True, open_high=True)
+#: Run lengths ``k`` over which :func:`fanizza` checks its word probabilities. The conditionals
+#: along a run of 1s are quasi-periodic in ``k`` (a rotation by ``alpha``), so a violation shows
+#: within a few hundred steps unless alpha is within ~1e-3 of a rational multiple of 2 pi; a
+#: word with a longer run has probability of order lam**4096 (1e-634 at lam = 0.7).
+FANIZZA_CHECKED_RUNS = 4096
+
+
+def _fanizza_T(al: float, lam: float) -> np.ndarray:
     cs, sn = math.cos(al), math.sin(al)
     den = 1 - 2 * lam * cs + lam * lam
     a = (1 - lam * cs + lam * sn) / den
@@ -78,4 +76,65 @@ def fanizza(alpha: float = 2000.0, lam: float = 0.49) -> GHMM:
     w = np.array([1.0, 1 - lam, 1 + lam * (sn - cs), 1 - lam * (sn + cs)])
     T0 = np.outer(w, pi0)
     T1 = lam * np.array([[0, 0, 0, 0], [0, 1, 0, 0], [0, 0, cs, -sn], [0, 0, sn, cs]])
-    return GHMM(np.stack([T0, T1]), name="fanizza")
+    return np.stack([T0, T1])
+
+
+def _fanizza_worst(al: float, lam: float):
+    """Why fanizza(al, lam) is not a process (the shortest negative conditional word
+    probability), or None when every word with runs of 1s shorter than FANIZZA_CHECKED_RUNS has
+    probability >= 0. T0 has rank one, so every word factorises into runs ``1^k 0`` started
+    either from the stationary belief or from the belief after a 0: checking ``P(x | 1^k)``
+    and ``P(x | 0 1^k)`` for x in {0, 1} checks every word."""
+    try:
+        g = GHMM(_fanizza_T(al, lam))
+    except ValueError as exc:  # T.sum(0) without a simple, real, positive top eigenvalue
+        return str(exc)
+    T, w = g.T, g.w
+    eta = g.stationary
+    after0 = eta @ T[0]
+    k = np.arange(FANIZZA_CHECKED_RUNS)
+    c, s = np.cos(k * al), np.sin(k * al)
+    Tw = T @ w  # (2, S): P(x | belief) numerators
+    found = []
+    for label, v0 in (("", eta), ("0", after0)):
+        # v0 T1^k up to a positive factor: T1 is lam/scale times diag(0, 1) (+) rotation(alpha)
+        V = np.zeros((k.size, 4))
+        V[:, 1] = v0[1]
+        V[:, 2] = v0[2] * c + v0[3] * s
+        V[:, 3] = -v0[2] * s + v0[3] * c
+        V[0] = v0
+        den = V @ w
+        num = V @ Tw.T  # (K, 2)
+        scale = np.abs(V) @ np.abs(w)
+        bad = np.minimum(num.min(1), den) < -1e-12 * scale
+        if bad.any():
+            i = int(np.argmax(bad))
+            x = int(np.argmin(num[i]))
+            val = float(num[i, x] / den[i]) if den[i] > 0 else float(den[i] / scale[i])
+            past = label + "1" * i if i <= 8 else f"{label}1^{i}"
+            found.append((i + len(label), f"P({x} | {past or 'nothing'}) = {val:.4g}" if den[i] > 0
+                          else f"P({past}) <= 0"))
+    return min(found)[1] if found else None
+
+
+@register
+def fanizza(alpha: float = 2000.0, lam: float = 0.49) -> GHMM:
+    """Fanizza et al.'s two-token, four-state GHMM with no finite HMM presentation (used in
+    arXiv:2507.07432 with alpha=2000, lam=0.49). With
+    ``a = (1 - lam cos(alpha) + lam sin(alpha)) / (1 - 2 lam cos(alpha) + lam^2)`` and ``b`` the same
+    with ``-lam sin(alpha)``: ``pi0 = [1 - (2/(1-lam) - a - b)/4, 1/(2(1-lam)), -a/4, -b/4]``,
+    ``w = [1, 1-lam, 1+lam(sin-cos), 1-lam(sin+cos)]``, ``T0 = outer(w, pi0)``,
+    ``T1 = lam [[0,0,0,0],[0,1,0,0],[0,0,cos,-sin],[0,0,sin,cos]]``. Needs ``0 < lam < 1`` and
+    parameters that give non-negative word probabilities (for alpha=2000, lam up to about 0.6247;
+    a ParameterError names the first negative probability and the largest valid lam below)."""
+    al = _finite("alpha", alpha)
+    lam = real(lam, "lam", low=0.0, high=1.0, open_low=True, open_high=True)
+    worst = _fanizza_worst(al, lam)
+    if worst is not None:
+        lo, hi = 0.0, lam  # bisect for the edge of validity below lam (lam -> 0 is i.i.d.-like, valid)
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if _fanizza_worst(al, mid) is None else (lo, mid)
+        raise ParameterError(f"fanizza(alpha={alpha!r}, lam={lam!r}) is not a process: negative word "
+                             f"probabilities ({worst}); with this alpha use lam <= {math.floor(lo * 1e4) / 1e4:.4f}")
+    return GHMM(_fanizza_T(al, lam), name="fanizza")
