@@ -101,6 +101,22 @@ class _LossMeter:
         return {"acc_loss": float(self.total), "acc_count": self.count}
 
 
+def session_times(ck: dict, history: list, start_step: int) -> list:
+    """Earlier sessions' ``{"steps": [from, to], "seconds": s}`` from checkpoint ``ck``. A
+    checkpoint from before sessions were saved gets one entry estimated from the log: the
+    ``elapsed`` column restarts at 0 each session, so its last value before each restart is
+    summed (time after the last logged step of a session is not counted)."""
+    if "sessions" in ck:
+        return [dict(d) for d in ck["sessions"]]
+    seconds, last = 0.0, 0.0
+    for row in history:
+        e = float(row.get("elapsed", 0.0))
+        if e < last:
+            seconds += last
+        last = e
+    return [{"steps": [0, start_step], "seconds": seconds + last, "estimated": True}] if start_step else []
+
+
 class _MetricsLog:
     """``metrics.jsonl`` rows (also kept in memory as the history) with throughput since the
     previous row; evaluation on the sampled set every ``eval_every`` steps."""
@@ -155,8 +171,9 @@ class _Checkpointer:
     def snapshot(self, model, step: int):
         save_checkpoint(self.run_dir / "checkpoints" / f"step_{step:07d}.pt", model, self.cfg, step=step)
 
-    def save(self, model, optimizer, step: int, meter: _LossMeter, ema: _EMA | None):
+    def save(self, model, optimizer, step: int, meter: _LossMeter, ema: _EMA | None, sessions: list):
         extra = meter.state()
+        extra["sessions"] = sessions  # training time of the steps this checkpoint holds
         if ema is not None:
             extra["ema"] = cpu_state(ema.model.state_dict())
         save_checkpoint(self.path, model, self.cfg, step=step, optimizer=optimizer, extra=extra)

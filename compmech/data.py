@@ -38,6 +38,15 @@ __all__ = ["ExactSource", "StreamSource", "make_source", "PrefixSet", "optimal_l
            "n_tokens_for", "to_model_io"]
 
 
+def _links(lvl, V: int) -> tuple:
+    """``(parent, token)`` int64 of an MSP level; a full level's are computed here (``k // V``,
+    ``k % V``) so the tree's level is not made to store them."""
+    if lvl.is_full:
+        k = np.arange(len(lvl), dtype=np.int64)
+        return k // V, k % V
+    return np.asarray(lvl.parent, np.int64), np.asarray(lvl.token, np.int64)
+
+
 def n_tokens_for(ctx: int, bos: bool) -> int:
     """Process tokens per training sequence for a model of context ``ctx``."""
     return ctx if bos else ctx + 1
@@ -425,7 +434,8 @@ class PrefixSet:
         anc = np.arange(N)
         ancestors = {n_in: anc}
         for d in range(n_in, 1, -1):
-            anc = tree.level(d).parent[anc].astype(np.int64)
+            lvl = tree.level(d)
+            anc = anc // V if lvl.is_full else np.asarray(lvl.parent, np.int64)[anc]
             ancestors[d - 1] = anc
         cols = {k: [] for k in ("seq_index", "position", "length", "beliefs", "probs", "multiplicity",
                                 "next_probs", "group", "parent", "token")}
@@ -451,9 +461,9 @@ class PrefixSet:
                 cols["parent"].append(np.full(1, -1))
                 cols["token"].append(np.full(1, V))
             else:
-                par = np.asarray(lvl.parent, np.int64) + prev_offset if prev_offset >= 0 else np.full(len(lvl), -1)
-                cols["parent"].append(par)
-                cols["token"].append(np.asarray(lvl.token, np.int64))
+                parent, token = _links(lvl, V)
+                cols["parent"].append(parent + prev_offset if prev_offset >= 0 else np.full(len(lvl), -1))
+                cols["token"].append(token)
             prev_offset, offset = offset, offset + len(lvl)
         out = {k: np.concatenate(v) for k, v in cols.items()}
         return cls(proc, ctx, bos, inputs, **out, group_depth=group_depth)

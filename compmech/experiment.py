@@ -210,7 +210,7 @@ def run(cfg, run_dir, *, resume: bool = False, overwrite: bool = False, progress
         "config": cfg.to_dict(),
         "model": cfg.model_config(proc).to_dict(),
         "n_parameters": int(sum(p.numel() for p in res.model.parameters())),
-        "training": {k: res.final[k] for k in ("steps", "tokens", "train_seconds", "tokens_per_s")},
+        "training": {k: res.final[k] for k in ("steps", "tokens", "train_seconds", "tokens_per_s", "sessions")},
         "loss": ev,
         "probe": {"summary": s, "layers": rep.layers, "timing": rep.timing,
                   "concat": rep.concat_name, "rows": len(prefixes), "inputs": int(prefixes.inputs.shape[0]),

@@ -228,14 +228,34 @@ def _expand(proc: Process, lvl: MSPLevel, min_prob: float, expect_full: bool = F
     return _levels(proc, [lvl], lvl.depth + 1, min_prob, expect_full)[-1]
 
 
-def _check_tree_size(proc: Process, init: np.ndarray, depth: int, min_prob: float, dtype: str) -> None:
-    """Refuse up front a tree that cannot fit in memory (bound: :func:`msp_level_bounds`)."""
+def _full_levels(proc: Process, depth: int, min_prob: float) -> int:
+    """How many of levels 1..depth are sure to keep every sequence (so they are stored full,
+    without links): every state emits every token with probability >= e, so a length-d sequence
+    has probability >= e**d, kept while that clears ``min_prob`` and float64 underflow (e is
+    shaved for the rounding of float32 beliefs)."""
+    e = float(np.asarray(proc.T, dtype=np.float64).sum(axis=2).min()) * (1 - 1e-5)
+    if e <= 0:
+        return 0
+    if e >= 1:  # a single token: every level is full
+        return depth
+    return max(0, min(depth, int(np.log(max(min_prob, 1e-290)) / np.log(e))))
+
+
+def _check_tree_size(proc: Process, init: np.ndarray, depth: int, min_prob: float, dtype: str,
+                     implicit: bool = True) -> None:
+    """Refuse up front a tree that cannot fit in memory (bound: :func:`msp_level_bounds`). A
+    level sure to be full stores beliefs and probs; any other level also a parent and token per
+    node (``implicit=False``: the levels are returned with links throughout)."""
     if depth == 0:
         return
     bounds = msp_level_bounds(proc.T, np.asarray(init, dtype=np.float64), depth, min_prob)
-    per_node = proc.num_states * np.dtype(dtype).itemsize + 8 + 4 + np.dtype(smallest_uint(proc.vocab_size)).itemsize
-    nodes = sum(bounds)
-    check_fits(f"cm.msp_tree(depth={depth})", nodes * per_node, f"{nodes:.3g} sequences ({per_node} bytes each)")
+    full = proc.num_states * np.dtype(dtype).itemsize + 8
+    linked = full + 4 + np.dtype(smallest_uint(proc.vocab_size)).itemsize
+    k = _full_levels(proc, depth, min_prob) if implicit else 0
+    nodes, nbytes = sum(bounds), sum(bounds[:k]) * full + sum(bounds[k:]) * linked
+    sizes = f"{full} bytes each" if k == depth else (f"{linked} bytes each" if k == 0 else
+                                                      f"{full} bytes each in levels 1-{k}, {linked} below")
+    check_fits(f"cm.msp_tree(depth={depth})", nbytes, f"{nodes:.3g} sequences ({sizes})")
 
 
 def _check_args(depth, min_prob):
@@ -280,7 +300,7 @@ def msp_tree(process, depth, *, dtype=np.float64, min_prob=0.0, initial=None, de
             raise _errors.not_a_cuda_device(torch.device(device))
     be = _backend.for_device(device)
     init = proc.check_initial(initial)
-    _check_tree_size(proc, init, depth, min_prob, dt)
+    _check_tree_size(proc, init, depth, min_prob, dt, implicit=back is _interop.identity)
     root = MSPLevel(0, *_backend.root_level(be, proc, init, dt), proc)
     levels = _levels(proc, [root], depth, min_prob)
     if back is not _interop.identity:

@@ -28,7 +28,7 @@ import torch
 
 from ._run_dir import (CHECKPOINT_FORMAT, StopSignals, TrainingInterrupted, load_checkpoint, open_run_dir,
                        read_history, save_checkpoint, write_history)
-from ._train_loop import _EMA, _Checkpointer, _LossMeter, _make_step, _MetricsLog, _progress_bar
+from ._train_loop import _EMA, _Checkpointer, _LossMeter, _make_step, _MetricsLog, _progress_bar, session_times
 from ._train_loop import _step_fn  # noqa: F401  (the bare step, timed by benchmarks/bench_probe.py)
 from .data import PrefixSet, make_source, n_tokens_for, to_model_io
 from .model import ModelConfig, build_model
@@ -239,6 +239,10 @@ def read_run_config(run_dir) -> TrainConfig:
 
 @dataclass
 class TrainResult:
+    """``final``: steps, tokens, ``train_seconds`` (summed over the run's sessions, resumes
+    included), ``tokens_per_s`` (over those seconds), ``sessions`` (``{"steps": [from, to],
+    "seconds": s}`` per session that trained) and, after the last step, ``eval``."""
+
     model: torch.nn.Module
     config: TrainConfig
     history: list
@@ -395,8 +399,9 @@ def _setup(cfg: TrainConfig):
 
 def _open_run(run_dir: Path, cfg: TrainConfig, model, optimizer, device, *, resume, overwrite):
     """Prepare ``run_dir`` (refusing to mix runs) and, when resuming, restore the model,
-    optimiser, loss meter and EMA: ``(start_step, history, meter, ema_state)``."""
-    start_step, history, meter, ema_state = 0, [], _LossMeter(device), None
+    optimiser, loss meter, EMA and earlier sessions' training times:
+    ``(start_step, history, meter, ema_state, sessions)``."""
+    start_step, history, meter, ema_state, sessions = 0, [], _LossMeter(device), None, []
     ck_path = open_run_dir(run_dir, resume=resume, overwrite=overwrite)
     if ck_path is not None:
         ck = load_checkpoint(ck_path, map_location=device)
@@ -409,9 +414,14 @@ def _open_run(run_dir: Path, cfg: TrainConfig, model, optimizer, device, *, resu
         start_step, ema_state = int(ck["step"]), ck.get("ema")
         meter = _LossMeter(device, float(ck.get("acc_loss", 0.0)), int(ck.get("acc_count", 0)))
         history = read_history(run_dir / "metrics.jsonl", start_step)
+        sessions = session_times(ck, history, start_step)
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     write_history(run_dir / "metrics.jsonl", history)
-    return start_step, history, meter, ema_state
+    return start_step, history, meter, ema_state, sessions
+
+
+def _session(start_step: int, step: int, t_start: float) -> dict:
+    return {"steps": [int(start_step), int(step)], "seconds": time.perf_counter() - t_start}
 
 
 def train(cfg: TrainConfig | dict, run_dir=None, *, resume: bool | str = False, overwrite: bool = False,
@@ -444,9 +454,9 @@ def train(cfg: TrainConfig | dict, run_dir=None, *, resume: bool | str = False, 
     optimizer = _make_optimizer(cfg, model, device)
 
     run_dir = Path(run_dir) if run_dir is not None else None
-    start_step, history, meter, ema_state = 0, [], _LossMeter(device), None
+    start_step, history, meter, ema_state, sessions = 0, [], _LossMeter(device), None, []
     if run_dir:
-        start_step, history, meter, ema_state = _open_run(run_dir, cfg, model, optimizer, device,
+        start_step, history, meter, ema_state, sessions = _open_run(run_dir, cfg, model, optimizer, device,
                                                           resume=resume, overwrite=overwrite)
     total = cfg.steps
     end = total if stop_at_step is None else min(total, int(stop_at_step))
@@ -462,7 +472,7 @@ def train(cfg: TrainConfig | dict, run_dir=None, *, resume: bool | str = False, 
     log = _MetricsLog(cfg, run_dir / "metrics.jsonl" if run_dir else None, history, eval_set, device, start_step)
     bar = _progress_bar(cfg, start_step, progress)
     batches = source.batches(start_step)
-    step = start_step
+    step, saved = start_step, None
     model.train()
     try:
         with StopSignals() as stop:
@@ -485,7 +495,8 @@ def train(cfg: TrainConfig | dict, run_dir=None, *, resume: bool | str = False, 
                     if step in ckpt.snapshots:
                         ckpt.snapshot(eval_model, step)
                     if ckpt.due(step) or step == end or stop.signum:
-                        ckpt.save(model, optimizer, step, meter, ema)
+                        saved = _session(start_step, step, log.t_start)
+                        ckpt.save(model, optimizer, step, meter, ema, sessions + [saved])
                 if stop.signum:
                     raise TrainingInterrupted(stop.signum, step, total, ckpt.path if ckpt else None)
     finally:
@@ -493,9 +504,12 @@ def train(cfg: TrainConfig | dict, run_dir=None, *, resume: bool | str = False, 
             bar.close()
         log.close()
         batches.close()
-    train_time = time.perf_counter() - log.t_start
+    if step > start_step:  # a resume with nothing left to train adds no session
+        # the figure the last checkpoint holds, so a later resume reports the same total
+        sessions = sessions + [saved if saved and saved["steps"][1] == step else _session(start_step, step, log.t_start)]
+    train_time = sum(d["seconds"] for d in sessions)
     final = {"steps": step, "tokens": step * cfg.tokens_per_step, "train_seconds": train_time,
-             "tokens_per_s": (step - start_step) * cfg.tokens_per_step / max(train_time, 1e-9)}
+             "tokens_per_s": step * cfg.tokens_per_step / max(train_time, 1e-9), "sessions": sessions}
     if final_eval and step == total:
         final["eval"] = _final_eval(cfg, proc, eval_model, eval_set, device)
     eval_model.eval()

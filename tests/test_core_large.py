@@ -75,6 +75,46 @@ def test_msp_tree_bound_is_an_upper_bound():
         assert all(len(tree.level(d + 1)) <= b for d, b in enumerate(bounds))
 
 
+def _tree_bytes(tree):
+    return sum(lvl.nbytes for lvl in tree.levels)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_size_guard_counts_full_levels_at_their_size(monkeypatch, dtype):
+    # mess3 emits every token from every state: all levels are full (beliefs + probs, no links)
+    depth, nodes, S, item = 8, (3**9 - 3) // 2, 3, np.dtype(dtype).itemsize
+    full, linked = nodes * (S * item + 8), nodes * (S * item + 8 + 4 + 1)
+    monkeypatch.setattr(_sizes, "available_bytes", lambda: (full + linked) // 2)
+    tree = cm.msp_tree(MESS3, depth, dtype=dtype)  # refused under 25 bytes a node
+    assert all(lvl.is_full for lvl in tree.levels[1:]) and _tree_bytes(tree) <= full + S * item + 13  # + the root
+    monkeypatch.setattr(_sizes, "available_bytes", lambda: full - 1)
+    with pytest.raises(MemoryError) as exc:
+        cm.msp_tree(MESS3, depth, dtype=dtype)
+    msg = str(exc.value)
+    assert "\n" not in msg and f"{nodes:.3g} sequences ({S * item + 8} bytes each)" in msg and "msp_reduce" in msg
+
+
+def test_size_guard_stays_conservative_where_levels_may_drop(monkeypatch):
+    # a state that cannot emit a token, or min_prob, can drop children: those levels keep links
+    gm = cm.processes.golden_mean()
+    assert msp_tree_mod._full_levels(gm, 7, 0.0) == 0
+    assert msp_tree_mod._full_levels(MESS3, 40, 1e-3) < msp_tree_mod._full_levels(MESS3, 40, 0.0) == 40
+    bounds = _sizes.msp_level_bounds(gm.T, gm.stationary, 7)
+    need = sum(bounds) * (2 * 8 + 8 + 4 + 1)
+    monkeypatch.setattr(_sizes, "available_bytes", lambda: need - 1)
+    with pytest.raises(MemoryError, match=r"\(29 bytes each\)"):
+        cm.msp_tree(gm, 7)
+    monkeypatch.setattr(_sizes, "available_bytes", lambda: need)
+    assert _tree_bytes(cm.msp_tree(gm, 7)) <= need + 2 * 8 + 13
+    # the estimate bounds what the tree holds, full levels or not
+    monkeypatch.setattr(_sizes, "available_bytes", lambda: None)
+    for proc, mp in ((MESS3, 0.0), (MESS3, 1e-4), (gm, 0.0)):
+        k, b = msp_tree_mod._full_levels(proc, 8, mp), _sizes.msp_level_bounds(proc.T, proc.stationary, 8, mp)
+        S = proc.num_states
+        est = sum(b[:k]) * (S * 8 + 8) + sum(b[k:]) * (S * 8 + 13) + S * 8 + 13
+        assert _tree_bytes(cm.msp_tree(proc, 8, min_prob=mp)) <= est
+
+
 def test_cli_msp_depth_40_one_line_error():
     r = subprocess.run([sys.executable, "-m", "compmech.cli", "msp", "mess3", "--depth", "40", "--out",
                         os.devnull], capture_output=True, text=True, timeout=120)

@@ -128,6 +128,29 @@ def test_prefix_set(mess3, bos):
     np.testing.assert_allclose(ps.optimal_loss(), h[0:ctx] if bos else h[1:ctx + 1], rtol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["mess3", "golden"])
+def test_prefix_set_links_leave_full_levels_compact(monkeypatch, mess3, name):
+    # mess3 levels are all full (implicit links); the golden mean process drops children
+    proc = mess3 if name == "mess3" else cm.processes.golden_mean()
+    import compmech.data as data_mod
+
+    trees = []
+    monkeypatch.setattr(data_mod, "msp_tree", lambda *a, **k: trees.append(cm.msp_tree(*a, **k)) or trees[-1])
+    ps = PrefixSet.build(proc, 5, bos=True)
+    tree = trees[0]
+    assert (name == "mess3") == all(lvl.is_full for lvl in tree.levels[1:])
+    for lvl in tree.levels[1:]:
+        if lvl.is_full:  # only beliefs and probs: the parent/token arrays were never made
+            assert lvl.nbytes == lvl.beliefs.nbytes + lvl.probs.nbytes
+    # every row's parent is its prefix one token shorter, and its token the last one
+    seqs = ps.inputs
+    for r in np.flatnonzero(ps.length > 1):
+        d, p = ps.length[r], ps.parent[r]
+        assert ps.length[p] == d - 1 and ps.token[r] == seqs[ps.seq_index[r], ps.position[r]]
+        np.testing.assert_array_equal(seqs[ps.seq_index[p], 1:d], seqs[ps.seq_index[r], 1:d])
+    assert (ps.parent[ps.length == 1] == 0).all() and ps.parent[0] == -1
+
+
 def test_expected_loss_of_the_true_predictor_is_optimal(mess3):
     ps = PrefixSet.build(mess3, 4)
     logits = np.zeros((ps.inputs.shape[0], 4, 3))

@@ -199,6 +199,15 @@ def test_experiment_resume_finishes_an_interrupted_run(tmp_path):
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["training"]["steps"] == cfg.steps and np.isfinite(m["probe"]["summary"]["mse"])
     assert "trained" in experiment.report(exp)
+    # training time is the sum of the two sessions; resuming the finished run adds nothing to it
+    tr = m["training"]
+    assert [s["steps"] for s in tr["sessions"]] == [[0, 15], [15, cfg.steps]]
+    assert tr["train_seconds"] == pytest.approx(sum(s["seconds"] for s in tr["sessions"]))
+    assert min(s["seconds"] for s in tr["sessions"]) > 0
+    experiment.resume(tmp_path, progress=False, emergence_depth=2, figures=False)
+    again = json.loads((tmp_path / "metrics.json").read_text())["training"]
+    assert again["train_seconds"] == tr["train_seconds"] and again["sessions"] == tr["sessions"]
+    assert again["tokens_per_s"] == tr["tokens_per_s"]
     with pytest.raises(ValueError, match="nothing to resume"):
         experiment.resume(tmp_path / "nothing")
 

@@ -103,6 +103,22 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, ema):
             assert torch.equal(p, q), n
 
 
+def test_resume_of_an_old_checkpoint_estimates_earlier_training_time(tmp_path):
+    # checkpoints written before sessions were recorded: the time comes from the log's elapsed
+    cfg = tiny_cfg(snapshots=0, save_every=10)
+    train(cfg, tmp_path, progress=False, stop_at_step=20, final_eval=False)
+    ck = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert [s["steps"] for s in ck["sessions"]] == [[0, 20]]
+    del ck["sessions"]
+    torch.save(ck, tmp_path / "checkpoint.pt")
+    logged = [json.loads(x)["elapsed"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    res = train(cfg, tmp_path, resume=True, progress=False, final_eval=False)
+    first, second = res.final["sessions"]
+    assert first == {"steps": [0, 20], "seconds": logged[-1], "estimated": True}
+    assert second["steps"] == [20, cfg.steps]
+    assert res.final["train_seconds"] == pytest.approx(first["seconds"] + second["seconds"])
+
+
 def test_ema_smooths_the_weights(tmp_path):
     plain = train(tiny_cfg(snapshots=0), None, progress=False)
     avg = train(tiny_cfg(snapshots=0, ema=0.95), None, progress=False)
