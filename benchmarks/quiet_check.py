@@ -1,0 +1,45 @@
+"""Issue 16's Mess3 targets in wall clock on a quiet machine: medians (and best) of REPS calls
+(default 15) in one process, 2 threads (the default), B=65536, L=256, next to numpy filling a
+fresh and a reused array of the beliefs' size (12 B per update) in the same run. Run alone:
+
+    python benchmarks/quiet_check.py          # REPS=25 python benchmarks/quiet_check.py
+"""
+import gc
+import os
+import time
+
+import numpy as np
+import compmech as cm
+
+B, L = 65536, 256
+P = cm.processes.mess3(0.05, 0.85)
+N = B * L
+REPS = int(os.environ.get("REPS", 15))
+
+def med(fn, reps=REPS):
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter(); r = fn(); ts.append(time.perf_counter() - t); del r
+    return float(np.median(ts)), float(np.min(ts))
+
+toks = cm.sample(P, B, L, seed=0)
+buf = np.empty((B, L, 3), np.float32)
+def fill_fresh():
+    a = np.empty((B, L, 3), np.float32); a.fill(0); return a
+def fill_reused():
+    buf.fill(0); return None
+rows = []
+def rep(name, t, n, unit):
+    rows.append((name, t[0], t[1], n / t[0] / 1e9, unit))
+rep("fill fresh f32 (B,L,3)", med(fill_fresh), N, "G items/s")
+rep("fill reused f32 (B,L,3)", med(fill_reused), N, "G items/s")
+rep("cm.sample", med(lambda: cm.sample(P, B, L, seed=1)), N, "G tokens/s")
+rep("cm.beliefs fresh f32", med(lambda: cm.beliefs(P, toks)), N, "G updates/s")
+rep("cm.beliefs out= f32", med(lambda: cm.beliefs(P, toks, out=buf)), N, "G updates/s")
+rep("cm.log_prob", med(lambda: cm.log_prob(P, toks)), N, "G updates/s")
+del buf; gc.collect()
+nodes = (3 ** 17 - 1) // 2 - 1
+rep("cm.msp_tree depth16 f32", med(lambda: cm.msp_tree(P, 16, dtype=np.float32), 7), nodes, "G nodes/s")
+print(f"load {os.getloadavg()}, simd {cm.build_info()['simd']}")
+for r in rows:
+    print(f"{r[0]:28s} median {r[1]*1e3:8.1f} ms  min {r[2]*1e3:8.1f} ms  {r[3]:6.3f} {r[4]}")
