@@ -216,6 +216,21 @@ def test_beliefs_zero_probability_token(run):
     np.testing.assert_allclose(np.delete(lp, 4), np.delete(ref_lp, 4), rtol=1e-12)
 
 
+def test_log_prob_of_tiny_probabilities(run):
+    """Conditional probabilities far below 1e-290 (down to subnormal) are accumulated as exact
+    logarithms, not dropped or halved: against log p computed by hand."""
+    tiny = (1e-300, 1e-310)  # normal and subnormal
+    for p in tiny:
+        # one state: token 1 has probability p, token 0 the rest
+        proc = cm.HMM(np.array([[[1.0 - p]], [[p]]]))
+        tok = np.array([[1, 0, 1, 1], [0, 0, 0, 1], [0, 0, 0, 0]], dtype=np.uint8)
+        want = (tok == 1).sum(1) * np.log(p) + (tok == 0).sum(1) * np.log1p(-p)
+        for got in (host(run.log_prob(proc, tok)), host(run.beliefs(proc, tok, return_log_prob=True,
+                                                                      dtype=np.float64)[1])):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(cm.log_prob(proc, tok), want, rtol=1e-12, atol=1e-12)
+
+
 def test_beliefs_out_of_vocabulary(run):
     tok = cm.sample(MESS3, 4, 10, seed=0).astype(np.int64)
     tok[2, 6] = 3
