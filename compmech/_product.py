@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._arrays import is_torch, smallest_uint, to_numpy
+from ._sizes import check_fits
 from .results import beliefs_result, sample_result
 
 
@@ -234,6 +235,16 @@ def sample(proc, batch, length, *, seed, initial, return_states, return_beliefs,
     return sample_result(tokens, states, beliefs, want_states=bool(return_states), want_beliefs=bool(return_beliefs))
 
 
+def _check_joint_size(proc, trees, depth, dtype, tok_dt) -> None:
+    """Refuse up front a joint tree that cannot fit in memory: joint level d has at most the
+    product of the factors' level-d sizes (exactly that with ``min_prob=0``), each node holding
+    its joint belief, probability, parent, token and one index per factor."""
+    nodes = sum(float(np.prod([len(t.level(d)) for t in trees])) for d in range(1, depth + 1))
+    per_node = (proc.num_states * np.dtype(dtype).itemsize + 8 + 4 + np.dtype(tok_dt).itemsize
+                + 8 * len(trees))
+    check_fits(f"cm.msp_tree(depth={depth})", nodes * per_node, f"{nodes:.3g} sequences ({per_node} bytes each)")
+
+
 def msp_tree(proc, depth, *, dtype, min_prob, initial):
     """cm.msp_tree on a product from the factors' trees: a joint node is one node per factor, its
     probability the product of theirs, its belief the outer product of theirs. Children of a
@@ -251,6 +262,7 @@ def msp_tree(proc, depth, *, dtype, min_prob, initial):
     # at min_prob drops nothing that the joint tree keeps
     trees = [factor_tree(f, depth, dtype=dtype, min_prob=min_prob, initial=i0) for f, i0 in zip(fs, inits)]
     tok_dt = smallest_uint(proc.vocab_size)
+    _check_joint_size(proc, trees, depth, dtype, tok_dt)
     V = [f.vocab_size for f in fs]
     idx = np.zeros((1, len(fs)), np.int64)
     arrays = [(np.ascontiguousarray(joint_beliefs([t.level(0).beliefs for t in trees])), np.ones(1),

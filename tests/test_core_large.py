@@ -54,6 +54,22 @@ def test_msp_tree_depth_40_is_refused_up_front(monkeypatch):
     assert not expanded  # refused before the first level
 
 
+def test_product_tree_too_large_is_refused_before_the_joint_levels(monkeypatch):
+    """A product runs on its factors' trees, but its joint levels (9**d nodes for two Mess3) are
+    sized before they are built."""
+    from compmech import _product
+
+    joint = []
+    monkeypatch.setattr(_product, "joint_beliefs", lambda *a, **k: joint.append(1))
+    prod = cm.processes.product([MESS3, MESS3])
+    with pytest.raises(MemoryError, match=r"depth=12.*3.18e\+11 sequences \(101 bytes each\).*--stream"):
+        cm.msp_tree(prod, 12)
+    assert not joint
+    monkeypatch.undo()
+    small = cm.msp_tree(prod, 3)  # what fits is built as before
+    assert [len(lv) for lv in small] == [1, 9, 81, 729]
+
+
 def test_size_bound_follows_the_support():
     """Golden mean (no two 1s in a row): the bound is the number of allowed words, not 2**d."""
     gm = cm.processes.golden_mean() if hasattr(cm.processes, "golden_mean") else None
