@@ -47,6 +47,12 @@ def _links(lvl, V: int) -> tuple:
     return np.asarray(lvl.parent, np.int64), np.asarray(lvl.token, np.int64)
 
 
+def entropy_nats(q, axis: int = -1) -> np.ndarray:
+    """Entropy (nats) of the distributions ``q`` along ``axis``, with 0 log 0 = 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0).sum(axis)
+
+
 def n_tokens_for(ctx: int, bos: bool) -> int:
     """Process tokens per training sequence for a model of context ``ctx``."""
     return ctx if bos else ctx + 1
@@ -75,10 +81,7 @@ def optimal_loss_per_position(process, n: int, *, tree=None) -> np.ndarray:
     h = np.empty(n)
     for k in range(n):
         lvl = tree.level(k)
-        q = lvl.next_token_probs
-        with np.errstate(divide="ignore", invalid="ignore"):
-            plogp = np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0)
-        h[k] = -(lvl.probs @ plogp.sum(1))
+        h[k] = lvl.probs @ entropy_nats(lvl.next_token_probs)
     return h
 
 
@@ -525,9 +528,7 @@ class PrefixSet:
         return self._per_position(self._entropy_rows())
 
     def _entropy_rows(self):
-        q = self.next_probs
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return -np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0).sum(1)
+        return entropy_nats(self.next_probs)
 
     def _per_position(self, row_values):
         out = np.zeros(self.ctx)

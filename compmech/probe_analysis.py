@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 
 from .beliefs import beliefs as _beliefs
-from .data import PrefixSet, subtree_groups
+from .data import PrefixSet, entropy_nats, subtree_groups
 from .msp_tree import msp_tree
 from .process import as_process
 from .sampling import sample
@@ -229,7 +229,7 @@ def component_losses(row_log_probs, prefixes: PrefixSet, components) -> list[dic
         pk = post[:, k] * prefixes.probs / pi[k]
         with np.errstate(invalid="ignore"):
             rows = {"loss": -(q * lp).sum(1), "bayes_optimal": -np.where(q > 0, q * log_mix, 0.0).sum(1),
-                    "myopic_entropy": -np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0).sum(1)}
+                    "myopic_entropy": entropy_nats(q, 1)}
         norm = np.bincount(pos, weights=pk, minlength=n_pos)
         out.append({key: (np.bincount(pos, weights=pk * v, minlength=n_pos) / norm).tolist()
                     for key, v in rows.items()})

@@ -30,7 +30,7 @@ from ._run_dir import (CHECKPOINT_FORMAT, StopSignals, TrainingInterrupted, load
                        read_history, save_checkpoint, write_history)
 from ._train_loop import _EMA, _Checkpointer, _LossMeter, _make_step, _MetricsLog, _progress_bar, session_times
 from ._train_loop import _step_fn  # noqa: F401  (the bare step, timed by benchmarks/bench_probe.py)
-from .data import PrefixSet, make_source, n_tokens_for, to_model_io
+from .data import PrefixSet, entropy_nats, make_source, n_tokens_for, to_model_io
 from .model import ModelConfig, build_model
 from .processes import get as get_process
 from .beliefs import beliefs as _beliefs
@@ -329,8 +329,7 @@ class _EvalSet:
         q = np.einsum("nls,vs->nlv", b, Tw)  # (n, ctx, V); einsum keeps BLAS threads out of the loop
         self.inputs = x
         self.q = q
-        with np.errstate(divide="ignore", invalid="ignore"):
-            self.optimal = -np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0).sum(-1).mean(0)
+        self.optimal = entropy_nats(q).mean(0)
 
     def loss(self, model, device) -> np.ndarray:
         logits = _forward_all(model, self.inputs, device)
