@@ -79,16 +79,16 @@ def _fanizza_T(al: float, lam: float) -> np.ndarray:
     return np.stack([T0, T1])
 
 
-def _fanizza_worst(al: float, lam: float):
-    """Why fanizza(al, lam) is not a process (the shortest negative conditional word
-    probability), or None when every word with runs of 1s shorter than FANIZZA_CHECKED_RUNS has
-    probability >= 0. T0 has rank one, so every word factorises into runs ``1^k 0`` started
-    either from the stationary belief or from the belief after a 0: checking ``P(x | 1^k)``
-    and ``P(x | 0 1^k)`` for x in {0, 1} checks every word."""
+def _fanizza_checked(al: float, lam: float):
+    """``(GHMM, None)`` when every word of fanizza(al, lam) with runs of 1s shorter than
+    FANIZZA_CHECKED_RUNS has probability >= 0, else ``(None, why)`` (the shortest negative
+    conditional word probability). T0 has rank one, so every word factorises into runs ``1^k 0``
+    started either from the stationary belief or from the belief after a 0: checking
+    ``P(x | 1^k)`` and ``P(x | 0 1^k)`` for x in {0, 1} checks every word."""
     try:
-        g = GHMM(_fanizza_T(al, lam))
+        g = GHMM(_fanizza_T(al, lam), name="fanizza")
     except ValueError as exc:  # T.sum(0) without a simple, real, positive top eigenvalue
-        return str(exc)
+        return None, str(exc)
     T, w = g.T, g.w
     eta = g.stationary
     after0 = eta @ T[0]
@@ -114,7 +114,7 @@ def _fanizza_worst(al: float, lam: float):
             past = label + "1" * i if i <= 8 else f"{label}1^{i}"
             found.append((i + len(label), f"P({x} | {past or 'nothing'}) = {val:.4g}" if den[i] > 0
                           else f"P({past}) <= 0"))
-    return min(found)[1] if found else None
+    return (None, min(found)[1]) if found else (g, None)
 
 
 @register
@@ -129,12 +129,12 @@ def fanizza(alpha: float = 2000.0, lam: float = 0.49) -> GHMM:
     a ParameterError names the first negative probability and the largest valid lam below)."""
     al = _finite("alpha", alpha)
     lam = real(lam, "lam", low=0.0, high=1.0, open_low=True, open_high=True)
-    worst = _fanizza_worst(al, lam)
+    g, worst = _fanizza_checked(al, lam)
     if worst is not None:
         lo, hi = 0.0, lam  # bisect for the edge of validity below lam (lam -> 0 is i.i.d.-like, valid)
         for _ in range(40):
             mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if _fanizza_worst(al, mid) is None else (lo, mid)
+            lo, hi = (mid, hi) if _fanizza_checked(al, mid)[1] is None else (lo, mid)
         raise ParameterError(f"fanizza(alpha={alpha!r}, lam={lam!r}) is not a process: negative word "
                              f"probabilities ({worst}); with this alpha use lam <= {math.floor(lo * 1e4) / 1e4:.4f}")
-    return GHMM(_fanizza_T(al, lam), name="fanizza")
+    return g
