@@ -28,6 +28,8 @@ def fill_fresh():
     a = np.empty((B, L, 3), np.float32); a.fill(0); return a
 def fill_reused():
     buf.fill(0); return None
+def _fresh_bytes(n):
+    a = np.empty(n, np.uint8); a.fill(0); return a
 rows = []
 def rep(name, t, n, unit):
     rows.append((name, t[0], t[1], n / t[0] / 1e9, unit))
@@ -39,6 +41,8 @@ rep("cm.beliefs out= f32", med(lambda: cm.beliefs(P, toks, out=buf)), N, "G upda
 rep("cm.log_prob", med(lambda: cm.log_prob(P, toks)), N, "G updates/s")
 del buf; gc.collect()
 nodes = (3 ** 17 - 1) // 2 - 1
+tree_bytes = sum(lv.nbytes for lv in cm.msp_tree(P, 16, dtype=np.float32))  # the bound: numpy filling that many fresh bytes
+rep(f"fill fresh {tree_bytes / 1e9:.2f} GB (tree)", med(lambda: _fresh_bytes(tree_bytes), 7), nodes, "G nodes/s")
 rep("cm.msp_tree depth16 f32", med(lambda: cm.msp_tree(P, 16, dtype=np.float32), 7), nodes, "G nodes/s")
 print(f"load {os.getloadavg()}, simd {cm.build_info()['simd']}")
 for r in rows:
