@@ -167,11 +167,11 @@ def _subtree_label(code: int, depth: int, V: int) -> str:
 
 
 def diagnose_cv(X, prefixes: PrefixSet, *, folds: int = 5, seed: int = 0, weighting: str = "prob",
-                alphas=DEFAULT_ALPHAS, radius: float = 2e-3, rcond: float = 1e-10, top: int = 8) -> dict:
+                alphas=DEFAULT_ALPHAS, radius: float = 2e-3, rcond: float = 1e-10, top: int | None = None) -> dict:
     """Where a probe's CV excess comes from, for activations ``X (R, D)`` (rows of
     ``prefixes``) with the probe's own folds and weighting: ``n_eff`` (``1 / sum(w**2)``) against
     the ``features`` (D + 1); ``by_subtree`` (the ``top`` held-out subtrees by their share of the
-    excess ``sum w (e_cv - e_in)``, with their mass, CV/in-sample ratio and the weighted mean
+    excess ``sum w (e_cv - e_in)``; all when None, sorted by that share), with their mass, CV/in-sample ratio and the weighted mean
     distance of their beliefs to the nearest training belief of the same length); the same
     distance and the held-out rows' mean squared Mahalanobis distance under the training folds'
     activation covariance (about ``D`` for rows like the training rows) for the ``top_3``
@@ -226,7 +226,7 @@ def diagnose_cv(X, prefixes: PrefixSet, *, folds: int = 5, seed: int = 0, weight
             "in_sample_mse": float(w @ e_in) / S, "cv_mse": float(w @ e_cv) / S,
             "shared_rows_excess_share": float(excess[~whole].sum() / excess.sum()),
             "top3_excess_share": float(sum(r["excess_share"] for r in groups[:3])),
-            "by_subtree": groups[:top],
+            "by_subtree": groups if top is None else groups[:top],
             "held_out_distance": {"same_length_top3": mean_dist(top3), "same_length_rest": mean_dist(whole & ~top3),
                                   "mahalanobis2_top3": mean_maha(top3), "mahalanobis2_rest": mean_maha(whole & ~top3)},
             "ridge": ridge,
