@@ -129,7 +129,10 @@ def position_dependence(X, Y, lengths, radius: float = 2e-3) -> dict:
         b = np.flatnonzero(lengths == d + 1)
         if len(a) > 1:
             dist, j = cKDTree(Y[a]).query(Y[a], k=2)
-            acc["same"].append(np.stack([a, a[j[:, 1]]], 1)[dist[:, 1] <= radius])
+            # with duplicate beliefs the row itself need not come first: take the other one
+            own = j[:, 0] == np.arange(len(a))
+            nb, dn = np.where(own, j[:, 1], j[:, 0]), np.where(own, dist[:, 1], dist[:, 0])
+            acc["same"].append(np.stack([a, a[nb]], 1)[dn <= radius])
         if len(b):
             dist, j = cKDTree(Y[b]).query(Y[a])
             acc["adjacent"].append(np.stack([a, b[j]], 1)[dist <= radius])

@@ -134,3 +134,16 @@ def test_position_dependence_detects_a_position_code():
     assert coded["ratio"] > 5
     assert coded["same"]["activation_distance2"] == pytest.approx(flat["same"]["activation_distance2"])
     assert coded["same"]["from_belief"] < coded["same"]["activation_distance2"]
+
+
+def test_position_dependence_pairs_a_row_never_with_itself():
+    """Duplicate beliefs (a renewal process reaches the same belief from many prefixes): every
+    same-length pair joins two different rows, so noise in the activations shows up."""
+    rng = np.random.default_rng(0)
+    B = rng.dirichlet(np.ones(3), size=40)
+    Y = np.repeat(B, 2, axis=0)  # every belief twice, at one length
+    X = rng.normal(size=(len(Y), 4))
+    out = cd.position_dependence(X, Y, np.ones(len(Y), int))
+    ref = ((X[0::2] - X[1::2]) ** 2).sum(1).mean()  # each row's partner is its duplicate
+    assert out["same"]["pairs"] == len(Y)
+    assert out["same"]["activation_distance2"] == pytest.approx(ref, rel=1e-12)
