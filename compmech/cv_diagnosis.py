@@ -199,38 +199,39 @@ def diagnose_cv(X, prefixes: PrefixSet, *, folds: int = 5, seed: int = 0, weight
         ho = M[:, f] == 1
         maha[ho] = _mahalanobis2(Xc[ho], train, rcond)
     excess = w * (e_cv - e_in)
+    # shares of the total excess; a fit whose CV error does not exceed its in-sample one has none
+    total = float(excess.sum())
+    share = (lambda x: float(x) / total) if total > 0 else (lambda x: None)
+    ratio = lambda a, b: float(a / b) if b > 0 else None  # noqa: E731
     g, lk = prefixes.group_depth, prefixes.length[keep]
     dist = held_out_distance(prefixes, M, keep)
     whole = lk >= g
     codes = prefixes.group[keep]
+
+    def mean_over(v, s):  # prob-weighted mean of v over rows s where it is defined
+        s = s & ~np.isnan(v)
+        return float(w[s] @ v[s] / w[s].sum()) if s.any() else None
+
     groups = []
     for c in np.unique(codes[whole]):
         s = whole & (codes == c)
-        groups.append({"code": int(c), "subtree": _subtree_label(int(c), g, prefixes.process.vocab_size),
-                       "mass": float(w[s].sum()), "excess_share": float(excess[s].sum() / excess.sum()),
-                       "cv_ratio": float((w[s] @ e_cv[s]) / (w[s] @ e_in[s])),
-                       "same_length_distance": float(np.nansum(w[s] * dist[s]) / w[s][~np.isnan(dist[s])].sum())
-                       if (~np.isnan(dist[s])).any() else None})
-    groups.sort(key=lambda r: -r["excess_share"])
-    top3 = whole & np.isin(codes, [r.pop("code") for r in groups[:3]])
-    for r in groups[3:]:
-        r.pop("code")
-
-    def mean_dist(s):
-        s = s & ~np.isnan(dist)
-        return float(w[s] @ dist[s] / w[s].sum()) if s.any() else None
-
-    def mean_maha(s):
-        s = s & ~np.isnan(maha)
-        return float(w[s] @ maha[s] / w[s].sum()) if s.any() else None
+        groups.append((float(excess[s].sum()), int(c), {
+            "subtree": _subtree_label(int(c), g, prefixes.process.vocab_size), "mass": float(w[s].sum()),
+            "excess_share": share(excess[s].sum()), "cv_ratio": ratio(w[s] @ e_cv[s], w[s] @ e_in[s]),
+            "same_length_distance": mean_over(dist, s)}))
+    groups.sort(key=lambda t: -t[0])
+    top3 = whole & np.isin(codes, [c for _, c, _ in groups[:3]])
+    groups = [r for _, _, r in groups]
 
     return {"weighting": weighting, "group_depth": int(g), "n_eff": float(1.0 / np.sum(w ** 2)), "rows": int(len(w)),
             "features": int(X.shape[1] + 1), "targets": int(S),
             "in_sample_mse": float(w @ e_in) / S, "cv_mse": float(w @ e_cv) / S,
-            "shared_rows_excess_share": float(excess[~whole].sum() / excess.sum()),
-            "top3_excess_share": float(sum(r["excess_share"] for r in groups[:3])),
+            "shared_rows_excess_share": share(excess[~whole].sum()),
+            "top3_excess_share": share(excess[top3].sum()),
             "by_subtree": groups if top is None else groups[:top],
-            "held_out_distance": {"same_length_top3": mean_dist(top3), "same_length_rest": mean_dist(whole & ~top3),
-                                  "mahalanobis2_top3": mean_maha(top3), "mahalanobis2_rest": mean_maha(whole & ~top3)},
+            "held_out_distance": {"same_length_top3": mean_over(dist, top3),
+                                  "same_length_rest": mean_over(dist, whole & ~top3),
+                                  "mahalanobis2_top3": mean_over(maha, top3),
+                                  "mahalanobis2_rest": mean_over(maha, whole & ~top3)},
             "ridge": ridge,
             "position_dependence": position_dependence(X, Y, lk, radius)}
