@@ -217,6 +217,7 @@ def _cv_diagnosis_figure(d, layer, fig_dir):
     ratio = d["cv_mse"] / d["in_sample_mse"]
     a.axhline(ratio, color="C3", ls="--", lw=1, label=f"all rows: {ratio:.3f}")
     a.axhline(1.0, color="0.5", lw=0.8)
+    a.margins(x=0.12, y=0.15)  # room for the labels
     a.set_xlabel("held-out beliefs: distance to nearest training\nbelief of the same length (weighted mean)")
     a.set_ylabel("CV / in-sample MSE of the subtree")
     a.set_title(f"the {len(rows)} held-out subtrees (first {d['group_depth']} tokens)", fontsize=8)
