@@ -11,7 +11,8 @@ Prints, for the run's final residual stream and the probability-weighted probe:
    training snapshot,
 4. from the beliefs alone (no model), the mean distance from the rows of the subtrees that
    start with a run of one symbol (000, 111, ...) to the nearest training belief of the same
-   length, against the other subtrees' — for the run's process and for the demo's Mess3.
+   length, against the other subtrees' — for the run's process and for the demo's Mess3,
+5. the same at *any* length, and the held-out rows' CV/in-sample ratio by that distance.
 Everything is deterministic; about a minute on one core.
 """
 from __future__ import annotations
@@ -87,6 +88,34 @@ def snapshots(run_dir, ps, layer):
               f"({', '.join(r['subtree'] for r in d['by_subtree'][:3])})")
 
 
+def any_length_neighbours(X, ps, bins=(0, 1e-3, 3e-3, 1e-2, 3e-2, np.inf)):
+    """CV/in-sample of held-out rows binned by the distance to the nearest training belief at
+    *any* length: the runs-of-one-symbol subtrees against the rest."""
+    from scipy.spatial import cKDTree
+
+    from compmech.cv_diagnosis import _fit, _fold_moments, _row_errors
+
+    keep = ps.length >= 1
+    Y, lk, V, g = ps.beliefs[keep], ps.length[keep], ps.process.vocab_size, ps.group_depth
+    w = ps.weights("prob")[keep]
+    M = ps.fold_membership(5, 0, "prob")[keep]
+    Xc, fm = _fold_moments(np.asarray(X, np.float64)[keep], Y, w, M)
+    e_in, e_cv, dist = _row_errors(Xc, Y, _fit(fm, 1e-10, 0.0)), np.zeros(len(Y)), np.full(len(Y), np.nan)
+    for f in range(M.shape[1]):
+        e_cv += M[:, f] * _row_errors(Xc, Y, _fit([m for j, m in enumerate(fm) if j != f], 1e-10, 0.0))
+        ho = (M[:, f] == 1) & (lk >= g)
+        dist[ho] = cKDTree(Y[M[:, f] == 0]).query(Y[ho])[0]
+    runs = np.isin(ps.group[keep], [sum(s * V ** i for i in range(g)) for s in range(V)]) & (lk >= g)
+    print("5. held-out rows by the nearest training belief at any length: mean distance, then CV/in-sample per bin")
+    for label, sel in (("runs of one symbol", runs), ("other subtrees", ~runs & (lk >= g))):
+        cells = []
+        for lo, hi in zip(bins[:-1], bins[1:]):
+            s = sel & (dist >= lo) & (dist < hi)
+            if s.any():
+                cells.append(f"[{lo:g}, {hi:g}) {w[s].sum() / w[sel].sum():.2f} of the mass: {(w[s] @ e_cv[s]) / (w[s] @ e_in[s]):.2f}")
+        print(f"   {label}: {w[sel] @ dist[sel] / w[sel].sum():.4f}; " + "; ".join(cells))
+
+
 def run_distances(proc, label, ctx):
     from compmech.cv_diagnosis import held_out_distance
     from compmech.data import PrefixSet
@@ -122,6 +151,7 @@ def main(run_dir):
     snapshots(run_dir, ps, layer)
     run_distances(proc, proc.name or "process", cfg.ctx)
     run_distances(get("mess3", x=0.05, alpha=0.85), "demo's Mess3", cfg.ctx)
+    any_length_neighbours(X, ps)
 
 
 if __name__ == "__main__":
