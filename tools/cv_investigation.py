@@ -1,6 +1,7 @@
 """Reproduce the numbers behind the README's account of the mixture's CV/in-sample ratio.
 
     python tools/cv_investigation.py runs/mixture            # a finished `compmech experiment mixture`
+    python tools/cv_investigation.py runs/mess3              # the demo's run, for contrast
 
 Prints, for the run's final residual stream and the probability-weighted probe:
 0. :func:`compmech.cv_diagnosis.diagnose_cv`'s headline numbers (also for a `compmech demo` run,
@@ -12,7 +13,8 @@ Prints, for the run's final residual stream and the probability-weighted probe:
 4. from the beliefs alone (no model), the mean distance from the rows of the subtrees that
    start with a run of one symbol (000, 111, ...) to the nearest training belief of the same
    length, against the other subtrees' — for the run's process and for the demo's Mess3,
-5. the same at *any* length, and the held-out rows' CV/in-sample ratio by that distance.
+5. the same at *any* length, and the held-out rows' CV/in-sample ratio by that distance,
+6. the CV excess by prefix length under both weightings (the demo's target is the unweighted one).
 Everything is deterministic; about a minute on one core.
 """
 from __future__ import annotations
@@ -93,16 +95,11 @@ def any_length_neighbours(X, ps, bins=(0, 1e-3, 3e-3, 1e-2, 3e-2, np.inf)):
     *any* length: the runs-of-one-symbol subtrees against the rest."""
     from scipy.spatial import cKDTree
 
-    from compmech.cv_diagnosis import _fit, _fold_moments, _row_errors
-
     keep = ps.length >= 1
     Y, lk, V, g = ps.beliefs[keep], ps.length[keep], ps.process.vocab_size, ps.group_depth
-    w = ps.weights("prob")[keep]
-    M = ps.fold_membership(5, 0, "prob")[keep]
-    Xc, fm = _fold_moments(np.asarray(X, np.float64)[keep], Y, w, M)
-    e_in, e_cv, dist = _row_errors(Xc, Y, _fit(fm, 1e-10, 0.0)), np.zeros(len(Y)), np.full(len(Y), np.nan)
+    w, M, e_in, e_cv = _row_cv(X, ps, "prob")
+    dist = np.full(len(Y), np.nan)
     for f in range(M.shape[1]):
-        e_cv += M[:, f] * _row_errors(Xc, Y, _fit([m for j, m in enumerate(fm) if j != f], 1e-10, 0.0))
         ho = (M[:, f] == 1) & (lk >= g)
         dist[ho] = cKDTree(Y[M[:, f] == 0]).query(Y[ho])[0]
     runs = np.isin(ps.group[keep], [sum(s * V ** i for i in range(g)) for s in range(V)]) & (lk >= g)
@@ -114,6 +111,33 @@ def any_length_neighbours(X, ps, bins=(0, 1e-3, 3e-3, 1e-2, 3e-2, np.inf)):
             if s.any():
                 cells.append(f"[{lo:g}, {hi:g}) {w[s].sum() / w[sel].sum():.2f} of the mass: {(w[s] @ e_cv[s]) / (w[s] @ e_in[s]):.2f}")
         print(f"   {label}: {w[sel] @ dist[sel] / w[sel].sum():.4f}; " + "; ".join(cells))
+
+
+def _row_cv(X, ps, weighting):
+    """Per-row in-sample and CV squared errors of the probe (the probe's own folds), with the rows' weights."""
+    from compmech.cv_diagnosis import _fit, _fold_moments, _row_errors
+
+    keep = ps.length >= 1
+    Y = ps.beliefs[keep]
+    w = ps.weights(weighting)[keep]
+    M = ps.fold_membership(5, 0, weighting)[keep]
+    Xc, fm = _fold_moments(np.asarray(X, np.float64)[keep], Y, w, M)
+    e_in, e_cv = _row_errors(Xc, Y, _fit(fm, 1e-10, 0.0)), np.zeros(len(Y))
+    for f in range(M.shape[1]):
+        e_cv += M[:, f] * _row_errors(Xc, Y, _fit([m for j, m in enumerate(fm) if j != f], 1e-10, 0.0))
+    return w, M, e_in, e_cv
+
+
+def by_length(X, ps):
+    """Where along the prefix the CV excess sits, under each weighting."""
+    lk = ps.length[ps.length >= 1]
+    print("6. by prefix length: share of the CV excess / CV-in-sample of the rows of that length")
+    for wn in ("prob", "uniform"):
+        w, _, e_in, e_cv = _row_cv(X, ps, wn)
+        ex = w * (e_cv - e_in)
+        print(f"   {wn:7s} (all {(w @ e_cv) / (w @ e_in):.3f}): " + "  ".join(
+            f"{d}: {ex[lk == d].sum() / ex.sum():.2f}/{(w[lk == d] @ e_cv[lk == d]) / (w[lk == d] @ e_in[lk == d]):.2f}"
+            for d in np.unique(lk)))
 
 
 def run_distances(proc, label, ctx):
@@ -152,6 +176,7 @@ def main(run_dir):
     run_distances(proc, proc.name or "process", cfg.ctx)
     run_distances(get("mess3", x=0.05, alpha=0.85), "demo's Mess3", cfg.ctx)
     any_length_neighbours(X, ps)
+    by_length(X, ps)
 
 
 if __name__ == "__main__":
