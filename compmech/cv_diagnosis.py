@@ -173,13 +173,14 @@ def diagnose_cv(X, prefixes: PrefixSet, *, folds: int = 5, seed: int = 0, weight
                 alphas=DEFAULT_ALPHAS, radius: float = 2e-3, rcond: float = 1e-10, top: int | None = None) -> dict:
     """Where a probe's CV excess comes from, for activations ``X (R, D)`` (rows of
     ``prefixes``) with the probe's own folds and weighting: ``n_eff`` (``1 / sum(w**2)``) against
-    the ``features`` (D + 1); ``by_subtree`` (the ``top`` held-out subtrees by their share of the
-    excess ``sum w (e_cv - e_in)``; all when None, sorted by that share), with their mass, CV/in-sample ratio and the weighted mean
-    distance of their beliefs to the nearest training belief of the same length); the same
-    distance and the held-out rows' mean squared Mahalanobis distance under the training folds'
-    activation covariance (about ``D`` for rows like the training rows) for the ``top_3``
-    subtrees and the rest; :func:`ridge_path`; and
-    :func:`position_dependence`."""
+    the ``features`` (D + 1); ``by_subtree`` (the ``top`` held-out subtrees, all when None,
+    sorted by their share of the excess ``sum w (e_cv - e_in)``, with their mass, CV/in-sample
+    ratio and the weighted mean distance of their beliefs to the nearest training belief of the
+    same length); ``by_length`` (the same shares and ratios per prefix length: short heavy
+    prefixes or a region that persists along the prefix); for the ``top_3`` subtrees and the
+    rest, that distance and the held-out rows' mean squared Mahalanobis distance under the
+    training folds' activation covariance (about ``D`` for rows like the training rows);
+    :func:`ridge_path`; and :func:`position_dependence`."""
     X = np.asarray(X, np.float64)
     if X.ndim != 2 or X.shape[0] != len(prefixes):
         raise ValueError(f"X must have shape ({len(prefixes)}, D), one row per prefix; got {X.shape}")
@@ -229,6 +230,9 @@ def diagnose_cv(X, prefixes: PrefixSet, *, folds: int = 5, seed: int = 0, weight
             "shared_rows_excess_share": share(excess[~whole].sum()),
             "top3_excess_share": share(excess[top3].sum()),
             "by_subtree": groups if top is None else groups[:top],
+            "by_length": [{"length": int(d), "mass": float(w[lk == d].sum()), "excess_share": share(excess[lk == d].sum()),
+                           "cv_ratio": ratio(w[lk == d] @ e_cv[lk == d], w[lk == d] @ e_in[lk == d])}
+                          for d in np.unique(lk)],
             "held_out_distance": {"same_length_top3": mean_over(dist, top3),
                                   "same_length_rest": mean_over(dist, whole & ~top3),
                                   "mahalanobis2_top3": mean_over(maha, top3),

@@ -74,6 +74,19 @@ def test_diagnose_cv_reproduces_the_probe_and_its_parts_add_up():
     shares = [r["excess_share"] for r in d["by_subtree"]]
     assert shares == sorted(shares, reverse=True)
     assert d["top3_excess_share"] == pytest.approx(sum(shares[:3]))
+    # per length: masses and excess shares sum to one; the lengths are every prefix length
+    bl = d["by_length"]
+    assert [r["length"] for r in bl] == list(range(1, 6))
+    assert sum(r["mass"] for r in bl) == pytest.approx(1.0) and sum(r["excess_share"] for r in bl) == pytest.approx(1.0)
+    keep = ps.length >= 1
+    Xk, Yk, lk, w = X[keep], ps.beliefs[keep], ps.length[keep], ps.weights("prob")[keep]
+    M = ps.fold_membership(5, 2, "prob")[keep]
+    row_err = lambda Cb: ((Xk @ Cb[0] + Cb[1] - Yk) ** 2).sum(1)  # noqa: E731
+    e_in = row_err(_ridge_ref(Xk, Yk, w, 0.0))
+    e_cv = sum(M[:, f] * row_err(_ridge_ref(Xk, Yk, w * (1 - M[:, f]), 0.0)) for f in range(M.shape[1]))
+    for r in bl:
+        s = lk == r["length"]
+        assert r["cv_ratio"] == pytest.approx((w[s] @ e_cv[s]) / (w[s] @ e_in[s]), rel=1e-7)
     w = ps.weights("prob")[ps.length >= 1]
     assert d["n_eff"] == pytest.approx(1 / np.sum((w / w.sum()) ** 2))
     assert d["features"] == X.shape[1] + 1 and len(cd.diagnose_cv(X, ps, top=4)["by_subtree"]) == 4
