@@ -139,8 +139,12 @@ def _common_targets(exp) -> dict:
     out = {}
     if ev is not None:
         out["worst_loss_ratio"] = _check(ev["worst_ratio"], "<=", t["loss_ratio_max"])
-    out["shuffle_ratio"] = _check(s["shuffle_ratio_weighted"], ">=", t["shuffle_ratio_min"])
-    out["cv_ratio"] = _check(s["cv_ratio_weighted"], "<=", t["cv_ratio_max"])
+    # The demo's definitions (issue 4: the original work's unweighted fit, every input alike). The
+    # prob-weighted ratios (probe.summary's *_weighted, reported beside them) rest on the ~100-200
+    # effective rows of a few heavy short prefixes under subtree folds: by them the demo's own
+    # Mess3 is at CV/in-sample 1.45 (README, "The mixture's CV ratio").
+    out["shuffle_ratio"] = _check(s["shuffle_ratio"], ">=", t["shuffle_ratio_min"])
+    out["cv_ratio"] = _check(s["cv_ratio"], "<=", t["cv_ratio_max"])
     return out
 
 

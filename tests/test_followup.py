@@ -124,7 +124,10 @@ def test_mixture_experiment(tmp_path):
 
     d = a["cv_split"]["diagnosis"]
     assert d == json.loads(json.dumps(diagnose_cv(acts[a["cv_split"]["layer"]], ps)))
-    assert d["cv_mse"] / d["in_sample_mse"] == pytest.approx(m["targets"]["cv_ratio"][0], rel=1e-9)
+    assert d["cv_mse"] / d["in_sample_mse"] == pytest.approx(m["probe"]["summary"]["cv_ratio_weighted"], rel=1e-9)
+    # the targets are the demo's unweighted ratios
+    assert m["targets"]["cv_ratio"][0] == m["probe"]["summary"]["cv_ratio"]
+    assert m["targets"]["shuffle_ratio"][0] == m["probe"]["summary"]["shuffle_ratio"]
 
 
 def test_mess3_experiment_is_the_demo(tmp_path):
