@@ -23,7 +23,10 @@ unchanged. The others add to ``metrics.json`` an ``analysis`` block and a ``targ
 
 Every analysis also records ``cv_split``: the final layer's CV/in-sample ratio with the CV
 folds split by the first ``g`` tokens for ``g`` from the probe's own depth up (a diagnostic;
-the target stays the probe's own split).
+the target stays the probe's own split), and ``cv_split.diagnosis``
+(:func:`compmech.cv_diagnosis.diagnose_cv`: which held-out subtrees carry the CV excess, how far
+their beliefs lie from the training beliefs, a ridge probe chosen by nested CV, and how
+position-dependent the representation is), drawn in figure ``cv_diagnosis``.
 
 Processes with too many contexts to enumerate (the product's 9**10) are probed on sampled
 prefixes (:func:`compmech.probe_analysis.choose_prefixes`); ``metrics["probe"]["prefixes"]``
@@ -136,8 +139,12 @@ def _common_targets(exp) -> dict:
     out = {}
     if ev is not None:
         out["worst_loss_ratio"] = _check(ev["worst_ratio"], "<=", t["loss_ratio_max"])
-    out["shuffle_ratio"] = _check(s["shuffle_ratio_weighted"], ">=", t["shuffle_ratio_min"])
-    out["cv_ratio"] = _check(s["cv_ratio_weighted"], "<=", t["cv_ratio_max"])
+    # The demo's definitions (issue 4: the original work's unweighted fit, every input alike). The
+    # prob-weighted ratios (probe.summary's *_weighted, reported beside them) rest on the ~100-200
+    # effective rows of a few heavy short prefixes under subtree folds: by them the demo's own
+    # Mess3 is at CV/in-sample 1.45 (README, "The mixture's CV ratio").
+    out["shuffle_ratio"] = _check(s["shuffle_ratio"], ">=", t["shuffle_ratio_min"])
+    out["cv_ratio"] = _check(s["cv_ratio"], "<=", t["cv_ratio_max"])
     return out
 
 
@@ -185,10 +192,58 @@ def analyse(exp, fig_dir=None, *, kind: str, folds: int = 5, shuffles: int = 10,
     n_in = ps.inputs.shape[1] - (1 if ps.bos else 0)
     depths = range(ps.group_depth, min(ps.group_depth + 3, n_in) + 1)
     final = exp.probe.final_layer
+    from .cv_diagnosis import diagnose_cv
+
+    diag = diagnose_cv(acts[final], ps, folds=folds, seed=seed)
     out["metrics"]["cv_split"] = {"layer": final, "weighting": "prob", "default_group_depth": int(ps.group_depth),
                                   "by_group_depth": pa.cv_ratio_by_group_depth(acts, ps, depths, layer=final,
-                                                                               folds=folds, seed=seed)}
+                                                                               folds=folds, seed=seed),
+                                  "diagnosis": diag}
+    if fig_dir is not None:
+        out["figures"] += _cv_diagnosis_figure(diag, final, fig_dir)
     return out
+
+
+def _cv_diagnosis_figure(d, layer, fig_dir):
+    """Left: every held-out subtree's CV/in-sample ratio against the distance of its
+    beliefs to the nearest training belief of the same length (size = mass). Right: in-sample and
+    CV error of a ridge probe against its strength, the nested-CV choice marked."""
+    from .plot import experiment as pe
+
+    plt = pe._plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=150)
+    rows = [r for r in d["by_subtree"] if r["same_length_distance"] is not None]
+    if rows:
+        x = [r["same_length_distance"] for r in rows]
+        a.scatter(x, [r["cv_ratio"] for r in rows], s=[3000 * r["mass"] for r in rows], alpha=0.6, color="C0")
+        for r, xi in zip(rows[:3], x):
+            a.annotate(r["subtree"], (xi, r["cv_ratio"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ratio = d["cv_mse"] / d["in_sample_mse"]
+    a.axhline(ratio, color="C3", ls="--", lw=1, label=f"all rows: {ratio:.3f}")
+    a.axhline(1.0, color="0.5", lw=0.8)
+    a.margins(x=0.12, y=0.15)  # room for the labels
+    a.set_xlabel("held-out beliefs: distance to nearest training\nbelief of the same length (weighted mean)")
+    a.set_ylabel("CV / in-sample MSE of the subtree")
+    a.set_title(f"the {len(rows)} held-out subtrees (first {d['group_depth']} tokens)", fontsize=8)
+    a.legend(frameon=False, fontsize=7)
+    r = d["ridge"]
+    al = np.array(r["alphas"])
+    pos = al > 0
+    b.plot(al[pos], np.array(r["in_sample_mse"])[pos], "o-", ms=3, label="in-sample")
+    b.plot(al[pos], np.array(r["cv_mse"])[pos], "s-", ms=3, label="CV")
+    if (~pos).any():
+        b.axhline(r["in_sample_mse"][0], color="C0", ls=":", lw=1, label="no ridge, in-sample")
+        b.axhline(r["cv_mse"][0], color="C1", ls=":", lw=1, label="no ridge, CV")
+    n = r["nested"]
+    b.axhline(n["cv_mse"], color="C3", ls="--", lw=1, label=f"nested-CV ridge, held out (ratio {n['cv_ratio']:.3f})")
+    b.set_xscale("log")
+    b.set_yscale("log")
+    b.set_xlabel("ridge strength (x mean eigenvalue of the Gram matrix)")
+    b.set_ylabel("prob-weighted MSE")
+    b.set_title(f"{layer}: n_eff {d['n_eff']:.0f} rows, {d['features']} features per target", fontsize=8)
+    b.legend(frameon=False, fontsize=6)
+    fig.tight_layout()
+    return pe.save(fig, fig_dir / "cv_diagnosis")
 
 
 def _components(cfg):
@@ -442,4 +497,13 @@ def report(exp) -> str:
         c = a["cv_split"]
         lines.append(f"CV split  {c['layer']}, prob-weighted CV/in-sample with folds by the first g tokens: "
                      + ", ".join(f"g={g} ({v['groups']} subtrees) {v['cv_ratio']:.3f}" for g, v in c["by_group_depth"].items()))
+        d = c.get("diagnosis")
+        if d:
+            top, h, n = d["by_subtree"][:3], d["held_out_distance"], d["ridge"]["nested"]
+            lines.append(f"CV excess {d['top3_excess_share']:.0%} from subtrees " + ", ".join(
+                f"{r['subtree']} ({r['cv_ratio']:.2f}x)" for r in top)
+                + f"; their beliefs lie {h['same_length_top3']:.3g} from the nearest training belief of the same length"
+                  f" (rest {h['same_length_rest']:.3g}); nested-CV ridge {n['cv_ratio']:.3f};"
+                  f" same belief at adjacent positions {d['position_dependence']['ratio'] or float('nan'):.1f}x"
+                  " the activation distance at one position")
     return "\n".join(lines)

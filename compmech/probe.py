@@ -76,8 +76,9 @@ def _pinv_psd(G, rcond):
     return (V / evals[keep]) @ V.T
 
 
-def _solve(m: _Moments, rcond, fit_intercept=True, Sxy=None, sy=None):
-    """Coefficients ``(D, S)`` and intercept ``(S,)`` (in the shifted frame) from moments."""
+def _solve(m: _Moments, rcond, fit_intercept=True, Sxy=None, sy=None, ridge: float = 0.0):
+    """Coefficients ``(D, S)`` and intercept ``(S,)`` (in the shifted frame) from moments;
+    ``ridge`` adds ``ridge * trace(G) / D`` to the Gram matrix's diagonal (scale-free)."""
     Sxy = m.Sxy if Sxy is None else Sxy
     sy = m.sy if sy is None else sy
     if m.sw <= 0:
@@ -89,6 +90,8 @@ def _solve(m: _Moments, rcond, fit_intercept=True, Sxy=None, sy=None):
     else:
         mx, my = np.zeros_like(m.sx), np.zeros_like(sy)
         G, b = m.Sxx, Sxy
+    if ridge:
+        G = G + (ridge * np.trace(G) / len(G)) * np.eye(len(G))
     coef = _pinv_psd(G, rcond) @ b
     return coef, my - mx @ coef
 

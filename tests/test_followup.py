@@ -117,8 +117,17 @@ def test_mixture_experiment(tmp_path):
     assert len(a["within_component_r2_by_component"]) == 3
     cl = pa.component_losses(followup._row_log_probs(_Exp(load_model(out / "checkpoint.pt")[0], ps)), ps, comps)
     assert a["component_loss"] == cl and len(cl) == 3 and len(cl[0]["loss"]) == cfg.ctx
-    for f in ("mixture_loss", "posterior_geometry", "component_loss"):
+    for f in ("mixture_loss", "posterior_geometry", "component_loss", "cv_diagnosis"):
         assert (out / "figures" / f"{f}.png").exists()
+    # the CV diagnosis is the final layer's, recomputed from the checkpoint, and its CV is the target's
+    from compmech.cv_diagnosis import diagnose_cv
+
+    d = a["cv_split"]["diagnosis"]
+    assert d == json.loads(json.dumps(diagnose_cv(acts[a["cv_split"]["layer"]], ps)))
+    assert d["cv_mse"] / d["in_sample_mse"] == pytest.approx(m["probe"]["summary"]["cv_ratio_weighted"], rel=1e-9)
+    # the targets are the demo's unweighted ratios
+    assert m["targets"]["cv_ratio"][0] == m["probe"]["summary"]["cv_ratio"]
+    assert m["targets"]["shuffle_ratio"][0] == m["probe"]["summary"]["shuffle_ratio"]
 
 
 def test_mess3_experiment_is_the_demo(tmp_path):
