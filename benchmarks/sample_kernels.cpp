@@ -98,7 +98,8 @@ int main() {
       const avx512::Philox16 ph(SEED, r);
       for (uint32_t b = 0; b < L / 4; ++b) {
         __m512i w[1][4][2];
-        ph.blocks<1>(b, w);
+        const auto sh = ph.shared(b);
+        ph.blocks_shared<1>(&sh, w);
         for (int k = 0; k < 4; ++k) acc = _mm512_ternarylogic_epi32(acc, w[0][k][0], w[0][k][1], 0x96);
       }
     }

@@ -209,6 +209,17 @@ def test_stream_layout_matches_numpy_philox(name, kw):
         np.testing.assert_array_equal(tok, ref_tok, err_msg=path)
 
 
+@pytest.mark.parametrize("row0", [2**32 - 20, 2**32 - 16, 2**34 - 48])
+def test_row_groups_across_a_multiple_of_2_32(row0):
+    """The SIMD paths take a Philox shortcut for row groups that share their high 32 bits and the
+    general rounds for a group that straddles 2^32 k: both give the reference tokens."""
+    proc = cm.processes.mess3(0.05, 0.85)
+    seed, B, L = 0x0123456789ABCDEF, 96, 37
+    ref_tok, _ = reference_sample(proc, B, L, seed, row0)
+    for path, tok in _sample_all_paths(proc, B, L, seed, row0, gpu=False).items():
+        np.testing.assert_array_equal(tok, ref_tok, err_msg=path)
+
+
 @settings(max_examples=25, deadline=None)
 @given(S=st.integers(1, 9), V=st.integers(1, 6), B=st.integers(0, 70), L=st.integers(0, 40),
        seed=st.integers(0, 2**64 - 1), row0=st.integers(0, 2**40), threads=st.sampled_from([1, 2]))

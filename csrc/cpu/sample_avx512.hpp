@@ -87,8 +87,8 @@ inline void store_chunk(const __m512i p[4], uint8_t* dst, int64_t stride, int n)
 // chains are independent, so interleaving them hides the latency of each step's table lookup.
 // `redo(i, state, t0, t1)` recomputes positions [t0, t1) of row r0 + i from hidden state `state`
 // with the scalar code, writing its tokens, and returns the state after them.
-template <int G, typename Redo>
-void hmm_rows_reg(const RegTables& rt, const AliasTables& init_a, int64_t r0, int64_t L, uint64_t seed,
+template <int G, int NB, bool SameHi, typename Redo>
+void hmm_rows_reg_impl(const RegTables& rt, const AliasTables& init_a, int64_t r0, int64_t L, uint64_t seed,
                   uint64_t row0, uint8_t* tokens, Redo&& redo) {
   const uint32_t K = rt.K;
   Philox16 philox[G];
@@ -127,27 +127,38 @@ void hmm_rows_reg(const RegTables& rt, const AliasTables& init_a, int64_t r0, in
       low[g] = _mm512_set1_epi32(-1);
       high[g] = _mm512_setzero_si512();
     }
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) {
-      __m512i w[G][1][4][2];
-      for (int g = 0; g < G; ++g) philox[g].template blocks<1>(static_cast<uint32_t>(t0 >> 2) + j, w[g]);
-      __m512i c[G][4];
-#pragma GCC unroll 4
-      for (int k = 0; k < 4; ++k)
 #pragma GCC unroll 2
-        for (int g = 0; g < G; ++g) {
-          const __m512i pa = _mm512_mul_epu32(w[g][0][k][0], vK), pb = _mm512_mul_epu32(w[g][0][k][1], vK);
-          const __m512i bucket = _mm512_mask_shuffle_epi32(pb, 0x5555, pa, _MM_PERM_CDAB);  // high halves
-          const __m512i frac = _mm512_mask_shuffle_epi32(pa, 0xAAAA, pb, _MM_PERM_CDAB);    // low halves
-          const __m512i idx = _mm512_add_epi32(code[g], bucket);  // vpermt2d reads the low 5 bits
-          const __m512i th = _mm512_permutex2var_epi32(TH0, idx, TH1);
-          const __m512i e = _mm512_permutex2var_epi32(E0, idx, E1);
-          code[g] = _mm512_mask_srli_epi32(e, _mm512_cmpge_epu32_mask(frac, th), e, 16);
-          low[g] = _mm512_min_epu32(low[g], _mm512_sub_epi32(th, frac));  // alias_decided, for all 16 draws
-          high[g] = _mm512_max_epu32(high[g], frac);
-          c[g][k] = code[g];
-        }
-      for (int g = 0; g < G; ++g) packed[g][j] = pack_tokens(c[g]);
+    for (int j0 = 0; j0 < 4; j0 += NB) {
+      // Philox for NB consecutive blocks of each group at once (independent chains hide latency)
+      __m512i w[G][NB][4][2];
+      const uint32_t block = static_cast<uint32_t>(t0 >> 2) + j0;
+      if constexpr (SameHi) {
+        typename Philox16::Shared sh[NB];
+        for (int n = 0; n < NB; ++n) sh[n] = philox[0].shared(block + n);
+        for (int g = 0; g < G; ++g) philox[g].template blocks_shared<NB>(sh, w[g]);
+      } else {
+        for (int g = 0; g < G; ++g) philox[g].template blocks<NB>(block, w[g]);
+      }
+#pragma GCC unroll 2
+      for (int n = 0; n < NB; ++n) {
+        __m512i c[G][4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k)
+#pragma GCC unroll 2
+          for (int g = 0; g < G; ++g) {
+            const __m512i pa = _mm512_mul_epu32(w[g][n][k][0], vK), pb = _mm512_mul_epu32(w[g][n][k][1], vK);
+            const __m512i bucket = _mm512_mask_shuffle_epi32(pb, 0x5555, pa, _MM_PERM_CDAB);  // high halves
+            const __m512i frac = _mm512_mask_shuffle_epi32(pa, 0xAAAA, pb, _MM_PERM_CDAB);    // low halves
+            const __m512i idx = _mm512_add_epi32(code[g], bucket);  // vpermt2d reads the low 5 bits
+            const __m512i th = _mm512_permutex2var_epi32(TH0, idx, TH1);
+            const __m512i e = _mm512_permutex2var_epi32(E0, idx, E1);
+            code[g] = _mm512_mask_srli_epi32(e, _mm512_cmpge_epu32_mask(frac, th), e, 16);
+            low[g] = _mm512_min_epu32(low[g], _mm512_sub_epi32(th, frac));  // alias_decided, for all 16 draws
+            high[g] = _mm512_max_epu32(high[g], frac);
+            c[g][k] = code[g];
+          }
+        for (int g = 0; g < G; ++g) packed[g][j0 + n] = pack_tokens(c[g]);
+      }
     }
     const int n = static_cast<int>(std::min<int64_t>(16, L - t0));
     // staged in L1 (16 rows x 64 bytes), written out a cache line per row at a time
@@ -184,6 +195,17 @@ void hmm_rows_reg(const RegTables& rt, const AliasTables& init_a, int64_t r0, in
     }
   }
   _mm_sfence();  // order the streaming stores before the caller hands the array on
+}
+
+// hmm_rows_reg_impl, with Philox's shortcut for rows that share their high 32 bits (all but a
+// group that straddles a multiple of 2^32).
+template <int G, typename Redo>
+void hmm_rows_reg(const RegTables& rt, const AliasTables& init_a, int64_t r0, int64_t L, uint64_t seed,
+                  uint64_t row0, uint8_t* tokens, Redo&& redo) {
+  if (Philox16::rows_share_hi(row0 + r0, 16 * G))
+    hmm_rows_reg_impl<G, 2, true>(rt, init_a, r0, L, seed, row0, tokens, redo);
+  else
+    hmm_rows_reg_impl<G, 2, false>(rt, init_a, r0, L, seed, row0, tokens, redo);
 }
 
 }  // namespace avx512
