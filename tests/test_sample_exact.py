@@ -404,6 +404,27 @@ def test_long_rows_on_every_path(L):
         np.testing.assert_array_equal(np.concatenate(parts), outs["scalar"])
 
 
+def test_every_output_alignment_on_every_path():
+    """The AVX-512 path writes 64-byte lines: with L % 64 == 0 a row's first (64 - offset) % 64
+    positions share a line with the row before, which it writes whole at the end (partial stores
+    only at the block's ends). numpy places the output at each 16-byte offset mod 64 for some
+    batch size; every offset gives the scalar path's tokens, with 1 and 2 threads."""
+    proc = cm.processes.mess3()
+    seen = set()
+    for B in [32, 33, 34, 35, 47, 64, 65, 96, 97, 3000]:
+        for threads in (1, 2):
+            cm.set_num_threads(threads)
+            try:
+                outs = _sample_all_paths(proc, B, 256, 77, 5, gpu=False)
+            finally:
+                cm.set_num_threads(0)
+            seen.add(outs["avx512"].ctypes.data % 64 if "avx512" in outs else None)
+            for path, tok in outs.items():
+                np.testing.assert_array_equal(tok, outs["scalar"], err_msg=f"{path} B={B}")
+    if "avx512" in PATHS:
+        assert {0, 16, 32, 48} <= seen, seen
+
+
 def test_decided_draws_are_those_of_the_32_bit_draw():
     """0.1 drew from the high word against 32-bit thresholds; 0.2 differs only at undecided draws
     (none in these 131,072), so ordinary streams are unchanged."""

@@ -120,6 +120,10 @@ void hmm_rows_reg_impl(const RegTables& rt, const AliasTables& init_a, int64_t r
   // the output is 16-byte aligned and L % 64 == 0, as numpy's are; else lines are not aligned).
   const bool aligned = L % 64 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 && L >= 128;
   const int64_t head = aligned ? static_cast<int64_t>((64 - reinterpret_cast<uintptr_t>(out) % 64) % 64) : 0;
+  // A row's first `head` positions and the row before's last 64 - head share a cache line: they
+  // are kept here until the end, which writes that line whole (only the block's first head and
+  // last tail, shared with other calls, are partial stores).
+  alignas(64) uint8_t heads[G][16 * 64];
   for (int64_t t0 = 0; t0 < L; t0 += 16) {
     __m512i start[G], low[G], high[G], packed[G][4];
     for (int g = 0; g < G; ++g) {
@@ -164,7 +168,8 @@ void hmm_rows_reg_impl(const RegTables& rt, const AliasTables& init_a, int64_t r
     // staged in L1 (16 rows x 64 bytes), written out a cache line per row at a time
     const int64_t line = t0 < head ? 0 : head + ((t0 - head) & ~int64_t(63));
     for (int g = 0; g < G; ++g) {
-      store_chunk(packed[g], stage[g] + (t0 - line), 64, n);
+      uint8_t* st = t0 < head ? heads[g] : stage[g];
+      store_chunk(packed[g], st + (t0 - line), 64, n);
       const __mmask16 undecided =
           _mm512_cmplt_epu32_mask(low[g], vK32) | _mm512_cmpgt_epu32_mask(high[g], carry_at);
       if (undecided) {  // rare: about 32 K draws in 2^32
@@ -175,12 +180,26 @@ void hmm_rows_reg_impl(const RegTables& rt, const AliasTables& init_a, int64_t r
           if (undecided >> l & 1) {
             const int i = 16 * g + lane_row(l);
             lane[g][l] = redo(i, (from[l] & 31) / K, t0, t0 + n) * K;  // writes the output row
-            std::memcpy(stage[g] + lane_row(l) * 64 + (t0 - line), out + i * L + t0, static_cast<size_t>(n));
+            std::memcpy(st + lane_row(l) * 64 + (t0 - line), out + i * L + t0, static_cast<size_t>(n));
           }
         code[g] = _mm512_load_si512(lane[g]);
       }
     }
-    if (t0 + 16 == head || t0 + 16 - line == 64 || t0 + 16 >= L) {  // flush the line of every row
+    if (head > 0 && t0 + 16 >= L) {  // the last lines, completed by the next row's head
+      const int m = static_cast<int>(64 - head);
+      const __mmask64 tail = (__mmask64(1) << m) - 1;
+      const uint8_t* h = heads[0];  // heads[g][l * 64] is row 16 g + l's: 64 bytes per row throughout
+      _mm512_mask_storeu_epi8(out - m, ~tail, _mm512_maskz_loadu_epi8(~tail, h - m));
+      for (int i = 0; i < 16 * G; ++i) {
+        const __m512i t = _mm512_load_si512(stage[i / 16] + (i % 16) * 64);
+        uint8_t* o = out + i * L + line;
+        if (i + 1 < 16 * G)
+          _mm512_stream_si512(reinterpret_cast<__m512i*>(o),
+                              _mm512_mask_blend_epi8(tail, _mm512_maskz_loadu_epi8(~tail, h + (i + 1) * 64 - m), t));
+        else
+          _mm512_mask_storeu_epi8(o, tail, t);
+      }
+    } else if (t0 + 16 - line == 64 || t0 + 16 >= L) {  // flush the line of every row
       const int m = static_cast<int>(t0 + n - line);
       for (int g = 0; g < G; ++g) {
         uint8_t* o = out + 16 * g * L + line;
