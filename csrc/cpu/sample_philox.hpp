@@ -7,7 +7,7 @@
 // blocks<N>() computes N consecutive token blocks (independent chains, so the multiplier latency
 // is hidden) and skips the work that does not depend on the block: in round 1 the words (a0, a1)
 // come from the row alone and (a2, a3) from the row and the scalar block * M0; in round 2 the
-// product a0 * M0 is again the row's alone. from_shared() goes further for rows that share their
+// product a0 * M0 is again the row's alone. blocks_shared() goes further for rows that share their
 // high 32 bits (any group that does not straddle a multiple of 2^32).
 //
 // Ops (one per instruction set, see sample_avx512.hpp / sample_avx2.hpp) provides the vector type
@@ -76,7 +76,7 @@ struct PhiloxRows {
     }
   }
 
-  // Whether rows row0 .. row0 + n - 1 share their high 32 bits (then from_shared applies).
+  // Whether rows row0 .. row0 + n - 1 share their high 32 bits (then blocks_shared applies).
   static bool rows_share_hi(uint64_t row0, uint64_t n) {
     const uint64_t last = row0 + n - 1;
     return last >= row0 && (row0 >> 32) == (last >> 32);
