@@ -44,6 +44,7 @@ template <typename Redo>
 __attribute__((noinline)) void run_avx512(const RegTables& rt, const AliasTables& init, uint8_t* out, Redo&& redo) {
 #if defined(COMPMECH_SAMPLE_AVX512)
   for (int64_t r = 0; r < B; r += 32) avx512::hmm_rows_reg<2>(rt, init, r, L, SEED, 0, out, redo(r));
+  avx512::fence_streaming_stores();
 #endif
 }
 
@@ -92,14 +93,18 @@ int main() {
   };
   uint64_t sink = 0;
 #if defined(COMPMECH_SAMPLE_AVX512)
+  // Philox16 alone as the kernel runs it: two consecutive blocks at once, round 2 from the
+  // block's shared words (rows below 2^32 share row_hi)
   const double ph16 = ns_per_token([&] {
     __m512i acc = _mm512_setzero_si512();
     for (int64_t r = 0; r < B; r += 16) {
       const avx512::Philox16 ph(SEED, r);
-      for (uint32_t b = 0; b < L / 4; ++b) {
-        __m512i w[1][4][2];
-        ph.blocks<1>(b, w);
-        for (int k = 0; k < 4; ++k) acc = _mm512_ternarylogic_epi32(acc, w[0][k][0], w[0][k][1], 0x96);
+      for (uint32_t b = 0; b < L / 4; b += 2) {
+        __m512i w[2][4][2];
+        const avx512::Philox16::Shared sh[2] = {ph.shared(b), ph.shared(b + 1)};
+        ph.blocks_shared<2>(sh, w);
+        for (int n = 0; n < 2; ++n)
+          for (int k = 0; k < 4; ++k) acc = _mm512_ternarylogic_epi32(acc, w[n][k][0], w[n][k][1], 0x96);
       }
     }
     sink += _mm512_reduce_add_epi64(acc);

@@ -209,6 +209,17 @@ def test_stream_layout_matches_numpy_philox(name, kw):
         np.testing.assert_array_equal(tok, ref_tok, err_msg=path)
 
 
+@pytest.mark.parametrize("row0", [2**32 - 20, 2**32 - 16, 2**34 - 48])
+def test_row_groups_across_a_multiple_of_2_32(row0):
+    """The SIMD paths take a Philox shortcut for row groups that share their high 32 bits and the
+    general rounds for a group that straddles 2^32 k: both give the reference tokens."""
+    proc = cm.processes.mess3(0.05, 0.85)
+    seed, B, L = 0x0123456789ABCDEF, 96, 37
+    ref_tok, _ = reference_sample(proc, B, L, seed, row0)
+    for path, tok in _sample_all_paths(proc, B, L, seed, row0, gpu=False).items():
+        np.testing.assert_array_equal(tok, ref_tok, err_msg=path)
+
+
 @settings(max_examples=25, deadline=None)
 @given(S=st.integers(1, 9), V=st.integers(1, 6), B=st.integers(0, 70), L=st.integers(0, 40),
        seed=st.integers(0, 2**64 - 1), row0=st.integers(0, 2**40), threads=st.sampled_from([1, 2]))
@@ -391,6 +402,27 @@ def test_long_rows_on_every_path(L):
             np.testing.assert_array_equal(tok, outs["scalar"], err_msg=path)
         parts = [cm.sample(proc, n, L, seed=2024, row_offset=3 + o) for o, n in ((0, 37), (37, 63))]
         np.testing.assert_array_equal(np.concatenate(parts), outs["scalar"])
+
+
+def test_every_output_alignment_on_every_path():
+    """The AVX-512 path writes 64-byte lines: with L % 64 == 0 a row's first (64 - offset) % 64
+    positions share a line with the row before, which it writes whole at the end (partial stores
+    only at the block's ends). numpy places the output at each 16-byte offset mod 64 for some
+    batch size; every offset gives the scalar path's tokens, with 1 and 2 threads."""
+    proc = cm.processes.mess3()
+    seen = set()
+    for B in [32, 33, 34, 35, 47, 64, 65, 96, 97, 3000]:
+        for threads in (1, 2):
+            cm.set_num_threads(threads)
+            try:
+                outs = _sample_all_paths(proc, B, 256, 77, 5, gpu=False)
+            finally:
+                cm.set_num_threads(0)
+            seen.add(outs["avx512"].ctypes.data % 64 if "avx512" in outs else None)
+            for path, tok in outs.items():
+                np.testing.assert_array_equal(tok, outs["scalar"], err_msg=f"{path} B={B}")
+    if "avx512" in PATHS:
+        assert {0, 16, 32, 48} <= seen, seen
 
 
 def test_decided_draws_are_those_of_the_32_bit_draw():

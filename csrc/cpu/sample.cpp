@@ -195,7 +195,9 @@ void sample_hmm_cpu(const ProcessView& p, const double* init, int64_t B, int64_t
                           (want == SamplePath::automatic || want == SamplePath::avx2 || use_reg512);
   const RegTables rt = reg_ok ? reg_tables(tr, S) : RegTables{};
   const std::vector<uint64_t>& packed = h.packed;
-  const int64_t grain = std::max<int64_t>(16, ((262144 / std::max<int64_t>(L, 1)) + 15) / 16 * 16);
+  // Chunks of ~65536 tokens (about 30 us on the AVX-512 path), whole 32-row groups: the last
+  // chunk a thread claims leaves the other at most that long alone at the end of the call.
+  const int64_t grain = std::max<int64_t>(32, ((65536 / std::max<int64_t>(L, 1)) + 31) / 32 * 32);
   parallel_for(B, grain, [&](int64_t b, int64_t e) {
     constexpr int R = 16;
     int64_t r = b;
@@ -210,6 +212,7 @@ void sample_hmm_cpu(const ProcessView& p, const double* init, int64_t B, int64_t
       if (use_reg512) {
         for (; r + 2 * R <= e; r += 2 * R) avx512::hmm_rows_reg<2>(rt, ia, r, L, seed, row0, tok8, redo(r));
         for (; r + R <= e; r += R) avx512::hmm_rows_reg<1>(rt, ia, r, L, seed, row0, tok8, redo(r));
+        avx512::fence_streaming_stores();  // before this thread's rows are handed on
       }
 #endif
 #if defined(COMPMECH_SAMPLE_AVX2)

@@ -86,10 +86,12 @@ inline void store_chunk(const __m512i p[4], uint8_t* dst, int64_t stride, int n)
 // starting from initial_state() (init_a: the initial distribution's tables). The groups' state
 // chains are independent, so interleaving them hides the latency of each step's table lookup.
 // `redo(i, state, t0, t1)` recomputes positions [t0, t1) of row r0 + i from hidden state `state`
-// with the scalar code, writing its tokens, and returns the state after them.
-template <int G, typename Redo>
-void hmm_rows_reg(const RegTables& rt, const AliasTables& init_a, int64_t r0, int64_t L, uint64_t seed,
-                  uint64_t row0, uint8_t* tokens, Redo&& redo) {
+// with the scalar code, writing its tokens, and returns the state after them. Philox runs NB
+// consecutive blocks of a group at once (2: more chains hide its latency; 4 spill registers);
+// SameHi: all rows share row >> 32 (PhiloxRows::blocks_shared).
+template <int G, int NB, bool SameHi, typename Redo>
+void hmm_rows_reg_impl(const RegTables& rt, const AliasTables& init_a, int64_t r0, int64_t L, uint64_t seed,
+                       uint64_t row0, uint8_t* tokens, Redo&& redo) {
   const uint32_t K = rt.K;
   Philox16 philox[G];
   for (int g = 0; g < G; ++g) philox[g] = Philox16(seed, row0 + r0 + 16 * g);
@@ -120,6 +122,10 @@ void hmm_rows_reg(const RegTables& rt, const AliasTables& init_a, int64_t r0, in
   // the output is 16-byte aligned and L % 64 == 0, as numpy's are; else lines are not aligned).
   const bool aligned = L % 64 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 && L >= 128;
   const int64_t head = aligned ? static_cast<int64_t>((64 - reinterpret_cast<uintptr_t>(out) % 64) % 64) : 0;
+  // A row's first `head` positions and the row before's last 64 - head share a cache line: they
+  // are kept here until the end, which writes that line whole (only the block's first head and
+  // last tail, shared with other calls, are partial stores).
+  alignas(64) uint8_t heads[G][16 * 64];
   for (int64_t t0 = 0; t0 < L; t0 += 16) {
     __m512i start[G], low[G], high[G], packed[G][4];
     for (int g = 0; g < G; ++g) {
@@ -127,33 +133,45 @@ void hmm_rows_reg(const RegTables& rt, const AliasTables& init_a, int64_t r0, in
       low[g] = _mm512_set1_epi32(-1);
       high[g] = _mm512_setzero_si512();
     }
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) {
-      __m512i w[G][1][4][2];
-      for (int g = 0; g < G; ++g) philox[g].template blocks<1>(static_cast<uint32_t>(t0 >> 2) + j, w[g]);
-      __m512i c[G][4];
-#pragma GCC unroll 4
-      for (int k = 0; k < 4; ++k)
 #pragma GCC unroll 2
-        for (int g = 0; g < G; ++g) {
-          const __m512i pa = _mm512_mul_epu32(w[g][0][k][0], vK), pb = _mm512_mul_epu32(w[g][0][k][1], vK);
-          const __m512i bucket = _mm512_mask_shuffle_epi32(pb, 0x5555, pa, _MM_PERM_CDAB);  // high halves
-          const __m512i frac = _mm512_mask_shuffle_epi32(pa, 0xAAAA, pb, _MM_PERM_CDAB);    // low halves
-          const __m512i idx = _mm512_add_epi32(code[g], bucket);  // vpermt2d reads the low 5 bits
-          const __m512i th = _mm512_permutex2var_epi32(TH0, idx, TH1);
-          const __m512i e = _mm512_permutex2var_epi32(E0, idx, E1);
-          code[g] = _mm512_mask_srli_epi32(e, _mm512_cmpge_epu32_mask(frac, th), e, 16);
-          low[g] = _mm512_min_epu32(low[g], _mm512_sub_epi32(th, frac));  // alias_decided, for all 16 draws
-          high[g] = _mm512_max_epu32(high[g], frac);
-          c[g][k] = code[g];
-        }
-      for (int g = 0; g < G; ++g) packed[g][j] = pack_tokens(c[g]);
+    for (int j0 = 0; j0 < 4; j0 += NB) {
+      // Philox for NB consecutive blocks of each group at once (independent chains hide latency)
+      __m512i w[G][NB][4][2];
+      const uint32_t block = static_cast<uint32_t>(t0 >> 2) + j0;
+      if constexpr (SameHi) {
+        typename Philox16::Shared sh[NB];
+        for (int n = 0; n < NB; ++n) sh[n] = philox[0].shared(block + n);
+        for (int g = 0; g < G; ++g) philox[g].template blocks_shared<NB>(sh, w[g]);
+      } else {
+        for (int g = 0; g < G; ++g) philox[g].template blocks<NB>(block, w[g]);
+      }
+#pragma GCC unroll 2
+      for (int n = 0; n < NB; ++n) {
+        __m512i c[G][4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k)
+#pragma GCC unroll 2
+          for (int g = 0; g < G; ++g) {
+            const __m512i pa = _mm512_mul_epu32(w[g][n][k][0], vK), pb = _mm512_mul_epu32(w[g][n][k][1], vK);
+            const __m512i bucket = _mm512_mask_shuffle_epi32(pb, 0x5555, pa, _MM_PERM_CDAB);  // high halves
+            const __m512i frac = _mm512_mask_shuffle_epi32(pa, 0xAAAA, pb, _MM_PERM_CDAB);    // low halves
+            const __m512i idx = _mm512_add_epi32(code[g], bucket);  // vpermt2d reads the low 5 bits
+            const __m512i th = _mm512_permutex2var_epi32(TH0, idx, TH1);
+            const __m512i e = _mm512_permutex2var_epi32(E0, idx, E1);
+            code[g] = _mm512_mask_srli_epi32(e, _mm512_cmpge_epu32_mask(frac, th), e, 16);
+            low[g] = _mm512_min_epu32(low[g], _mm512_sub_epi32(th, frac));  // alias_decided, for all 16 draws
+            high[g] = _mm512_max_epu32(high[g], frac);
+            c[g][k] = code[g];
+          }
+        for (int g = 0; g < G; ++g) packed[g][j0 + n] = pack_tokens(c[g]);
+      }
     }
     const int n = static_cast<int>(std::min<int64_t>(16, L - t0));
     // staged in L1 (16 rows x 64 bytes), written out a cache line per row at a time
     const int64_t line = t0 < head ? 0 : head + ((t0 - head) & ~int64_t(63));
     for (int g = 0; g < G; ++g) {
-      store_chunk(packed[g], stage[g] + (t0 - line), 64, n);
+      uint8_t* st = t0 < head ? heads[g] : stage[g];
+      store_chunk(packed[g], st + (t0 - line), 64, n);
       const __mmask16 undecided =
           _mm512_cmplt_epu32_mask(low[g], vK32) | _mm512_cmpgt_epu32_mask(high[g], carry_at);
       if (undecided) {  // rare: about 32 K draws in 2^32
@@ -164,12 +182,26 @@ void hmm_rows_reg(const RegTables& rt, const AliasTables& init_a, int64_t r0, in
           if (undecided >> l & 1) {
             const int i = 16 * g + lane_row(l);
             lane[g][l] = redo(i, (from[l] & 31) / K, t0, t0 + n) * K;  // writes the output row
-            std::memcpy(stage[g] + lane_row(l) * 64 + (t0 - line), out + i * L + t0, static_cast<size_t>(n));
+            std::memcpy(st + lane_row(l) * 64 + (t0 - line), out + i * L + t0, static_cast<size_t>(n));
           }
         code[g] = _mm512_load_si512(lane[g]);
       }
     }
-    if (t0 + 16 == head || t0 + 16 - line == 64 || t0 + 16 >= L) {  // flush the line of every row
+    if (head > 0 && t0 + 16 >= L) {  // the last lines, completed by the next row's head
+      const int m = static_cast<int>(64 - head);
+      const __mmask64 tail = (__mmask64(1) << m) - 1;
+      const uint8_t* h = heads[0];  // heads[g][l * 64] is row 16 g + l's: 64 bytes per row throughout
+      _mm512_mask_storeu_epi8(out - m, ~tail, _mm512_maskz_loadu_epi8(~tail, h - m));
+      for (int i = 0; i < 16 * G; ++i) {
+        const __m512i t = _mm512_load_si512(stage[i / 16] + (i % 16) * 64);
+        uint8_t* o = out + i * L + line;
+        if (i + 1 < 16 * G)
+          _mm512_stream_si512(reinterpret_cast<__m512i*>(o),
+                              _mm512_mask_blend_epi8(tail, _mm512_maskz_loadu_epi8(~tail, h + (i + 1) * 64 - m), t));
+        else
+          _mm512_mask_storeu_epi8(o, tail, t);
+      }
+    } else if (t0 + 16 - line == 64 || t0 + 16 >= L) {  // flush the line of every row
       const int m = static_cast<int>(t0 + n - line);
       for (int g = 0; g < G; ++g) {
         uint8_t* o = out + 16 * g * L + line;
@@ -183,7 +215,22 @@ void hmm_rows_reg(const RegTables& rt, const AliasTables& init_a, int64_t r0, in
       }
     }
   }
-  _mm_sfence();  // order the streaming stores before the caller hands the array on
+}
+
+// The kernels write whole lines with streaming (weakly ordered) stores and leave the fence to the
+// caller: one fence after a run of calls, before the array is handed on (a fence per call of 32
+// rows cost 3-4% with a 1 MB output).
+inline void fence_streaming_stores() { _mm_sfence(); }
+
+// hmm_rows_reg_impl, with Philox's shortcut for rows that share their high 32 bits (all but a
+// group that straddles a multiple of 2^32). Call fence_streaming_stores() after a run of calls.
+template <int G, typename Redo>
+void hmm_rows_reg(const RegTables& rt, const AliasTables& init_a, int64_t r0, int64_t L, uint64_t seed,
+                  uint64_t row0, uint8_t* tokens, Redo&& redo) {
+  if (Philox16::rows_share_hi(row0 + r0, 16 * G))
+    hmm_rows_reg_impl<G, 2, true>(rt, init_a, r0, L, seed, row0, tokens, redo);
+  else
+    hmm_rows_reg_impl<G, 2, false>(rt, init_a, r0, L, seed, row0, tokens, redo);
 }
 
 }  // namespace avx512

@@ -7,7 +7,8 @@
 // blocks<N>() computes N consecutive token blocks (independent chains, so the multiplier latency
 // is hidden) and skips the work that does not depend on the block: in round 1 the words (a0, a1)
 // come from the row alone and (a2, a3) from the row and the scalar block * M0; in round 2 the
-// product a0 * M0 is again the row's alone.
+// product a0 * M0 is again the row's alone. blocks_shared() goes further for rows that share their
+// high 32 bits (any group that does not straddle a multiple of 2^32).
 //
 // Ops (one per instruction set, see sample_avx512.hpp / sample_avx2.hpp) provides the vector type
 // V, kRows, and set1_64, set1_32, iota64 (0, 1, ...), add64, srli64_32 (>> 32 per 64-bit lane),
@@ -28,6 +29,7 @@ struct PhiloxRows {
   // per half h, domain kDomainTokens: round-1 a2 without the block's share (row_hi ^ k1[0]),
   // round-2 inputs: a1 ^ k0[1], hi(a0 * M0) ^ k1[1], lo(a0 * M0)
   V rh[2], a1k[2], h2[2], l2[2];
+  uint32_t rh_s = 0;  // when the rows share row_hi: round-1 a2 without the block's share
 
   PhiloxRows() = default;
   PhiloxRows(uint64_t seed, uint64_t row0) {
@@ -39,6 +41,7 @@ struct PhiloxRows {
       b += 0xBB67AE85u;
     }
     const V vM0 = Ops::set1_64(M0), vM1 = Ops::set1_64(M1);
+    rh_s = static_cast<uint32_t>(row0 >> 32) ^ k1[0];
     for (int h = 0; h < 2; ++h) {
       const V rows = Ops::add64(Ops::set1_64(row0 + Ops::kRows * h), Ops::iota64());
       c2[h] = rows;
@@ -73,6 +76,12 @@ struct PhiloxRows {
     }
   }
 
+  // Whether rows row0 .. row0 + n - 1 share their high 32 bits (then blocks_shared applies).
+  static bool rows_share_hi(uint64_t row0, uint64_t n) {
+    const uint64_t last = row0 + n - 1;
+    return last >= row0 && (row0 >> 32) == (last >> 32);
+  }
+
   // Token blocks block..block+N-1 (domain kDomainTokens): w[n][k][h] = word k of half h's rows.
   template <int N>
   inline void blocks(uint32_t block, V w[N][4][2]) const {
@@ -90,6 +99,34 @@ struct PhiloxRows {
         w[n][3][h] = l2[h];
       }
     }
+    rounds<N>(k0, k1, 2, w);
+  }
+
+  // When the rows share row_hi, round 1's a2 = row_hi ^ k1[0] ^ hi(block * M0) is one scalar, so
+  // its product is a scalar multiply: the block's share of rounds 1-2 is three broadcast words,
+  // the same for every group of rows with that row_hi (computed once for all of them).
+  struct Shared {
+    V lo0, hi2, lo2;  // lo(block * M0); hi and lo of round 1's a2 * M1
+  };
+  inline Shared shared(uint32_t block) const {
+    const uint64_t p0 = static_cast<uint64_t>(block) * M0;
+    const uint64_t p2 = static_cast<uint64_t>(rh_s ^ static_cast<uint32_t>(p0 >> 32)) * M1;
+    return {Ops::set1_32(static_cast<uint32_t>(p0)), Ops::set1_32(static_cast<uint32_t>(p2 >> 32)),
+            Ops::set1_32(static_cast<uint32_t>(p2))};
+  }
+
+  // blocks<N>() for rows that share row_hi (rows_share_hi), from the blocks' shared() words.
+  template <int N>
+  inline void blocks_shared(const Shared* s, V w[N][4][2]) const {
+#pragma GCC unroll 4
+    for (int n = 0; n < N; ++n)
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        w[n][0][h] = Ops::xor2(s[n].hi2, a1k[h]);
+        w[n][1][h] = s[n].lo2;
+        w[n][2][h] = Ops::xor2(h2[h], s[n].lo0);
+        w[n][3][h] = l2[h];
+      }
     rounds<N>(k0, k1, 2, w);
   }
 
