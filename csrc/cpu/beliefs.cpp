@@ -257,6 +257,16 @@ __attribute__((noinline, cold)) LaneFix fix_lanes8(vd8 norm, __mmask8 ok, int64_
   return f;
 }
 
+// sum_j v[j] (* w[j]) of 8 lanes in ascending j. For HMMs the leading 0 + is dropped: it changes
+// only the sign of a zero norm, which fails either way. GHMMs keep it, so that the compiler fuses
+// each product into the running sum exactly as belief_step does.
+template <int SC, bool GH>
+__attribute__((always_inline)) inline vd8 norm_lanes8(const vd8* v, const double* w) {
+  vd8 norm = GH ? vd8{} : v[0];
+  for (int j = GH ? 0 : 1; j < SC; ++j) norm += GH ? v[j] * w[j] : v[j];
+  return norm;
+}
+
 // One group of 8 rows, one position: belief_step + safe_inverse, operation for operation.
 // Returns the norm the accumulator takes (1 in lanes whose tiny norm went to `extra`).
 template <int SC, bool GH, bool LOGP>
@@ -266,11 +276,7 @@ __attribute__((always_inline)) inline vd8 step_lanes8(vd8* eta, const __m512d* t
   for (int j = 0; j < SC; ++j) nxt[j] = vd8{};
   for (int i = 0; i < SC; ++i)
     for (int j = 0; j < SC; ++j) nxt[j] += eta[i] * reinterpret_cast<vd8>(_mm512_permutexvar_pd(x, tab[i * SC + j]));
-  // sum_j out[j] (* w[j]) in ascending j. For HMMs the leading 0 + is dropped: it changes only
-  // the sign of a zero norm, which fails either way. GHMMs keep it, so that the compiler fuses
-  // each product into the running sum exactly as belief_step does.
-  vd8 norm = GH ? vd8{} : nxt[0];
-  for (int j = GH ? 0 : 1; j < SC; ++j) norm += GH ? nxt[j] * w[j] : nxt[j];
+  vd8 norm = norm_lanes8<SC, GH>(nxt, w);
   const __mmask8 ok = _mm512_cmp_pd_mask(reinterpret_cast<__m512d>(norm), reinterpret_cast<__m512d>(zero_tol), _CMP_GT_OQ);
   const __mmask8 tiny = _mm512_cmp_pd_mask(reinterpret_cast<__m512d>(norm), _mm512_set1_pd(kTinyNorm), _CMP_LT_OQ);
   vd8 acc_norm = norm;
@@ -372,7 +378,12 @@ inline __mmask8 live_mask8(const ScaledLanes8& st) {
   return _mm512_test_epi64_mask(m, m);
 }
 
-template <int SC, bool GH>
+// TOL: the zero tolerance is checked against the norm before each step (GHMMs, or an HMM given
+// a nonzero tolerance). Without it (HMMs: norm >= kRescaleBelow already implies norm > 0) no
+// norm is carried from step to step: the rescaling at the end of the tile recomputes the last
+// one from v with the same sums (exact also where fix() rescaled a lane: scaling up by a power
+// of two rounds nothing), which keeps 4 registers free for the lane groups' beliefs.
+template <int SC, bool GH, bool TOL>
 __attribute__((always_inline)) inline void tile_logp8(vd8 (*v_mem)[SC], ScaledLanes8* st, const __m512d* tab,
                                                       const __m512i (*xs)[kTile], int nt, int64_t t0,
                                                       const double* w, double zero_tol, int64_t* fail) {
@@ -382,11 +393,10 @@ __attribute__((always_inline)) inline void tile_logp8(vd8 (*v_mem)[SC], ScaledLa
   __mmask8 live[G];
   for (int g = 0; g < G; ++g) {
     for (int j = 0; j < SC; ++j) v[g][j] = v_mem[g][j];
-    last[g] = st[g].last;
+    if (TOL) last[g] = st[g].last;
     live[g] = live_mask8(st[g]);
   }
   const __m512d below = _mm512_set1_pd(kRescaleBelow);
-  const bool tol = GH || zero_tol != 0.0;  // HMMs: norm >= kRescaleBelow implies norm > 0
   for (int tt = 0; tt < nt; ++tt) {
 #pragma GCC unroll 4
     for (int g = 0; g < G; ++g) {
@@ -395,31 +405,35 @@ __attribute__((always_inline)) inline void tile_logp8(vd8 (*v_mem)[SC], ScaledLa
       for (int i = 0; i < SC; ++i)
         for (int j = 0; j < SC; ++j)
           nxt[j] += v[g][i] * reinterpret_cast<vd8>(_mm512_permutexvar_pd(xs[g][tt], tab[i * SC + j]));
-      vd8 norm = GH ? vd8{} : nxt[0];  // the same sums as step_lanes8
-      for (int j = GH ? 0 : 1; j < SC; ++j) norm += GH ? nxt[j] * w[j] : nxt[j];
+      const vd8 norm = norm_lanes8<SC, GH>(nxt, w);
       const __m512d n = reinterpret_cast<__m512d>(norm);
       __mmask8 bad = _mm512_mask_cmp_pd_mask(live[g], n, below, _CMP_NGE_UQ);
-      if (tol) bad |= _mm512_mask_cmp_pd_mask(live[g], n, reinterpret_cast<__m512d>(zero_tol * last[g]), _CMP_NGT_UQ);
+      if (TOL) bad |= _mm512_mask_cmp_pd_mask(live[g], n, reinterpret_cast<__m512d>(zero_tol * last[g]), _CMP_NGT_UQ);
       for (int j = 0; j < SC; ++j) v[g][j] = nxt[j];
-      const vd8 prev = last[g];
-      last[g] = norm;
+      // without TOL the tolerance is 0 and prev only needs to be finite in live lanes
+      const vd8 prev = TOL ? last[g] : norm;
+      if (TOL) last[g] = norm;
       if (__builtin_expect(bad != 0, 0)) {
+        // through a copy: v's own address never escapes, so it stays in registers
+        vd8 tmp[SC];
+        for (int j = 0; j < SC; ++j) tmp[j] = v[g][j];
         st[g].last = norm;
-        st[g].fix(reinterpret_cast<vl8>(_mm512_movm_epi64(bad)), t0 + tt, prev, v[g], SC, zero_tol, fail + g * 8);
-        last[g] = st[g].last;
+        st[g].fix(reinterpret_cast<vl8>(_mm512_movm_epi64(bad)), t0 + tt, prev, tmp, SC, zero_tol, fail + g * 8);
+        for (int j = 0; j < SC; ++j) v[g][j] = tmp[j];
+        if (TOL) last[g] = st[g].last;
         live[g] = live_mask8(st[g]);
       }
     }
   }
   for (int g = 0; g < G; ++g) {
-    st[g].last = last[g];
+    st[g].last = TOL ? last[g] : norm_lanes8<SC, GH>(v[g], w);
     if (nt == kTile) st[g].rescale(v[g], SC);  // t0 % kTile == 0: position t0 + 7 ends a period
     for (int j = 0; j < SC; ++j) v_mem[g][j] = v[g][j];
   }
 }
 
 template <int SC, bool GH, typename Tok>
-void rows_logp8(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L, double* logp,
+__attribute__((noinline)) void rows_logp8(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L, double* logp,
                 int64_t* fail) {
   constexpr int W = 8, G = kLane8G;
   const double* w = GH ? p.w : nullptr;
@@ -434,7 +448,8 @@ void rows_logp8(const ProcessView& p, const double* init, const Tok* tokens, int
   for (int64_t t0 = 0; t0 < L; t0 += kTile) {
     const int nt = static_cast<int>(std::min<int64_t>(kTile, L - t0));
     for (int g = 0; g < G; ++g) stage_tokens8(tokens, r0 + g * W, L, t0, nt, xs[g]);
-    tile_logp8<SC, GH>(v, st, tab, xs, nt, t0, w, p.zero_tol, fail);
+    if (GH || p.zero_tol != 0.0) tile_logp8<SC, GH, true>(v, st, tab, xs, nt, t0, w, p.zero_tol, fail);
+    else tile_logp8<SC, GH, false>(v, st, tab, xs, nt, t0, w, p.zero_tol, fail);
   }
   ScaledLogProb lanes[W * G];
   for (int r = 0; r < W * G; ++r) lanes[r] = st[r / W].lane(r % W);
