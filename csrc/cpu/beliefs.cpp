@@ -383,11 +383,14 @@ inline __mmask8 live_mask8(const ScaledLanes8& st) {
 // norm is carried from step to step: the rescaling at the end of the tile recomputes the last
 // one from v with the same sums (exact also where fix() rescaled a lane: scaling up by a power
 // of two rounds nothing), which keeps 4 registers free for the lane groups' beliefs.
-template <int SC, bool GH, bool TOL>
+// NT > 0: a whole tile of NT == kTile positions, known at compile time (the common case, fully
+// unrolled); NT == 0: the last, partial tile of nt positions.
+template <int SC, bool GH, bool TOL, int NT>
 __attribute__((always_inline)) inline void tile_logp8(vd8 (*v_mem)[SC], ScaledLanes8* st, const __m512d* tab,
-                                                      const __m512i (*xs)[kTile], int nt, int64_t t0,
+                                                      const __m512i (*xs)[kTile], int nt_runtime, int64_t t0,
                                                       const double* w, double zero_tol, int64_t* fail) {
   constexpr int G = kLane8G;
+  const int nt = NT > 0 ? NT : nt_runtime;
   vd8 v[G][SC];
   vd8 last[G];
   __mmask8 live[G];
@@ -432,9 +435,9 @@ __attribute__((always_inline)) inline void tile_logp8(vd8 (*v_mem)[SC], ScaledLa
   }
 }
 
-template <int SC, bool GH, typename Tok>
-__attribute__((noinline)) void rows_logp8(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L, double* logp,
-                int64_t* fail) {
+template <int SC, bool GH, bool TOL, typename Tok>
+__attribute__((noinline)) void rows_logp8_run(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0,
+                                              int64_t L, double* logp, int64_t* fail) {
   constexpr int W = 8, G = kLane8G;
   const double* w = GH ? p.w : nullptr;
   __m512d tab[SC * SC];
@@ -448,12 +451,19 @@ __attribute__((noinline)) void rows_logp8(const ProcessView& p, const double* in
   for (int64_t t0 = 0; t0 < L; t0 += kTile) {
     const int nt = static_cast<int>(std::min<int64_t>(kTile, L - t0));
     for (int g = 0; g < G; ++g) stage_tokens8(tokens, r0 + g * W, L, t0, nt, xs[g]);
-    if (GH || p.zero_tol != 0.0) tile_logp8<SC, GH, true>(v, st, tab, xs, nt, t0, w, p.zero_tol, fail);
-    else tile_logp8<SC, GH, false>(v, st, tab, xs, nt, t0, w, p.zero_tol, fail);
+    if (nt == kTile) tile_logp8<SC, GH, TOL, kTile>(v, st, tab, xs, nt, t0, w, p.zero_tol, fail);
+    else tile_logp8<SC, GH, TOL, 0>(v, st, tab, xs, nt, t0, w, p.zero_tol, fail);
   }
   ScaledLogProb lanes[W * G];
   for (int r = 0; r < W * G; ++r) lanes[r] = st[r / W].lane(r % W);
   finish_logp(lanes, fail, W * G, logp + r0);
+}
+
+template <int SC, bool GH, typename Tok>
+void rows_logp8(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L, double* logp,
+                int64_t* fail) {
+  if (GH || p.zero_tol != 0.0) rows_logp8_run<SC, GH, true>(p, init, tokens, r0, L, logp, fail);
+  else rows_logp8_run<SC, GH, false>(p, init, tokens, r0, L, logp, fail);
 }
 
 template <int SC, bool GH, bool LOGP, typename Tok, typename Out>
