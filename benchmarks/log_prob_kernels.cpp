@@ -8,7 +8,7 @@
 //     (wrong results: it only shows what the rest costs).
 // Figures are medians of REPS calls in process CPU time per update (robust to other jobs on
 // shared cores), next to wall clock. Not part of the Python build:
-//   g++ -O3 -march=native -std=c++17 -Icsrc/include -Icsrc benchmarks/log_prob_kernels.cpp csrc/cpu/parallel.cpp \
+//   g++ -O3 -march=native -std=c++17 -Icsrc/include -Icsrc benchmarks/log_prob_kernels.cpp csrc/cpu/parallel.cpp
 //       -lpthread -o /tmp/lpk && /tmp/lpk [REPS]
 #include "cpu/beliefs.cpp"  // the kernels live in an anonymous namespace: one translation unit
 

@@ -383,14 +383,54 @@ inline __mmask8 live_mask8(const ScaledLanes8& st) {
 // norm is carried from step to step: the rescaling at the end of the tile recomputes the last
 // one from v with the same sums (exact also where fix() rescaled a lane: scaling up by a power
 // of two rounds nothing), which keeps 4 registers free for the lane groups' beliefs.
+// An HMM's norm never grows from one step to the next (P(x | eta) <= 1) beyond round-off, at most
+// a factor 1 + 2^-46 over a tile. So when a whole tile ends with every norm at or above this bar,
+// no step inside it went below kRescaleBelow or met an impossible token (a zero norm stays
+// zero), and none needed a look.
+constexpr double kReplayBar = kRescaleBelow * (1.0 + 0x1p-28);
+
+// The lanes of `lanes` redo a whole tile one step at a time with ScaledLogProb (belief_step and
+// settle, the scalar definition), from the tile's starting v0 and `last0`: for the rare tiles
+// whose end norm is below kReplayBar. v (the tile's end) and st get the lanes' results.
+template <int SC>
+__attribute__((noinline, cold)) void replay_lanes8(const ProcessView& p, const vd8* v0, vd8 last0, __mmask8 lanes,
+                                                   const __m512i* xs, int64_t t0, int64_t* fail, vd8* v,
+                                                   ScaledLanes8& st) {
+  for (int l = 0; l < 8; ++l) {
+    if (!((lanes >> l) & 1)) continue;
+    double vv[SC];
+    for (int j = 0; j < SC; ++j) vv[j] = v0[j][l];
+    ScaledLogProb s{last0[l], st.expo[l]};
+    int64_t f = -1;
+    for (int tt = 0; tt < kTile && f < 0; ++tt) {
+      alignas(64) int64_t x[8];
+      _mm512_store_si512(x, xs[tt]);
+      double nxt[SC];
+      const double norm = belief_step<SC, double>(vv, p.T + x[l] * SC * SC, nullptr, nxt, SC);
+      scaled_step(s, f, t0 + tt, norm, p.zero_tol, nxt, vv, SC);
+    }
+    if (f >= 0) {
+      if (fail[l] < 0) fail[l] = f;
+      st.live[l] = 0;
+      continue;
+    }
+    for (int j = 0; j < SC; ++j) v[j][l] = vv[j];
+    st.last[l] = s.last;
+    st.expo[l] = s.expo;
+  }
+}
+
 // NT > 0: a whole tile of NT == kTile positions, known at compile time (the common case, fully
-// unrolled); NT == 0: the last, partial tile of nt positions.
+// unrolled); NT == 0: the last, partial tile of nt positions. HMMs (no TOL) check whole tiles
+// only at their end (DEFER, see kReplayBar): per step, only the lookups and multiply-adds.
 template <int SC, bool GH, bool TOL, int NT>
 __attribute__((always_inline)) inline void tile_logp8(vd8 (*v_mem)[SC], ScaledLanes8* st, const __m512d* tab,
                                                       const __m512i (*xs)[kTile], int nt_runtime, int64_t t0,
-                                                      const double* w, double zero_tol, int64_t* fail) {
+                                                      const double* w, const ProcessView& p, int64_t* fail) {
   constexpr int G = kLane8G;
+  constexpr bool DEFER = !GH && !TOL && NT == kTile;
   const int nt = NT > 0 ? NT : nt_runtime;
+  const double zero_tol = p.zero_tol;
   vd8 v[G][SC];
   vd8 last[G];
   __mmask8 live[G];
@@ -408,11 +448,12 @@ __attribute__((always_inline)) inline void tile_logp8(vd8 (*v_mem)[SC], ScaledLa
       for (int i = 0; i < SC; ++i)
         for (int j = 0; j < SC; ++j)
           nxt[j] += v[g][i] * reinterpret_cast<vd8>(_mm512_permutexvar_pd(xs[g][tt], tab[i * SC + j]));
+      for (int j = 0; j < SC; ++j) v[g][j] = nxt[j];
+      if (DEFER) continue;
       const vd8 norm = norm_lanes8<SC, GH>(nxt, w);
       const __m512d n = reinterpret_cast<__m512d>(norm);
       __mmask8 bad = _mm512_mask_cmp_pd_mask(live[g], n, below, _CMP_NGE_UQ);
       if (TOL) bad |= _mm512_mask_cmp_pd_mask(live[g], n, reinterpret_cast<__m512d>(zero_tol * last[g]), _CMP_NGT_UQ);
-      for (int j = 0; j < SC; ++j) v[g][j] = nxt[j];
       // without TOL the tolerance is 0 and prev only needs to be finite in live lanes
       const vd8 prev = TOL ? last[g] : norm;
       if (TOL) last[g] = norm;
@@ -429,7 +470,18 @@ __attribute__((always_inline)) inline void tile_logp8(vd8 (*v_mem)[SC], ScaledLa
     }
   }
   for (int g = 0; g < G; ++g) {
+    const vd8 last0 = st[g].last;
     st[g].last = TOL ? last[g] : norm_lanes8<SC, GH>(v[g], w);
+    if (DEFER) {
+      const __mmask8 bad = _mm512_mask_cmp_pd_mask(live[g], reinterpret_cast<__m512d>(st[g].last),
+                                                   _mm512_set1_pd(kReplayBar), _CMP_NGE_UQ);
+      if (__builtin_expect(bad != 0, 0)) {
+        vd8 tmp[SC];
+        for (int j = 0; j < SC; ++j) tmp[j] = v[g][j];
+        replay_lanes8<SC>(p, v_mem[g], last0, bad, xs[g], t0, fail + g * 8, tmp, st[g]);
+        for (int j = 0; j < SC; ++j) v[g][j] = tmp[j];
+      }
+    }
     if (nt == kTile) st[g].rescale(v[g], SC);  // t0 % kTile == 0: position t0 + 7 ends a period
     for (int j = 0; j < SC; ++j) v_mem[g][j] = v[g][j];
   }
@@ -451,8 +503,8 @@ __attribute__((noinline)) void rows_logp8_run(const ProcessView& p, const double
   for (int64_t t0 = 0; t0 < L; t0 += kTile) {
     const int nt = static_cast<int>(std::min<int64_t>(kTile, L - t0));
     for (int g = 0; g < G; ++g) stage_tokens8(tokens, r0 + g * W, L, t0, nt, xs[g]);
-    if (nt == kTile) tile_logp8<SC, GH, TOL, kTile>(v, st, tab, xs, nt, t0, w, p.zero_tol, fail);
-    else tile_logp8<SC, GH, TOL, 0>(v, st, tab, xs, nt, t0, w, p.zero_tol, fail);
+    if (nt == kTile) tile_logp8<SC, GH, TOL, kTile>(v, st, tab, xs, nt, t0, w, p, fail);
+    else tile_logp8<SC, GH, TOL, 0>(v, st, tab, xs, nt, t0, w, p, fail);
   }
   ScaledLogProb lanes[W * G];
   for (int r = 0; r < W * G; ++r) lanes[r] = st[r / W].lane(r % W);
