@@ -383,11 +383,11 @@ inline __mmask8 live_mask8(const ScaledLanes8& st) {
 // norm is carried from step to step: the rescaling at the end of the tile recomputes the last
 // one from v with the same sums (exact also where fix() rescaled a lane: scaling up by a power
 // of two rounds nothing), which keeps 4 registers free for the lane groups' beliefs.
-// An HMM's norm never grows from one step to the next (P(x | eta) <= 1) beyond round-off, at most
-// a factor 1 + 2^-46 over a tile. So when a whole tile ends with every norm at or above this bar,
-// no step inside it went below kRescaleBelow or met an impossible token (a zero norm stays
-// zero), and none needed a look.
-constexpr double kReplayBar = kRescaleBelow * (1.0 + 0x1p-28);
+// An HMM's norm does not grow from one step to the next (P(x | eta) <= 1; round-off and rows of
+// T.sum(0) renormalised to 1 leave far less than a factor 2 over a tile). So when a whole tile
+// ends with every norm at or above this bar, no step inside it went below kRescaleBelow or met
+// an impossible token (a zero norm stays zero), and none needed a look.
+constexpr double kReplayBar = 2 * kRescaleBelow;
 
 // The lanes of `lanes` redo a whole tile one step at a time with ScaledLogProb (belief_step and
 // settle, the scalar definition), from the tile's starting v0 and `last0`: for the rare tiles
