@@ -71,10 +71,7 @@ __attribute__((noinline)) void bound_rows(const ProcessView& p, const double* in
 #pragma GCC unroll 4
       for (int g = 0; g < G; ++g) {
         vd8 nxt[SC];
-        for (int j = 0; j < SC; ++j) nxt[j] = vd8{};
-        for (int i = 0; i < SC; ++i)
-          for (int j = 0; j < SC; ++j)
-            nxt[j] += v[g][i] * reinterpret_cast<vd8>(_mm512_permutexvar_pd(xs[g][tt], tab[i * SC + j]));
+        products_lanes8<SC>(v[g], tab, xs[g][tt], nxt);
         acc += norm_lanes8<SC, false>(nxt, nullptr);
         for (int j = 0; j < SC; ++j) v[g][j] = nxt[j];
       }

@@ -267,15 +267,22 @@ __attribute__((always_inline)) inline vd8 norm_lanes8(const vd8* v, const double
   return norm;
 }
 
+// nxt = eta @ T[x] for 8 lanes, belief_step's products: T[x, i, j] is looked up in tab by each
+// lane's token.
+template <int SC>
+__attribute__((always_inline)) inline void products_lanes8(const vd8* eta, const __m512d* tab, __m512i x, vd8* nxt) {
+  for (int j = 0; j < SC; ++j) nxt[j] = vd8{};
+  for (int i = 0; i < SC; ++i)
+    for (int j = 0; j < SC; ++j) nxt[j] += eta[i] * reinterpret_cast<vd8>(_mm512_permutexvar_pd(x, tab[i * SC + j]));
+}
+
 // One group of 8 rows, one position: belief_step + safe_inverse, operation for operation.
 // Returns the norm the accumulator takes (1 in lanes whose tiny norm went to `extra`).
 template <int SC, bool GH, bool LOGP>
 __attribute__((always_inline)) inline vd8 step_lanes8(vd8* eta, const __m512d* tab, __m512i x, const double* w,
                                                       vd8 zero_tol, int64_t t, int64_t* fail, double* extra) {
   vd8 nxt[SC];
-  for (int j = 0; j < SC; ++j) nxt[j] = vd8{};
-  for (int i = 0; i < SC; ++i)
-    for (int j = 0; j < SC; ++j) nxt[j] += eta[i] * reinterpret_cast<vd8>(_mm512_permutexvar_pd(x, tab[i * SC + j]));
+  products_lanes8<SC>(eta, tab, x, nxt);
   vd8 norm = norm_lanes8<SC, GH>(nxt, w);
   const __mmask8 ok = _mm512_cmp_pd_mask(reinterpret_cast<__m512d>(norm), reinterpret_cast<__m512d>(zero_tol), _CMP_GT_OQ);
   const __mmask8 tiny = _mm512_cmp_pd_mask(reinterpret_cast<__m512d>(norm), _mm512_set1_pd(kTinyNorm), _CMP_LT_OQ);
@@ -444,10 +451,7 @@ __attribute__((always_inline)) inline void tile_logp8(vd8 (*v_mem)[SC], ScaledLa
 #pragma GCC unroll 4
     for (int g = 0; g < G; ++g) {
       vd8 nxt[SC];
-      for (int j = 0; j < SC; ++j) nxt[j] = vd8{};
-      for (int i = 0; i < SC; ++i)
-        for (int j = 0; j < SC; ++j)
-          nxt[j] += v[g][i] * reinterpret_cast<vd8>(_mm512_permutexvar_pd(xs[g][tt], tab[i * SC + j]));
+      products_lanes8<SC>(v[g], tab, xs[g][tt], nxt);
       for (int j = 0; j < SC; ++j) v[g][j] = nxt[j];
       if (DEFER) continue;
       const vd8 norm = norm_lanes8<SC, GH>(nxt, w);
