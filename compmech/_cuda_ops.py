@@ -203,8 +203,9 @@ class CudaBackend:
         flags = self._flags(2)
         pt = self._process_tensors(proc)
         with self._context():
+            dev_init = self._initial(proc, init)  # held until the call returns: a temporary's memory may be reused
             self.module.beliefs(*self._launch_args(), _ptr(pt["T"]), _ptr(pt.get("w")), proc.vocab_size, S,
-                                proc.zero_tol, _ptr(self._initial(proc, init)), _ptr(tok), _dtype_name(tok), B, L,
+                                proc.zero_tol, _ptr(dev_init), _ptr(tok), _dtype_name(tok), B, L,
                                 _ptr(out), _dtype_name(out) if out is not None else "float32", _ptr(lp), _ptr(flags))
         return out, lp, flags
 
@@ -251,8 +252,9 @@ class CudaBackend:
         flags = self._flags(1)
         pt = self._process_tensors(proc)
         with self._context():
+            dev_init = self._initial(proc, init)  # held until the call returns (see beliefs)
             self.module.sample_ghmm(*self._launch_args(), _ptr(pt["T"]), _ptr(pt["w"]), V, S, proc.zero_tol,
-                                    _ptr(pt["Tw"]), _ptr(self._initial(proc, init)), B, L, seed, row0, _ptr(tokens),
+                                    _ptr(pt["Tw"]), _ptr(dev_init), B, L, seed, row0, _ptr(tokens),
                                     _dtype_name(tokens), _ptr(beliefs), dtype or "float32", _ptr(flags))
         return tokens, beliefs, flags
 

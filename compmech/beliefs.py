@@ -87,7 +87,11 @@ def beliefs(process, tokens, *, initial=None, dtype=np.float32, return_log_prob=
 def log_prob(process, tokens, *, initial=None, on_zero="raise"):
     """Natural-log probability of each sequence, ``(B,)`` float64 (0-d for ``(L,)`` input),
     without materialising beliefs. ``on_zero="nan"`` gives ``-inf`` for impossible sequences
-    instead of raising."""
+    instead of raising.
+
+    Its own arithmetic: unnormalised beliefs kept in range by exact power-of-two rescaling (no
+    division per step). Bit-identical whatever the batch, the thread count or the path a row
+    takes; within a few ulp of ``beliefs(..., return_log_prob=True)``, which normalises."""
     got = _product_run("log_prob", process, tokens, initial=initial, on_zero=on_zero)
     return got if got is not None else _run(process, tokens, initial, None, True, on_zero)[1]
 

@@ -181,6 +181,18 @@ def test_beliefs_wide_states_and_tiles(run):
             close(run.beliefs(proc, tok, dtype=dtype), cm.beliefs(proc, tok, dtype=dtype), dtype)
 
 
+def test_explicit_initial_belief(run):
+    """A non-stationary initial belief is uploaded per call; the kernel must read it (the upload
+    once went out of scope before the launch, and the emulation read freed memory)."""
+    init = np.array([0.7, 0.2, 0.1])
+    tok = cm.sample(MESS3, 37, 30, seed=4, initial=init)
+    for _ in range(3):
+        b, lp = run.beliefs(MESS3, tok, dtype=np.float64, return_log_prob=True, initial=init)
+        rb, rlp = cm.beliefs(MESS3, tok, dtype=np.float64, return_log_prob=True, initial=init)
+        close(b, rb, np.float64)
+        np.testing.assert_allclose(host(lp), rlp, rtol=1e-12)
+
+
 def test_beliefs_too_many_states(run):
     proc = cm.processes.random_hmm(65, 2, seed=0)
     with pytest.raises(ValueError, match="at most 64 states"):

@@ -38,5 +38,5 @@ def test_beliefs_with_log_prob_is_named():
     r = cm.beliefs(p, tok, return_log_prob=True)
     assert isinstance(r, BeliefsWithLogProb) and r._fields == ("beliefs", "log_prob")
     b, lp = r
-    np.testing.assert_array_equal(lp, cm.log_prob(p, tok))
+    np.testing.assert_allclose(lp, cm.log_prob(p, tok), rtol=1e-14)
     np.testing.assert_array_equal(b, cm.beliefs(p, tok))

@@ -24,19 +24,35 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr int64_t kStreamBytes = int64_t(32) << 20;
 
 // logp of n rows from their accumulators: -inf for a row that met an impossible token.
-inline void finish_logp(const LogProbAcc* acc, const int64_t* fail, int n, double* logp) {
+template <typename Acc>
+inline void finish_logp(const Acc* acc, const int64_t* fail, int n, double* logp) {
   if (!logp) return;
   for (int r = 0; r < n; ++r) logp[r] = fail[r] >= 0 ? -std::numeric_limits<double>::infinity() : acc[r].value();
 }
 
+// One row's ScaledLogProb step for the runtime-S paths: nxt = v T[x] with norm `norm` becomes
+// the row's v (rows that met an impossible token stay as they are).
+inline void scaled_step(ScaledLogProb& sc, int64_t& fail, int64_t t, double norm, double zero_tol, const double* nxt,
+                        double* v, int S) {
+  if (fail >= 0) return;
+  if (!sc.possible(norm, zero_tol)) {
+    fail = t;
+    return;
+  }
+  std::copy(nxt, nxt + S, v);
+  sc.settle(t, norm, v, S);
+}
+
 // A block of R rows advanced together one position at a time: the R dependency chains are
 // independent, so the CPU overlaps them (a single row is latency-bound by its own chain).
-template <int SC, int R, bool GH, bool LOGP, typename Tok, typename Out>
+// SCALED (log_prob without beliefs): eta holds ScaledLogProb's unnormalised v instead.
+template <int SC, int R, bool GH, bool LOGP, bool SCALED, typename Tok, typename Out>
 void rows_fixed(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L,
                 Out* beliefs, double* logp, int64_t* fail) {
   const double* w = GH ? p.w : nullptr;
   double eta[R][SC];
   LogProbAcc acc[R];
+  ScaledLogProb sc[R];
   for (int r = 0; r < R; ++r) {
     for (int j = 0; j < SC; ++j) eta[r][j] = init[j];
     fail[r] = -1;
@@ -47,6 +63,10 @@ void rows_fixed(const ProcessView& p, const double* init, const Tok* tokens, int
       const int64_t x = static_cast<int64_t>(tokens[row * L + t]);
       double nxt[SC];
       double norm = belief_step<SC, double>(eta[r], p.T + x * SC * SC, w, nxt, SC);
+      if constexpr (SCALED) {
+        scaled_step(sc[r], fail[r], t, norm, p.zero_tol, nxt, eta[r], SC);
+        continue;
+      }
       if (!(norm > p.zero_tol)) {
         if (fail[r] < 0) fail[r] = t;
         norm = kNaN;  // poisons the rest of the row: NaN beliefs, and the caller raises or reports
@@ -60,7 +80,8 @@ void rows_fixed(const ProcessView& p, const double* init, const Tok* tokens, int
       if (LOGP) acc[r].add(norm);
     }
   }
-  finish_logp(acc, fail, R, logp ? logp + r0 : nullptr);
+  if constexpr (SCALED) finish_logp(sc, fail, R, logp + r0);
+  else finish_logp(acc, fail, R, logp ? logp + r0 : nullptr);
 }
 
 // SIMD path for small S and V: lanes hold W sequences, and G lane groups are interleaved so
@@ -70,7 +91,7 @@ void rows_fixed(const ProcessView& p, const double* init, const Tok* tokens, int
 constexpr int kLaneW = 4, kLaneG = 4, kLaneRows = kLaneW * kLaneG;
 constexpr int kLaneMaxV = 8;
 
-template <int SC, bool GH, bool LOGP, typename Tok, typename Out>
+template <int SC, bool GH, bool LOGP, bool SCALED, typename Tok, typename Out>
 void rows_lanes(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L,
                 Out* beliefs, double* logp, int64_t* fail) {
   constexpr int W = kLaneW, G = kLaneG;
@@ -78,6 +99,7 @@ void rows_lanes(const ProcessView& p, const double* init, const Tok* tokens, int
   const int V = p.V;
   vd4 eta[G][SC];
   LogProbLanes acc[G];  // the shared accumulator: no log per update
+  ScaledLanes sc[G];    // SCALED: eta holds the unnormalised v
   for (int g = 0; g < G; ++g)
     for (int j = 0; j < SC; ++j) eta[g][j] = vd4{} + init[j];
   for (int r = 0; r < W * G; ++r) fail[r] = -1;
@@ -124,6 +146,15 @@ void rows_lanes(const ProcessView& p, const double* init, const Tok* tokens, int
           norm = m ? nx : norm;
         }
       }
+      if constexpr (SCALED) {
+        const vl4 bad = sc[g].live & ~((norm >= kRescaleBelow) & (norm > p.zero_tol * sc[g].last));
+        const vd4 prev = sc[g].last;
+        for (int j = 0; j < SC; ++j) eta[g][j] = nxt[j];
+        sc[g].last = norm;
+        if (any_lane(bad)) sc[g].fix(bad, t, prev, eta[g], SC, p.zero_tol, fail + g * W);
+        if ((t + 1) % kRescaleEvery == 0) sc[g].rescale(eta[g], SC);
+        continue;
+      }
       const vl4 ok = norm > p.zero_tol;
       if (!all_lanes(ok)) {
         for (int l = 0; l < W; ++l)
@@ -138,7 +169,11 @@ void rows_lanes(const ProcessView& p, const double* init, const Tok* tokens, int
       if (LOGP) acc[g].add(norm);
     }
   }
-  if (logp) {
+  if constexpr (SCALED) {
+    ScaledLogProb lanes[W * G];
+    for (int r = 0; r < W * G; ++r) lanes[r] = sc[r / W].lane(r % W);
+    finish_logp(lanes, fail, W * G, logp + r0);
+  } else if (logp) {
     LogProbAcc lanes[W * G];
     for (int r = 0; r < W * G; ++r) lanes[r] = acc[r / W].lane(r % W);
     finish_logp(lanes, fail, W * G, logp + r0);
@@ -222,20 +257,33 @@ __attribute__((noinline, cold)) LaneFix fix_lanes8(vd8 norm, __mmask8 ok, int64_
   return f;
 }
 
+// sum_j v[j] (* w[j]) of 8 lanes in ascending j. For HMMs the leading 0 + is dropped: it changes
+// only the sign of a zero norm, which fails either way. GHMMs keep it, so that the compiler fuses
+// each product into the running sum exactly as belief_step does.
+template <int SC, bool GH>
+__attribute__((always_inline)) inline vd8 norm_lanes8(const vd8* v, const double* w) {
+  vd8 norm = GH ? vd8{} : v[0];
+  for (int j = GH ? 0 : 1; j < SC; ++j) norm += GH ? v[j] * w[j] : v[j];
+  return norm;
+}
+
+// nxt = eta @ T[x] for 8 lanes, belief_step's products: T[x, i, j] is looked up in tab by each
+// lane's token.
+template <int SC>
+__attribute__((always_inline)) inline void products_lanes8(const vd8* eta, const __m512d* tab, __m512i x, vd8* nxt) {
+  for (int j = 0; j < SC; ++j) nxt[j] = vd8{};
+  for (int i = 0; i < SC; ++i)
+    for (int j = 0; j < SC; ++j) nxt[j] += eta[i] * reinterpret_cast<vd8>(_mm512_permutexvar_pd(x, tab[i * SC + j]));
+}
+
 // One group of 8 rows, one position: belief_step + safe_inverse, operation for operation.
 // Returns the norm the accumulator takes (1 in lanes whose tiny norm went to `extra`).
 template <int SC, bool GH, bool LOGP>
 __attribute__((always_inline)) inline vd8 step_lanes8(vd8* eta, const __m512d* tab, __m512i x, const double* w,
                                                       vd8 zero_tol, int64_t t, int64_t* fail, double* extra) {
   vd8 nxt[SC];
-  for (int j = 0; j < SC; ++j) nxt[j] = vd8{};
-  for (int i = 0; i < SC; ++i)
-    for (int j = 0; j < SC; ++j) nxt[j] += eta[i] * reinterpret_cast<vd8>(_mm512_permutexvar_pd(x, tab[i * SC + j]));
-  // sum_j out[j] (* w[j]) in ascending j. For HMMs the leading 0 + is dropped: it changes only
-  // the sign of a zero norm, which fails either way. GHMMs keep it, so that the compiler fuses
-  // each product into the running sum exactly as belief_step does.
-  vd8 norm = GH ? vd8{} : nxt[0];
-  for (int j = GH ? 0 : 1; j < SC; ++j) norm += GH ? nxt[j] * w[j] : nxt[j];
+  products_lanes8<SC>(eta, tab, x, nxt);
+  vd8 norm = norm_lanes8<SC, GH>(nxt, w);
   const __mmask8 ok = _mm512_cmp_pd_mask(reinterpret_cast<__m512d>(norm), reinterpret_cast<__m512d>(zero_tol), _CMP_GT_OQ);
   const __mmask8 tiny = _mm512_cmp_pd_mask(reinterpret_cast<__m512d>(norm), _mm512_set1_pd(kTinyNorm), _CMP_LT_OQ);
   vd8 acc_norm = norm;
@@ -252,6 +300,17 @@ __attribute__((always_inline)) inline vd8 step_lanes8(vd8* eta, const __m512d* t
 
 template <int SC, typename Out>
 using Stage8 = RowStage<SC, kLane8G, Out>;
+
+// tab[i * SC + j] holds T[x, i, j] in lane x (V <= 8), zero past V.
+template <int SC>
+inline void fill_tables8(const ProcessView& p, __m512d* tab) {
+  for (int i = 0; i < SC; ++i)
+    for (int j = 0; j < SC; ++j) {
+      alignas(64) double v[8];
+      for (int x = 0; x < 8; ++x) v[x] = x < p.V ? p.T[(x * SC + i) * SC + j] : 0.0;
+      tab[i * SC + j] = _mm512_load_pd(v);
+    }
+}
 
 // kTile positions of the block from xs; eta and the accumulators live in registers meanwhile
 // (copied in and out, so that nothing is spilled per step across the stage's tile writes).
@@ -293,12 +352,7 @@ void rows_lanes8_run(const ProcessView& p, const double* init, const Tok* tokens
   constexpr int W = 8, G = kLane8G;
   const double* w = GH ? p.w : nullptr;
   __m512d tab[SC * SC];
-  for (int i = 0; i < SC; ++i)
-    for (int j = 0; j < SC; ++j) {
-      alignas(64) double v[8];
-      for (int x = 0; x < 8; ++x) v[x] = x < p.V ? p.T[(x * SC + i) * SC + j] : 0.0;
-      tab[i * SC + j] = _mm512_load_pd(v);
-    }
+  fill_tables8<SC>(p, tab);
   vd8 eta[G][SC];
   LogProbLanes8 acc[G];
   for (int g = 0; g < G; ++g)
@@ -320,6 +374,154 @@ void rows_lanes8_run(const ProcessView& p, const double* init, const Tok* tokens
   }
 }
 
+// log_prob alone on the 8-lane path: ScaledLogProb's arithmetic (kernels.hpp), no division.
+// Per step the products and the norm are step_lanes8's; one compare flags the lanes that need a
+// look (a norm below kRescaleBelow, an impossible token), and the rescaling due every
+// kRescaleEvery == kTile positions happens at the end of each whole tile.
+static_assert(kRescaleEvery == kTile, "the 8-lane log_prob path rescales once per token tile");
+using ScaledLanes8 = ScaledLanesT<vd8, vl8>;
+inline __mmask8 live_mask8(const ScaledLanes8& st) {
+  const __m512i m = reinterpret_cast<__m512i>(st.live);
+  return _mm512_test_epi64_mask(m, m);
+}
+
+// TOL: the zero tolerance is checked against the norm before each step (GHMMs, or an HMM given
+// a nonzero tolerance). Without it (HMMs: norm >= kRescaleBelow already implies norm > 0) no
+// norm is carried from step to step: the rescaling at the end of the tile recomputes the last
+// one from v with the same sums (exact also where fix() rescaled a lane: scaling up by a power
+// of two rounds nothing), which keeps 4 registers free for the lane groups' beliefs.
+// An HMM's norm does not grow from one step to the next (P(x | eta) <= 1; round-off and rows of
+// T.sum(0) renormalised to 1 leave far less than a factor 2 over a tile). So when a whole tile
+// ends with every norm at or above this bar, no step inside it went below kRescaleBelow or met
+// an impossible token (a zero norm stays zero), and none needed a look.
+constexpr double kReplayBar = 2 * kRescaleBelow;
+
+// The lanes of `lanes` redo a whole tile one step at a time with ScaledLogProb (belief_step and
+// settle, the scalar definition), from the tile's starting v0 and `last0`: for the rare tiles
+// whose end norm is below kReplayBar. v (the tile's end) and st get the lanes' results.
+template <int SC>
+__attribute__((noinline, cold)) void replay_lanes8(const ProcessView& p, const vd8* v0, vd8 last0, __mmask8 lanes,
+                                                   const __m512i* xs, int64_t t0, int64_t* fail, vd8* v,
+                                                   ScaledLanes8& st) {
+  for (int l = 0; l < 8; ++l) {
+    if (!((lanes >> l) & 1)) continue;
+    double vv[SC];
+    for (int j = 0; j < SC; ++j) vv[j] = v0[j][l];
+    ScaledLogProb s{last0[l], st.expo[l]};
+    int64_t f = -1;
+    for (int tt = 0; tt < kTile && f < 0; ++tt) {
+      alignas(64) int64_t x[8];
+      _mm512_store_si512(x, xs[tt]);
+      double nxt[SC];
+      const double norm = belief_step<SC, double>(vv, p.T + x[l] * SC * SC, nullptr, nxt, SC);
+      scaled_step(s, f, t0 + tt, norm, p.zero_tol, nxt, vv, SC);
+    }
+    if (f >= 0) {
+      if (fail[l] < 0) fail[l] = f;
+      st.live[l] = 0;
+      continue;
+    }
+    for (int j = 0; j < SC; ++j) v[j][l] = vv[j];
+    st.last[l] = s.last;
+    st.expo[l] = s.expo;
+  }
+}
+
+// NT > 0: a whole tile of NT == kTile positions, known at compile time (the common case, fully
+// unrolled); NT == 0: the last, partial tile of nt positions. HMMs (no TOL) check whole tiles
+// only at their end (DEFER, see kReplayBar): per step, only the lookups and multiply-adds.
+template <int SC, bool GH, bool TOL, int NT>
+__attribute__((always_inline)) inline void tile_logp8(vd8 (*v_mem)[SC], ScaledLanes8* st, const __m512d* tab,
+                                                      const __m512i (*xs)[kTile], int nt_runtime, int64_t t0,
+                                                      const double* w, const ProcessView& p, int64_t* fail) {
+  constexpr int G = kLane8G;
+  constexpr bool DEFER = !GH && !TOL && NT == kTile;
+  const int nt = NT > 0 ? NT : nt_runtime;
+  const double zero_tol = p.zero_tol;
+  vd8 v[G][SC];
+  vd8 last[G];
+  __mmask8 live[G];
+  for (int g = 0; g < G; ++g) {
+    for (int j = 0; j < SC; ++j) v[g][j] = v_mem[g][j];
+    if (TOL) last[g] = st[g].last;
+    live[g] = live_mask8(st[g]);
+  }
+  const __m512d below = _mm512_set1_pd(kRescaleBelow);
+  for (int tt = 0; tt < nt; ++tt) {
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g) {
+      vd8 nxt[SC];
+      products_lanes8<SC>(v[g], tab, xs[g][tt], nxt);
+      for (int j = 0; j < SC; ++j) v[g][j] = nxt[j];
+      if (DEFER) continue;
+      const vd8 norm = norm_lanes8<SC, GH>(nxt, w);
+      const __m512d n = reinterpret_cast<__m512d>(norm);
+      __mmask8 bad = _mm512_mask_cmp_pd_mask(live[g], n, below, _CMP_NGE_UQ);
+      if (TOL) bad |= _mm512_mask_cmp_pd_mask(live[g], n, reinterpret_cast<__m512d>(zero_tol * last[g]), _CMP_NGT_UQ);
+      // without TOL the tolerance is 0 and prev only needs to be finite in live lanes
+      const vd8 prev = TOL ? last[g] : norm;
+      if (TOL) last[g] = norm;
+      if (__builtin_expect(bad != 0, 0)) {
+        // through a copy: v's own address never escapes, so it stays in registers
+        vd8 tmp[SC];
+        for (int j = 0; j < SC; ++j) tmp[j] = v[g][j];
+        st[g].last = norm;
+        st[g].fix(reinterpret_cast<vl8>(_mm512_movm_epi64(bad)), t0 + tt, prev, tmp, SC, zero_tol, fail + g * 8);
+        for (int j = 0; j < SC; ++j) v[g][j] = tmp[j];
+        if (TOL) last[g] = st[g].last;
+        live[g] = live_mask8(st[g]);
+      }
+    }
+  }
+  for (int g = 0; g < G; ++g) {
+    const vd8 last0 = st[g].last;
+    st[g].last = TOL ? last[g] : norm_lanes8<SC, GH>(v[g], w);
+    if (DEFER) {
+      const __mmask8 bad = _mm512_mask_cmp_pd_mask(live[g], reinterpret_cast<__m512d>(st[g].last),
+                                                   _mm512_set1_pd(kReplayBar), _CMP_NGE_UQ);
+      if (__builtin_expect(bad != 0, 0)) {
+        vd8 tmp[SC];
+        for (int j = 0; j < SC; ++j) tmp[j] = v[g][j];
+        replay_lanes8<SC>(p, v_mem[g], last0, bad, xs[g], t0, fail + g * 8, tmp, st[g]);
+        for (int j = 0; j < SC; ++j) v[g][j] = tmp[j];
+      }
+    }
+    if (nt == kTile) st[g].rescale(v[g], SC);  // t0 % kTile == 0: position t0 + 7 ends a period
+    for (int j = 0; j < SC; ++j) v_mem[g][j] = v[g][j];
+  }
+}
+
+template <int SC, bool GH, bool TOL, typename Tok>
+__attribute__((noinline)) void rows_logp8_run(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0,
+                                              int64_t L, double* logp, int64_t* fail) {
+  constexpr int W = 8, G = kLane8G;
+  const double* w = GH ? p.w : nullptr;
+  __m512d tab[SC * SC];
+  fill_tables8<SC>(p, tab);
+  vd8 v[G][SC];
+  ScaledLanes8 st[G];
+  for (int g = 0; g < G; ++g)
+    for (int j = 0; j < SC; ++j) v[g][j] = vd8{} + init[j];
+  for (int r = 0; r < W * G; ++r) fail[r] = -1;
+  __m512i xs[G][kTile];
+  for (int64_t t0 = 0; t0 < L; t0 += kTile) {
+    const int nt = static_cast<int>(std::min<int64_t>(kTile, L - t0));
+    for (int g = 0; g < G; ++g) stage_tokens8(tokens, r0 + g * W, L, t0, nt, xs[g]);
+    if (nt == kTile) tile_logp8<SC, GH, TOL, kTile>(v, st, tab, xs, nt, t0, w, p, fail);
+    else tile_logp8<SC, GH, TOL, 0>(v, st, tab, xs, nt, t0, w, p, fail);
+  }
+  ScaledLogProb lanes[W * G];
+  for (int r = 0; r < W * G; ++r) lanes[r] = st[r / W].lane(r % W);
+  finish_logp(lanes, fail, W * G, logp + r0);
+}
+
+template <int SC, bool GH, typename Tok>
+void rows_logp8(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L, double* logp,
+                int64_t* fail) {
+  if (GH || p.zero_tol != 0.0) rows_logp8_run<SC, GH, true>(p, init, tokens, r0, L, logp, fail);
+  else rows_logp8_run<SC, GH, false>(p, init, tokens, r0, L, logp, fail);
+}
+
 template <int SC, bool GH, bool LOGP, typename Tok, typename Out>
 void rows_lanes8(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L,
                  Out* beliefs, double* logp, int64_t* fail, bool stream) {
@@ -332,7 +534,7 @@ void rows_lanes8(const ProcessView& p, const double* init, const Tok* tokens, in
 // Any S: R rows advanced together, their matrix-vector products interleaved term by term so
 // R independent accumulation chains hide the multiply-add latency (one row alone would wait
 // on its own chain). Per row the arithmetic order is fixed, so R does not change results.
-template <int R, bool GH, bool LOGP, typename Tok, typename Out>
+template <int R, bool GH, bool LOGP, bool SCALED, typename Tok, typename Out>
 void rows_generic(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L,
                   Out* beliefs, double* logp, int64_t* fail, std::vector<double>& buf) {
   const int S = p.S;
@@ -340,6 +542,7 @@ void rows_generic(const ProcessView& p, const double* init, const Tok* tokens, i
   double* eta = buf.data();
   double* nxt = eta + static_cast<size_t>(R) * S;
   LogProbAcc acc[R];
+  ScaledLogProb sc[R];
   for (int r = 0; r < R; ++r) {
     for (int j = 0; j < S; ++j) eta[r * S + j] = init[j];
     fail[r] = -1;
@@ -359,6 +562,10 @@ void rows_generic(const ProcessView& p, const double* init, const Tok* tokens, i
       const double* o = nxt + r * S;
       double norm = 0.0;
       for (int j = 0; j < S; ++j) norm += GH ? o[j] * p.w[j] : o[j];
+      if constexpr (SCALED) {
+        scaled_step(sc[r], fail[r], t, norm, p.zero_tol, o, eta + r * S, S);
+        continue;
+      }
       if (!(norm > p.zero_tol)) {
         if (fail[r] < 0) fail[r] = t;
         norm = kNaN;
@@ -373,7 +580,8 @@ void rows_generic(const ProcessView& p, const double* init, const Tok* tokens, i
       if (LOGP) acc[r].add(norm);
     }
   }
-  finish_logp(acc, fail, R, logp ? logp + r0 : nullptr);
+  if constexpr (SCALED) finish_logp(sc, fail, R, logp + r0);
+  else finish_logp(acc, fail, R, logp ? logp + r0 : nullptr);
 }
 
 // Many states: at each position the block's rows are grouped by token, so that each group is
@@ -430,7 +638,7 @@ inline void gemm_group(const double* const* a, double* const* c, int n, const do
   }
 }
 
-template <bool GH, bool LOGP, typename Tok, typename Out>
+template <bool GH, bool LOGP, bool SCALED, typename Tok, typename Out>
 void rows_grouped(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int n, int64_t L,
                   Out* beliefs, double* logp, int64_t* fail) {
   const int S = p.S, V = p.V;
@@ -439,6 +647,7 @@ void rows_grouped(const ProcessView& p, const double* init, const Tok* tokens, i
   std::vector<const double*> a(static_cast<size_t>(n));
   std::vector<double*> c(static_cast<size_t>(n));
   std::vector<LogProbAcc> acc(static_cast<size_t>(n));
+  std::vector<ScaledLogProb> sc(SCALED ? static_cast<size_t>(n) : 0);
   for (int r = 0; r < n; ++r) {
     std::copy(init, init + S, eta.data() + static_cast<size_t>(r) * S);
     fail[r] = -1;
@@ -463,6 +672,10 @@ void rows_grouped(const ProcessView& p, const double* init, const Tok* tokens, i
       double* o = nxt.data() + static_cast<size_t>(r) * S;
       double norm = 0.0;
       for (int j = 0; j < S; ++j) norm += GH ? o[j] * p.w[j] : o[j];
+      if constexpr (SCALED) {
+        scaled_step(sc[static_cast<size_t>(r)], fail[r], t, norm, p.zero_tol, o, eta.data() + static_cast<size_t>(r) * S, S);
+        continue;
+      }
       if (!(norm > p.zero_tol)) {
         if (fail[r] < 0) fail[r] = t;
         norm = kNaN;
@@ -477,10 +690,12 @@ void rows_grouped(const ProcessView& p, const double* init, const Tok* tokens, i
       if (LOGP) acc[static_cast<size_t>(r)].add(norm);
     }
   }
-  finish_logp(acc.data(), fail, n, logp ? logp + r0 : nullptr);
+  if constexpr (SCALED) finish_logp(sc.data(), fail, n, logp + r0);
+  else finish_logp(acc.data(), fail, n, logp ? logp + r0 : nullptr);
 }
 
-template <int SC, bool GH, bool LOGP, typename Tok, typename Out>
+// SCALED: log_prob without beliefs (ScaledLogProb's arithmetic on every path).
+template <int SC, bool GH, bool LOGP, bool SCALED, typename Tok, typename Out>
 void run_rows(const ProcessView& p, const double* init, const Tok* tokens, int64_t b, int64_t e, int64_t L,
               Out* beliefs, double* logp, int64_t* fail_rows, bool stream) {
   if constexpr (SC > 0) {
@@ -488,25 +703,27 @@ void run_rows(const ProcessView& p, const double* init, const Tok* tokens, int64
     int64_t r = b;
 #if defined(CM_BELIEFS_AVX512)
     if (p.V <= 8)
-      for (; r + kLane8Rows <= e; r += kLane8Rows)
-        rows_lanes8<SC, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, stream);
+      for (; r + kLane8Rows <= e; r += kLane8Rows) {
+        if constexpr (SCALED) rows_logp8<SC, GH>(p, init, tokens, r, L, logp, fail_rows + r);
+        else rows_lanes8<SC, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, stream);
+      }
 #endif
     if (p.V <= kLaneMaxV)
       for (; r + kLaneRows <= e; r += kLaneRows)
-        rows_lanes<SC, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
-    for (; r + R <= e; r += R) rows_fixed<SC, R, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
-    for (; r < e; ++r) rows_fixed<SC, 1, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
+        rows_lanes<SC, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
+    for (; r + R <= e; r += R) rows_fixed<SC, R, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
+    for (; r < e; ++r) rows_fixed<SC, 1, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
   } else if (p.S >= kGroupMinS) {
     for (int64_t r = b; r < e; r += kGroupRows) {
       const int n = static_cast<int>(std::min(kGroupRows, e - r));
-      rows_grouped<GH, LOGP>(p, init, tokens, r, n, L, beliefs, logp, fail_rows + r);
+      rows_grouped<GH, LOGP, SCALED>(p, init, tokens, r, n, L, beliefs, logp, fail_rows + r);
     }
   } else {
     std::vector<double> buf;
     constexpr int R = 4;
     int64_t r = b;
-    for (; r + R <= e; r += R) rows_generic<R, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, buf);
-    for (; r < e; ++r) rows_generic<1, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, buf);
+    for (; r + R <= e; r += R) rows_generic<R, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, buf);
+    for (; r < e; ++r) rows_generic<1, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, buf);
   }
 }
 
@@ -531,8 +748,9 @@ ZeroProb beliefs_cpu(const ProcessView& p, const double* init, const Tok* tokens
     dispatch_process(p, [&](auto width, auto gh) {
       constexpr int SC = decltype(width)::fixed;
       constexpr bool GH = decltype(gh)::value;
-      if (logp) run_rows<SC, GH, true>(p, init, tokens, b, e, L, beliefs, logp, f, stream);
-      else run_rows<SC, GH, false>(p, init, tokens, b, e, L, beliefs, logp, f, stream);
+      if (logp && !beliefs) run_rows<SC, GH, true, true>(p, init, tokens, b, e, L, beliefs, logp, f, stream);
+      else if (logp) run_rows<SC, GH, true, false>(p, init, tokens, b, e, L, beliefs, logp, f, stream);
+      else run_rows<SC, GH, false, false>(p, init, tokens, b, e, L, beliefs, logp, f, stream);
     });
   });
   for (int64_t r = 0; r < B; ++r)

@@ -75,6 +75,51 @@ struct LogProbLanesT {
 };
 using LogProbLanes = LogProbLanesT<vd4, vl4>;
 
+// ScaledLogProb (kernels.hpp) for W lanes. The caller computes each step's norm and flags the
+// lanes that need a look (norm below kRescaleBelow, or the token possibly impossible): fix()
+// settles those lane by lane; rescale() is the periodic rescaling of every lane, done with bit
+// operations (every live lane's norm is then normal: >= kRescaleBelow), which give exactly
+// exponent_of and times_pow2's values. Lanes that met an impossible token leave `live` (their
+// result is -inf whatever they compute next).
+template <typename VD, typename VL>
+struct ScaledLanesT {
+  static constexpr int W = sizeof(VD) / sizeof(double);
+  VD last = VD{} + 1.0;
+  VL expo = VL{};
+  VL live = VL{} - 1;
+
+  // Lanes of `bad` after a step at t whose v (n vectors) already holds v T[x] and whose `last`
+  // already holds the new norm; prev = the norms before the step (v . w).
+  __attribute__((noinline, cold)) void fix(VL bad, int64_t t, VD prev, VD* v, int n, double zero_tol,
+                                           int64_t* fail) {
+    for (int l = 0; l < W; ++l) {
+      if (!bad[l]) continue;
+      ScaledLogProb s{prev[l], expo[l]};
+      if (!s.possible(last[l], zero_tol)) {
+        if (fail[l] < 0) fail[l] = t;
+        live[l] = 0;
+        continue;
+      }
+      double x[8];
+      for (int j = 0; j < n; ++j) x[j] = v[j][l];
+      s.settle(t, last[l], x, n);
+      for (int j = 0; j < n; ++j) v[j][l] = x[j];
+      last[l] = s.last;
+      expo[l] = s.expo;
+    }
+  }
+  // The rescaling due after position t when (t + 1) % kRescaleEvery == 0.
+  inline void rescale(VD* v, int n) {
+    const VL biased = (reinterpret_cast<VL>(last) >> 52) & 0x7FF;
+    expo += biased - 1023;
+    const VD scale = reinterpret_cast<VD>((2046 - biased) << 52);
+    for (int j = 0; j < n; ++j) v[j] *= scale;
+    last *= scale;
+  }
+  ScaledLogProb lane(int l) const { return ScaledLogProb{last[l], expo[l]}; }
+};
+using ScaledLanes = ScaledLanesT<vd4, vl4>;
+
 // Lane-wise safe_inverse (see kernels.hpp) for vd4 or vd8: rescales only the lanes whose norm
 // is tiny.
 template <typename VD>

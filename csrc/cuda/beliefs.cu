@@ -1,7 +1,7 @@
 // Belief propagation on the GPU: one thread per sequence runs the whole time loop (one launch
-// per call). The per-step arithmetic is belief_step / safe_inverse from kernels.hpp, the same
-// code the CPU runs. Tokens come in and beliefs go out through shared-memory tiles of TT
-// positions so that global reads and writes are coalesced.
+// per call). The per-step arithmetic is belief_step / safe_inverse from kernels.hpp (log_prob
+// alone: belief_step / ScaledLogProb), the same code the CPU runs. Tokens come in and beliefs
+// go out through shared-memory tiles of TT positions so that global reads and writes are coalesced.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -39,6 +39,9 @@ __global__ void __launch_bounds__(kRows)
   double eta[W::N], nxt[W::N];
   for (int j = 0; j < n; ++j) eta[j] = j < S ? init[j] : 0.0;
   LogProbAcc acc;
+  // log_prob alone: ScaledLogProb's unnormalised arithmetic (eta holds v), as on the CPU
+  const bool scaled = logp && !out;
+  ScaledLogProb sc;
   bool failed = false;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, nwarps = blockDim.x / kWarp;
 
@@ -64,6 +67,17 @@ __global__ void __launch_bounds__(kRows)
         } else {
           for (int j = 0; j < n; ++j) nxt[j] = 0.0;
         }
+        if (scaled) {
+          if (failed) continue;
+          if (!sc.possible(norm, p.zero_tol)) {
+            atomicMin(flags, static_cast<unsigned long long>(row * L + t0 + tt));
+            failed = true;
+            continue;
+          }
+          for (int j = 0; j < n; ++j) eta[j] = nxt[j];
+          sc.settle(t0 + tt, norm, eta, n);
+          continue;
+        }
         if (!(norm > p.zero_tol)) {
           if (!failed) atomicMin(flags, static_cast<unsigned long long>(row * L + t0 + tt));
           failed = true;
@@ -84,7 +98,7 @@ __global__ void __launch_bounds__(kRows)
     // writes sOut only after the next barrier, so this copy needs no barrier of its own.
     if (out && stage_out) copy_rows_out(sOut, out_stride, nrows, nt * S, out + (rb * L + t0) * S, L * S);
   }
-  if (active && logp) logp[row] = failed ? -CUDART_INF : acc.value();
+  if (active && logp) logp[row] = failed ? -CUDART_INF : scaled ? sc.value() : acc.value();
 }
 
 // Registers the emulation pretends a beliefs kernel uses (two belief arrays of W::N doubles in

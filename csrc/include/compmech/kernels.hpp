@@ -234,4 +234,53 @@ struct LogProbAcc {
   CM_HD double value() const { return log(mant) + static_cast<double>(expo) * 0.69314718055994530942 + extra; }
 };
 
+// x * 2^k with one rounding, as ldexp: a multiply when 2^k is a normal double (always, on the
+// paths below, except after a subnormal norm).
+CM_HD double times_pow2(double x, int k) {
+  if (k >= -1022 && k <= 1023) return x * double_of(static_cast<int64_t>(k + 1023) << 52);
+  return ldexp(x, k);
+}
+
+// floor(log2 x) of a positive finite x (ilogb), cheap for normal numbers.
+CM_HD int exponent_of(double x) {
+  const int biased = static_cast<int>((bits_of(x) >> 52) & 0x7FF);
+  return biased ? biased - 1023 : ilogb(x);
+}
+
+// cm.log_prob alone (no beliefs) needs no normalised belief. It propagates v' = v T[x] as it is
+// and keeps v in range by exact power-of-two rescaling: after the step at position t, when
+// (t + 1) % kRescaleEvery == 0 or the norm fell below kRescaleBelow, v and the norm are
+// multiplied by 2^-e with e = floor(log2 norm), and e is added to an integer. The division per
+// step, its 3 multiplies and the product of norms go away. Power-of-two scaling is exact (no
+// value is rounded by it unless it is subnormal), so every path that follows this schedule gets
+// the same bits. v . w stays in [2^-64, 2), so, compared with normalised beliefs, subnormals
+// appear at most 64 binades earlier: at most, a sequence whose log-probability is finite and
+// representable stays finite. log P = log(m) + E log 2, where m in [1, 2) is the
+// last norm's mantissa and E the sum of exponents taken out.
+constexpr int kRescaleEvery = 8;
+constexpr double kRescaleBelow = 0x1p-64;
+
+struct ScaledLogProb {
+  double last = 1.0;  // v . w as computed: the last step's norm in v's current scale
+  int64_t expo = 0;   // sum of the exponents taken out of v
+
+  // The step's token is possible: P(x | eta) = norm / (v . w) > zero_tol (zero_tol = 0 for HMMs).
+  CM_HD bool possible(double norm, double zero_tol) const { return norm > zero_tol * last; }
+  // After a possible step at position t: v[0..n) holds v T[x], norm its (v T[x]) . w.
+  template <typename C>
+  CM_HD void settle(int64_t t, double norm, C* v, int n) {
+    last = norm;
+    if ((t + 1) % kRescaleEvery == 0 || norm < kRescaleBelow) {
+      const int e = exponent_of(norm);
+      for (int j = 0; j < n; ++j) v[j] = times_pow2(v[j], -e);
+      last = times_pow2(norm, -e);
+      expo += e;
+    }
+  }
+  CM_HD double value() const {
+    const int e = exponent_of(last);
+    return log(times_pow2(last, -e)) + static_cast<double>(expo + e) * 0.69314718055994530942;
+  }
+};
+
 }  // namespace compmech
