@@ -34,12 +34,13 @@ struct Ops256 {
   static V mul32(V a, V b) { return _mm256_mul_epu32(a, b); }
   static V xor2(V a, V b) { return _mm256_xor_si256(a, b); }
   static V xor3(V a, V b, V c) { return _mm256_xor_si256(a, _mm256_xor_si256(b, c)); }
+  static void store64(uint64_t* p, V a) { _mm256_store_si256(reinterpret_cast<__m256i*>(p), a); }
 };
 using Philox8 = PhiloxRows<Ops256>;
 
 // Lane l holds row lane_row(l) of its group of 8 (even lanes rows 0-3, odd lanes rows 4-7: how
 // the 64-bit products' halves interleave with one shuffle and one blend).
-constexpr int lane_row(int l) { return (l & 1) * 4 + (l >> 1); }
+constexpr int lane_row(int l) { return Philox8::lane_row(l); }
 
 // Table lookup of 8 * NT entries: vpermd reads the index's low 3 bits, bits 3 and 4 pick the register.
 template <int NT>
@@ -73,20 +74,9 @@ void hmm_rows_reg8(const RegTables& rt, const AliasTables& init_a, int64_t r0, i
   const uint32_t K = rt.K;
   Philox8 philox[G];
   alignas(32) uint32_t lane[G][8];
-  for (int g = 0; g < G; ++g) {  // initial_state(): words 0 and 1 of the rows' kDomainInitial block 0
+  for (int g = 0; g < G; ++g) {
     philox[g] = Philox8(seed, row0 + r0 + 8 * g);
-    __m256i w[4][2];
-    philox[g](0, w, kDomainInitial);
-    alignas(32) uint64_t hi[8], lo[8];
-    for (int h = 0; h < 2; ++h) {
-      _mm256_store_si256(reinterpret_cast<__m256i*>(hi + 4 * h), w[0][h]);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(lo + 4 * h), w[1][h]);
-    }
-    for (int l = 0; l < 8; ++l) {
-      const int i = lane_row(l);
-      lane[g][l] = K * alias_draw64(static_cast<uint32_t>(hi[i]), static_cast<uint32_t>(lo[i]), init_a.K,
-                                    init_a.thresh.data(), init_a.alias.data());
-    }
+    philox[g].initial_codes(init_a, K, lane[g]);
   }
   __m256i TH[NT], E[NT];
   for (int q = 0; q < NT; ++q) {

@@ -32,6 +32,7 @@ struct Ops512 {
   static V mul32(V a, V b) { return _mm512_mul_epu32(a, b); }
   static V xor2(V a, V b) { return _mm512_xor_si512(a, b); }
   static V xor3(V a, V b, V c) { return _mm512_ternarylogic_epi32(a, b, c, 0x96); }
+  static void store64(uint64_t* p, V a) { _mm512_store_si512(p, a); }
 };
 using Philox16 = PhiloxRows<Ops512>;
 
@@ -57,7 +58,7 @@ inline __m512i pack_tokens(const __m512i c[4]) {
 // Lane l of the decision vectors holds row lane_row(l) of its group of 16: the draw's bucket and
 // fraction come out of the two 64-bit-lane halves (rows 0-7 and 8-15) by one masked vpshufd
 // each, which interleaves them (even lanes rows 0-7, odd lanes rows 8-15).
-constexpr int lane_row(int l) { return (l & 1) * 8 + (l >> 1); }
+constexpr int lane_row(int l) { return Philox16::lane_row(l); }
 
 // Writes 16 positions of 16 rows: p[j] holds positions 4j..4j+3 of row lane_row(l) in lane l.
 inline void store_chunk(const __m512i p[4], uint8_t* dst, int64_t stride, int n) {
@@ -96,20 +97,7 @@ void hmm_rows_reg_impl(const RegTables& rt, const AliasTables& init_a, int64_t r
   Philox16 philox[G];
   for (int g = 0; g < G; ++g) philox[g] = Philox16(seed, row0 + r0 + 16 * g);
   alignas(64) uint32_t lane[G][16];
-  for (int g = 0; g < G; ++g) {  // initial_state(): words 0 and 1 of the rows' kDomainInitial block 0
-    __m512i w[4][2];
-    philox[g](0, w, kDomainInitial);
-    alignas(64) uint64_t hi[16], lo[16];
-    for (int h = 0; h < 2; ++h) {
-      _mm512_store_si512(hi + 8 * h, w[0][h]);
-      _mm512_store_si512(lo + 8 * h, w[1][h]);
-    }
-    for (int l = 0; l < 16; ++l) {
-      const int i = lane_row(l);
-      lane[g][l] = K * alias_draw64(static_cast<uint32_t>(hi[i]), static_cast<uint32_t>(lo[i]), init_a.K,
-                                    init_a.thresh.data(), init_a.alias.data());
-    }
-  }
+  for (int g = 0; g < G; ++g) philox[g].initial_codes(init_a, K, lane[g]);
   const __m512i TH0 = _mm512_load_si512(rt.th), TH1 = _mm512_load_si512(rt.th + 16);
   const __m512i E0 = _mm512_load_si512(rt.e), E1 = _mm512_load_si512(rt.e + 16);
   const __m512i vK = _mm512_set1_epi64(K), vK32 = _mm512_set1_epi32(static_cast<int>(K));

@@ -12,10 +12,12 @@
 //
 // Ops (one per instruction set, see sample_avx512.hpp / sample_avx2.hpp) provides the vector type
 // V, kRows, and set1_64, set1_32, iota64 (0, 1, ...), add64, srli64_32 (>> 32 per 64-bit lane),
-// mul32 (vpmuludq), xor2 and xor3.
+// mul32 (vpmuludq), xor2, xor3 and store64 (an aligned store of kRows 64-bit lanes).
 #pragma once
 #include <cstdint>
 
+#include "compmech/alias.hpp"
+#include "compmech/kernels.hpp"
 #include "compmech/philox.hpp"
 
 namespace compmech {
@@ -128,6 +130,27 @@ struct PhiloxRows {
         w[n][3][h] = l2[h];
       }
     rounds<N>(k0, k1, 2, w);
+  }
+
+  // 32-bit lane l of the callers' decision vectors holds row lane_row(l): even lanes rows
+  // 0..kRows-1, odd lanes the other half (how the two halves' 64-bit products interleave).
+  static constexpr int lane_row(int l) { return (l & 1) * Ops::kRows + (l >> 1); }
+
+  // initial_state() of the 2 * kRows rows (words 0 and 1 of block 0 in kDomainInitial, drawn from
+  // init_a) as the callers' codes: lane[l] = K * the state of row lane_row(l).
+  inline void initial_codes(const AliasTables& init_a, uint32_t K, uint32_t* lane) const {
+    V w[4][2];
+    (*this)(0, w, kDomainInitial);
+    alignas(64) uint64_t hi[2 * Ops::kRows], lo[2 * Ops::kRows];
+    for (int h = 0; h < 2; ++h) {
+      Ops::store64(hi + Ops::kRows * h, w[0][h]);
+      Ops::store64(lo + Ops::kRows * h, w[1][h]);
+    }
+    for (int l = 0; l < 2 * Ops::kRows; ++l) {
+      const int i = lane_row(l);
+      lane[l] = K * alias_draw64(static_cast<uint32_t>(hi[i]), static_cast<uint32_t>(lo[i]), init_a.K,
+                                 init_a.thresh.data(), init_a.alias.data());
+    }
   }
 
   // Any domain and block, all ten rounds (the initial states' block).
