@@ -115,42 +115,45 @@ inline __m256i cmpgt_epu32(__m256i a, __m256i b) {
   return _mm256_cmpgt_epi32(_mm256_xor_si256(a, sign), _mm256_xor_si256(b, sign));
 }
 
-// What phase 1 leaves for one draw of 8 rows: the bucket, the fraction (high word * K's low half)
-// less 2^8 - 1, sign-flipped, and the code of the bucket's own outcome.
+// What phase 1 leaves for one draw of 8 rows: the bucket, fm = (fraction - 255) ^ 2^31 (the
+// fraction: high word * K's low half; sign-flipped for signed compares) and the code of the
+// bucket's own outcome.
 struct Draw {
   __m256i bucket, fm, own;
 };
 
 // Phase 1 for one group and one chunk: Philox blocks t0/4 .. t0/4 + 3 (NB at a time), the draws'
-// state-free parts into d[16]; returns max(high, fraction - 255) over them (the carry check).
+// state-free parts into d[16]; returns the signed max of high and their fm (the carry check).
 template <int NB, bool SameHi>
 inline __m256i prepare(const Philox8& ph, const typename Philox8::Shared* sh, uint32_t block0, const Tables& tb,
                        __m256i high, Draw* d) {
-  const __m256i vK = _mm256_set1_epi64x(tb.K), m = _mm256_set1_epi32(static_cast<int>(kCodeMask));
-  const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+  const __m256i vK = _mm256_set1_epi64x(tb.K), bias = _mm256_set1_epi32(static_cast<int>(0x80000000u - kCodeMask));
   const __m256i own = _mm256_load_si256(reinterpret_cast<const __m256i*>(tb.own));
+  // all four blocks first (back to back, so that one block's rounds overlap the next one's),
+  // then the draws' parts from their words in L1
+  alignas(32) __m256i w[4][1][4][2];
 #pragma GCC unroll 4
-  for (int j0 = 0; j0 < 4; j0 += NB) {
-    __m256i w[NB][4][2];
+  for (int j = 0; j < 4; ++j) {
     if constexpr (SameHi)
-      ph.template blocks_shared<NB>(sh + j0, w);
+      ph.template blocks_shared<1>(sh + j, w[j]);
     else
-      ph.template blocks<NB>(block0 + j0, w);
-#pragma GCC unroll 4
-    for (int n = 0; n < NB; ++n)
-#pragma GCC unroll 4
-      for (int k = 0; k < 4; ++k) {
-        const __m256i pa = _mm256_mul_epu32(w[n][k][0], vK), pb = _mm256_mul_epu32(w[n][k][1], vK);
-        const __m256i bucket = _mm256_blend_epi32(_mm256_shuffle_epi32(pa, 0xB1), pb, 0xAA);  // high halves
-        const __m256i frac = _mm256_blend_epi32(pa, _mm256_shuffle_epi32(pb, 0xB1), 0xAA);    // low halves
-        const __m256i fm = _mm256_sub_epi32(frac, m);
-        high = _mm256_max_epu32(high, fm);
-        Draw& o = d[4 * (j0 + n) + k];
-        o.bucket = bucket;
-        o.fm = _mm256_xor_si256(fm, sign);
-        o.own = _mm256_shuffle_epi8(own, bucket);  // bytes 1-3 get own[0]: never read
-      }
+      ph.template blocks<1>(block0 + j, w[j]);
+    asm volatile("" ::"r"(&w[j][0][0][0]) : "memory");
   }
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j)
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m256i pa = _mm256_mul_epu32(w[j][0][k][0], vK), pb = _mm256_mul_epu32(w[j][0][k][1], vK);
+      const __m256i bucket = _mm256_blend_epi32(_mm256_shuffle_epi32(pa, 0xB1), pb, 0xAA);  // high halves
+      const __m256i frac = _mm256_blend_epi32(pa, _mm256_shuffle_epi32(pb, 0xB1), 0xAA);    // low halves
+      const __m256i fm = _mm256_add_epi32(frac, bias);  // (frac - 255) ^ 2^31
+      high = _mm256_max_epi32(high, fm);
+      Draw& o = d[4 * j + k];
+      o.bucket = bucket;
+      o.fm = fm;
+      o.own = _mm256_shuffle_epi8(own, bucket);  // bytes 1-3 get own[0]: never read
+    }
   return high;
 }
 
@@ -173,7 +176,7 @@ void hmm_rows_impl(const Tables& tb, const AliasTables& init_a, int64_t r0, int6
     philox[g].initial_codes(init_a, K, lane[g]);  // state * K: the code less its token
   }
   const __m256i band = _mm256_set1_epi32(static_cast<int>(K + 2 * kCodeMask));
-  const __m256i carry_at = _mm256_set1_epi32(static_cast<int>(0u - K - kCodeMask));
+  const __m256i carry_at = _mm256_set1_epi32(static_cast<int>((0u - K - kCodeMask) ^ 0x80000000u));  // flipped
   // byte 0 (the code) of each 32-bit lane to byte k, for position k of 4
   alignas(32) uint8_t to_byte[4][32];
   for (int k = 0; k < 4; ++k)
@@ -189,7 +192,7 @@ void hmm_rows_impl(const Tables& tb, const AliasTables& init_a, int64_t r0, int6
       for (int j = 0; j < 4; ++j) sh[j] = philox[0].shared(block0 + j);
     __m256i high[G];
     for (int g = 0; g < G; ++g)
-      high[g] = prepare<NB, SameHi>(philox[g], sh, block0, tb, _mm256_setzero_si256(), d[g]);
+      high[g] = prepare<NB, SameHi>(philox[g], sh, block0, tb, _mm256_set1_epi32(INT32_MIN), d[g]);
     __m256i start[G], low[G], packed[G][4];
     for (int g = 0; g < G; ++g) {
       start[g] = code[g];
@@ -238,7 +241,7 @@ void hmm_rows_impl(const Tables& tb, const AliasTables& init_a, int64_t r0, int6
         }
       }
       const int undecided = _mm256_movemask_ps(
-          _mm256_castsi256_ps(_mm256_or_si256(cmpgt_epu32(band, low[g]), cmpgt_epu32(high[g], carry_at))));
+          _mm256_castsi256_ps(_mm256_or_si256(cmpgt_epu32(band, low[g]), _mm256_cmpgt_epi32(high[g], carry_at))));
       if (undecided) {  // rare: about 2^-20 of the row chunks
         alignas(32) uint32_t from[8];
         _mm256_store_si256(reinterpret_cast<__m256i*>(lane[g]), code[g]);
