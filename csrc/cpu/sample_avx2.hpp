@@ -122,29 +122,79 @@ struct Draw {
   __m256i bucket, fm, own;
 };
 
-// Phase 1 for one group and one chunk: Philox blocks t0/4 .. t0/4 + 3 (NB at a time), the draws'
-// state-free parts into d[16]; returns the signed max of high and their fm (the carry check).
-template <int NB, bool SameHi>
-inline __m256i prepare(const Philox8& ph, const typename Philox8::Shared* sh, uint32_t block0, const Tables& tb,
-                       __m256i high, Draw* d) {
+// Philox rounds 2-9 of NQ half-blocks at once (4 rows each; half-block q is half q % 2 of the
+// chunk's block q / 2), from Q0 on, into w[block][word][half]. A half-block is two multiply
+// chains in 4 registers: three at once (12 registers) keep the multipliers busy, where one
+// block's two (8) wait on their latency and two blocks' four (16) spill.
+template <int Q0, int NQ, bool SameHi>
+inline void philox_halves(const Philox8& ph, const typename Philox8::Shared* sh, uint32_t block0, const __m256i (*keys)[2],
+                          __m256i w[4][4][2]) {
+  using P = Philox8;
+  const __m256i vM0 = _mm256_set1_epi64x(P::M0), vM1 = _mm256_set1_epi64x(P::M1);
+  __m256i a[NQ][4];
+#pragma GCC unroll 4
+  for (int i = 0; i < NQ; ++i) {  // the state after round 2, as PhiloxRows::blocks(_shared)
+    const int n = (Q0 + i) / 2, h = (Q0 + i) % 2;
+    if constexpr (SameHi) {
+      a[i][0] = _mm256_xor_si256(sh[n].hi2, ph.a1k[h]);
+      a[i][1] = sh[n].lo2;
+      a[i][2] = _mm256_xor_si256(ph.h2[h], sh[n].lo0);
+    } else {
+      const uint64_t p0 = static_cast<uint64_t>(block0 + n) * P::M0;
+      const __m256i hi0 = _mm256_set1_epi32(static_cast<int>(p0 >> 32)), lo0 = _mm256_set1_epi32(static_cast<int>(p0));
+      const __m256i p2 = _mm256_mul_epu32(_mm256_xor_si256(ph.rh[h], hi0), vM1);
+      a[i][0] = _mm256_xor_si256(_mm256_srli_epi64(p2, 32), ph.a1k[h]);
+      a[i][1] = p2;
+      a[i][2] = _mm256_xor_si256(ph.h2[h], lo0);
+    }
+    a[i][3] = ph.l2[h];
+  }
+#pragma GCC unroll 8
+  for (int r = 2; r < 10; ++r) {
+#pragma GCC unroll 4
+    for (int i = 0; i < NQ; ++i) {
+      // in place: a0 <- a0 * M0, a2 <- a2 * M1 (the new a3, a1), a1 <- hi(a2 * M1) ^ a1 ^ key0,
+      // a3 <- hi(a0 * M0) ^ a3 ^ key1 (the new a0, a2); asm, as GCC's own order spills
+      __m256i t;
+      asm("vpmuludq %[m0], %[a0], %[a0]\n\t"
+          "vpmuludq %[m1], %[a2], %[a2]\n\t"
+          "vpxor %[k0], %[a1], %[a1]\n\t"
+          "vpxor %[k1], %[a3], %[a3]\n\t"
+          "vpsrlq $32, %[a2], %[t]\n\t"
+          "vpxor %[t], %[a1], %[a1]\n\t"
+          "vpsrlq $32, %[a0], %[t]\n\t"
+          "vpxor %[t], %[a3], %[a3]"
+          : [a0] "+x"(a[i][0]), [a1] "+x"(a[i][1]), [a2] "+x"(a[i][2]), [a3] "+x"(a[i][3]), [t] "=&x"(t)
+          : [m0] "x"(vM0), [m1] "x"(vM1), [k0] "m"(keys[r][0]), [k1] "m"(keys[r][1]));
+      const __m256i p0 = a[i][0];
+      a[i][0] = a[i][1];
+      a[i][1] = a[i][2];
+      a[i][2] = a[i][3];
+      a[i][3] = p0;
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < NQ; ++i)
+    for (int k = 0; k < 4; ++k) w[(Q0 + i) / 2][k][(Q0 + i) % 2] = a[i][k];
+}
+
+// Phase 1 for one group and one chunk: Philox blocks t0/4 .. t0/4 + 3 and the draws' state-free
+// parts into d[16]; returns the signed max of high and their fm (the carry check).
+template <bool SameHi>
+inline __m256i prepare(const Philox8& ph, const typename Philox8::Shared* sh, uint32_t block0, const __m256i (*keys)[2],
+                       const Tables& tb, __m256i high, Draw* d) {
   const __m256i vK = _mm256_set1_epi64x(tb.K), bias = _mm256_set1_epi32(static_cast<int>(0x80000000u - kCodeMask));
   const __m256i own = _mm256_load_si256(reinterpret_cast<const __m256i*>(tb.own));
-  // all four blocks first (back to back, so that one block's rounds overlap the next one's),
-  // then the draws' parts from their words in L1
-  alignas(32) __m256i w[4][1][4][2];
-#pragma GCC unroll 4
-  for (int j = 0; j < 4; ++j) {
-    if constexpr (SameHi)
-      ph.template blocks_shared<1>(sh + j, w[j]);
-    else
-      ph.template blocks<1>(block0 + j, w[j]);
-    asm volatile("" ::"r"(&w[j][0][0][0]) : "memory");
-  }
+  alignas(32) __m256i w[4][4][2];  // the four blocks' words, then the draws' parts from them in L1
+  philox_halves<0, 3, SameHi>(ph, sh, block0, keys, w);
+  philox_halves<3, 3, SameHi>(ph, sh, block0, keys, w);
+  philox_halves<6, 2, SameHi>(ph, sh, block0, keys, w);
+  asm volatile("" ::"r"(&w[0][0][0]) : "memory");
 #pragma GCC unroll 4
   for (int j = 0; j < 4; ++j)
 #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
-      const __m256i pa = _mm256_mul_epu32(w[j][0][k][0], vK), pb = _mm256_mul_epu32(w[j][0][k][1], vK);
+      const __m256i pa = _mm256_mul_epu32(w[j][k][0], vK), pb = _mm256_mul_epu32(w[j][k][1], vK);
       const __m256i bucket = _mm256_blend_epi32(_mm256_shuffle_epi32(pa, 0xB1), pb, 0xAA);  // high halves
       const __m256i frac = _mm256_blend_epi32(pa, _mm256_shuffle_epi32(pb, 0xB1), 0xAA);    // low halves
       const __m256i fm = _mm256_add_epi32(frac, bias);  // (frac - 255) ^ 2^31
@@ -175,6 +225,11 @@ void hmm_rows_impl(const Tables& tb, const AliasTables& init_a, int64_t r0, int6
     philox[g] = Philox8(seed, row0 + r0 + 8 * g);
     philox[g].initial_codes(init_a, K, lane[g]);  // state * K: the code less its token
   }
+  alignas(32) __m256i keys[10][2];  // the rounds' keys (the seed's: the same for every group)
+  for (int r = 0; r < 10; ++r) {
+    keys[r][0] = _mm256_set1_epi32(static_cast<int>(philox[0].k0[r]));
+    keys[r][1] = _mm256_set1_epi32(static_cast<int>(philox[0].k1[r]));
+  }
   const __m256i band = _mm256_set1_epi32(static_cast<int>(K + 2 * kCodeMask));
   const __m256i carry_at = _mm256_set1_epi32(static_cast<int>((0u - K - kCodeMask) ^ 0x80000000u));  // flipped
   // byte 0 (the code) of each 32-bit lane to byte k, for position k of 4
@@ -192,7 +247,7 @@ void hmm_rows_impl(const Tables& tb, const AliasTables& init_a, int64_t r0, int6
       for (int j = 0; j < 4; ++j) sh[j] = philox[0].shared(block0 + j);
     __m256i high[G];
     for (int g = 0; g < G; ++g)
-      high[g] = prepare<NB, SameHi>(philox[g], sh, block0, tb, _mm256_set1_epi32(INT32_MIN), d[g]);
+      high[g] = prepare<SameHi>(philox[g], sh, block0, keys, tb, _mm256_set1_epi32(INT32_MIN), d[g]);
     __m256i start[G], low[G], packed[G][4];
     for (int g = 0; g < G; ++g) {
       start[g] = code[g];
