@@ -104,7 +104,8 @@ inline __m256i lookup(const uint32_t* T, __m256i idx) {
   } else if constexpr (NT == 2) {
     return pick(perm(0), perm(1), _mm256_slli_epi32(idx, 28));
   } else {
-    const __m256i s3 = _mm256_slli_epi32(idx, 28);
+    __m256i s3 = _mm256_slli_epi32(idx, 28);
+    asm("" : "+x"(s3));  // else GCC turns the sign into a full mask with an extra compare
     return pick(pick(perm(0), perm(1), s3), pick(perm(2), perm(3), s3), _mm256_slli_epi32(idx, 27));
   }
 }
