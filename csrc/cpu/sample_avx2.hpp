@@ -2,15 +2,16 @@
 // Mess3), for machines without AVX-512. Philox4x32-10 for 8 rows at once (each word in two
 // vectors of four 64-bit lanes), one row per 32-bit lane. With 16 ymm registers the AVX-512
 // path's one-pass loop spills, so each 16-position chunk runs in two phases:
-//  1. Philox and everything that does not depend on the hidden state (bucket, fraction, the
-//     bucket's own outcome) for the chunk's 16 positions, written to an L1 buffer;
+//  1. Philox (three half-blocks of 4 rows at a time: enough independent multiply chains to hide
+//     their latency in 12 registers) and everything that does not depend on the hidden state
+//     (bucket, fraction, the bucket's own outcome) for the chunk's 16 positions, into L1;
 //  2. the state chains of G groups of 8 rows, interleaved (independent chains hide the lookup's
 //     latency), reading that buffer as memory operands.
-// The chain's lookup is one table entry per draw: the threshold's high 24 bits with the alias
-// outcome's 8-bit code in the low byte (vpermd on one, two or four registers, blended on the
-// index's bits 3 and 4). The truncated threshold leaves a band of 2^8 + K fractions per bucket
-// undecided (as alias_draw64's high word leaves K): a 16-position chunk of a row that met one
-// (about 2^-20 of them) is redone by the scalar code, so the tokens are alias_draw64's.
+// The chain's lookup is one table entry per draw: the threshold's high word with its low 8 bits
+// replaced by the alias outcome's 8-bit code (vpermd on one, two or four registers, blended on
+// the index's bits 3 and 4). The truncated threshold widens the band of fractions the high word
+// leaves undecided from K to about K + 2 * 255: a 16-position chunk of a row that met one (about
+// 3 in 10^6 for Mess3) is redone by the scalar code, so the tokens are alias_draw64's.
 // Only AVX2 instructions are used, so the path runs (and is tested) on AVX-512 machines too.
 #pragma once
 #if defined(__AVX2__)
@@ -40,14 +41,7 @@ struct Ops256 {
   static V srli64_32(V a) { return _mm256_srli_epi64(a, 32); }
   static V mul32(V a, V b) { return _mm256_mul_epu32(a, b); }
   static V xor2(V a, V b) { return _mm256_xor_si256(a, b); }
-  // a ^ (b ^ c), in that order: in the rounds b ^ c (the previous product and the key) is ready
-  // early and a (the new product's high half) is on the critical path; the empty asm keeps GCC
-  // from reassociating it into (a ^ b) ^ c, which is a cycle longer per round.
-  static V xor3(V a, V b, V c) {
-    V bc = _mm256_xor_si256(b, c);
-    asm("" : "+x"(bc));
-    return _mm256_xor_si256(a, bc);
-  }
+  static V xor3(V a, V b, V c) { return _mm256_xor_si256(a, _mm256_xor_si256(b, c)); }
   static void store64(uint64_t* p, V a) { _mm256_store_si256(reinterpret_cast<__m256i*>(p), a); }
 };
 using Philox8 = PhiloxRows<Ops256>;
@@ -154,8 +148,9 @@ inline void philox_halves(const Philox8& ph, const typename Philox8::Shared* sh,
   for (int r = 2; r < 10; ++r) {
 #pragma GCC unroll 4
     for (int i = 0; i < NQ; ++i) {
-      // in place: a0 <- a0 * M0, a2 <- a2 * M1 (the new a3, a1), a1 <- hi(a2 * M1) ^ a1 ^ key0,
-      // a3 <- hi(a0 * M0) ^ a3 ^ key1 (the new a0, a2); asm, as GCC's own order spills
+      // in place: a0 <- a0 * M0, a2 <- a2 * M1 (the new a3, a1), a1 <- hi(a2 * M1) ^ (a1 ^ key0),
+      // a3 <- hi(a0 * M0) ^ (a3 ^ key1) (the new a0, a2), the key off the critical path; asm, as
+      // GCC's own order and association spill and add a cycle per round
       __m256i t;
       asm("vpmuludq %[m0], %[a0], %[a0]\n\t"
           "vpmuludq %[m1], %[a2], %[a2]\n\t"
@@ -211,12 +206,13 @@ inline __m256i prepare(const Philox8& ph, const typename Philox8::Shared* sh, ui
 // G groups of 8 rows, r0 .. r0 + 8G - 1 (row0 + r0 + i in the RNG stream), all L positions, as
 // avx512::hmm_rows_reg; `redo(i, state, t0, t1)` recomputes positions [t0, t1) of row r0 + i.
 //
-// A draw with fm = fraction - 255 and entry e (its threshold's high 24 bits, T) is decided unless
-// the fraction lies within 255 + K of T (e - fm < K + 2 * 255, unsigned) or below 255 or above
-// 2^32 - K (fm > 2^32 - K - 255): then the true threshold's high word and the fraction with any
-// carry the low word adds sit on the same side of each other, and own = e > fm (signed, both
-// flipped) is alias_draw64's decision.
-template <int NT, int G, int NB, bool SameHi, typename Redo>
+// The decision: entry e holds the threshold's high word th with its low 8 bits replaced, so
+// |e - th| <= 255, and fm = fraction - 255. A draw counts as undecided (its chunk is redone) when
+// e - fm < K + 2 * 255 (unsigned: fraction in (e - 255 - K, e + 255]) or fm > 2^32 - K - 255
+// (fraction below 255 or above 2^32 - K, where the low word's carry or the wrap matter). Else
+// fraction + K <= th or fraction > th, so the high word decides (alias_decided), and own = e > fm
+// (a signed compare of both, sign-flipped) is alias_draw64's decision.
+template <int NT, int G, bool SameHi, typename Redo>
 void hmm_rows_impl(const Tables& tb, const AliasTables& init_a, int64_t r0, int64_t L, uint64_t seed, uint64_t row0,
                    uint8_t* tokens, Redo&& redo) {
   const uint32_t K = tb.K;
@@ -310,26 +306,20 @@ void hmm_rows_impl(const Tables& tb, const AliasTables& init_a, int64_t r0, int6
   }
 }
 
-template <int G, int NB, typename Redo>
-void hmm_rows_nt(const Tables& tb, const AliasTables& init_a, int64_t r0, int64_t L, uint64_t seed, uint64_t row0,
-                 uint8_t* tokens, Redo&& redo) {
-  const bool same = Philox8::rows_share_hi(row0 + r0, 8 * G);
-  switch (tb.nt * 2 + same) {
-    case 2: return hmm_rows_impl<1, G, NB, false>(tb, init_a, r0, L, seed, row0, tokens, redo);
-    case 3: return hmm_rows_impl<1, G, NB, true>(tb, init_a, r0, L, seed, row0, tokens, redo);
-    case 4: return hmm_rows_impl<2, G, NB, false>(tb, init_a, r0, L, seed, row0, tokens, redo);
-    case 5: return hmm_rows_impl<2, G, NB, true>(tb, init_a, r0, L, seed, row0, tokens, redo);
-    case 8: return hmm_rows_impl<4, G, NB, false>(tb, init_a, r0, L, seed, row0, tokens, redo);
-    default: return hmm_rows_impl<4, G, NB, true>(tb, init_a, r0, L, seed, row0, tokens, redo);
-  }
-}
-
 // G groups of 8 rows from r0 (see hmm_rows_impl), the table size and Philox's shortcut for rows
 // that share their high 32 bits chosen at run time.
 template <int G, typename Redo>
 void hmm_rows(const Tables& tb, const AliasTables& init_a, int64_t r0, int64_t L, uint64_t seed, uint64_t row0,
               uint8_t* tokens, Redo&& redo) {
-  hmm_rows_nt<G, 1>(tb, init_a, r0, L, seed, row0, tokens, redo);
+  const bool same = Philox8::rows_share_hi(row0 + r0, 8 * G);
+  switch (tb.nt * 2 + same) {
+    case 2: return hmm_rows_impl<1, G, false>(tb, init_a, r0, L, seed, row0, tokens, redo);
+    case 3: return hmm_rows_impl<1, G, true>(tb, init_a, r0, L, seed, row0, tokens, redo);
+    case 4: return hmm_rows_impl<2, G, false>(tb, init_a, r0, L, seed, row0, tokens, redo);
+    case 5: return hmm_rows_impl<2, G, true>(tb, init_a, r0, L, seed, row0, tokens, redo);
+    case 8: return hmm_rows_impl<4, G, false>(tb, init_a, r0, L, seed, row0, tokens, redo);
+    default: return hmm_rows_impl<4, G, true>(tb, init_a, r0, L, seed, row0, tokens, redo);
+  }
 }
 
 }  // namespace avx2
