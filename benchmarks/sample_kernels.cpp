@@ -63,6 +63,7 @@ __attribute__((noinline)) void run_avx2(const RegTables& rt, const AliasTables& 
 #if defined(COMPMECH_SAMPLE_AVX2)
   const avx2::Tables tb = avx2::tables(rt);
   for (int64_t r = 0; r < B; r += 32) avx2::hmm_rows<4>(tb, init, r, L, SEED, 0, out, redo(r));
+  avx2::fence_streaming_stores();
 #endif
 }
 

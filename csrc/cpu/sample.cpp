@@ -222,6 +222,7 @@ void sample_hmm_cpu(const ProcessView& p, const double* init, int64_t B, int64_t
       if (use_reg256) {
         for (; r + 32 <= e; r += 32) avx2::hmm_rows<4>(rt8, ia, r, L, seed, row0, tok8, redo(r));
         for (; r + 8 <= e; r += 8) avx2::hmm_rows<1>(rt8, ia, r, L, seed, row0, tok8, redo(r));
+        avx2::fence_streaming_stores();  // before this thread's rows are handed on
       }
 #endif
       (void)redo;

@@ -104,6 +104,26 @@ inline __m256i lookup(const uint32_t* T, __m256i idx) {
   }
 }
 
+// Output bytes a call builds in L1 before writing them out (hmm_rows_impl).
+constexpr int64_t kStageBytes = 16384;
+
+// dst[0, n) = src[0, n): whole 64-byte lines of dst with streaming stores, the partial ones at its
+// ends (shared with other calls) with ordinary stores. Call fence_streaming_stores() after a run
+// of calls, before the output is handed on.
+inline void stream_copy(uint8_t* dst, const uint8_t* src, int64_t n) {
+  const int64_t head = std::min<int64_t>(n, (64 - reinterpret_cast<uintptr_t>(dst) % 64) % 64);
+  std::memcpy(dst, src, static_cast<size_t>(head));
+  int64_t i = head;
+  for (; i + 64 <= n; i += 64) {
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(dst + i), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(dst + i + 32),
+                        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i + 32)));
+  }
+  std::memcpy(dst + i, src + i, static_cast<size_t>(n - i));
+}
+
+inline void fence_streaming_stores() { _mm_sfence(); }
+
 // Unsigned a > b, lane by lane.
 inline __m256i cmpgt_epu32(__m256i a, __m256i b) {
   const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
@@ -236,6 +256,10 @@ void hmm_rows_impl(const Tables& tb, const AliasTables& init_a, int64_t r0, int6
   __m256i code[G];
   for (int g = 0; g < G; ++g) code[g] = _mm256_load_si256(reinterpret_cast<const __m256i*>(lane[g]));
   uint8_t* out = tokens + r0 * L;
+  // The rows' 8 G L bytes are contiguous in the output: built in L1 when they fit, then written
+  // with streaming stores (no read for ownership of the output's lines).
+  alignas(64) uint8_t stage[kStageBytes];
+  uint8_t* dst = 8 * G * L <= kStageBytes ? stage : out;
   alignas(32) Draw d[G][16];
   for (int64_t t0 = 0; t0 < L; t0 += 16) {
     const uint32_t block0 = static_cast<uint32_t>(t0 >> 2);
@@ -277,7 +301,7 @@ void hmm_rows_impl(const Tables& tb, const AliasTables& init_a, int64_t r0, int6
       // r[k]: the 16 tokens of lane k (low half) and of lane 4 + k (high half)
       const __m256i r[4] = {_mm256_unpacklo_epi64(a, c), _mm256_unpackhi_epi64(a, c), _mm256_unpacklo_epi64(b, e),
                             _mm256_unpackhi_epi64(b, e)};
-      uint8_t* o = out + 8 * g * L + t0;
+      uint8_t* o = dst + 8 * g * L + t0;
 #pragma GCC unroll 4
       for (int k = 0; k < 4; ++k) {
         const __m128i q[2] = {_mm256_castsi256_si128(r[k]), _mm256_extracti128_si256(r[k], 1)};
@@ -299,11 +323,16 @@ void hmm_rows_impl(const Tables& tb, const AliasTables& init_a, int64_t r0, int6
         _mm256_store_si256(reinterpret_cast<__m256i*>(lane[g]), code[g]);
         _mm256_store_si256(reinterpret_cast<__m256i*>(from), start[g]);
         for (int l = 0; l < 8; ++l)
-          if (undecided >> l & 1) lane[g][l] = redo(8 * g + lane_row(l), (from[l] & 31) / K, t0, t0 + n) * K;
+          if (undecided >> l & 1) {
+            const int i = 8 * g + lane_row(l);
+            lane[g][l] = redo(i, (from[l] & 31) / K, t0, t0 + n) * K;  // writes the output row
+            if (dst != out) std::memcpy(dst + i * L + t0, out + i * L + t0, static_cast<size_t>(n));
+          }
         code[g] = _mm256_load_si256(reinterpret_cast<const __m256i*>(lane[g]));
       }
     }
   }
+  if (dst != out) stream_copy(out, dst, 8 * G * L);
 }
 
 // G groups of 8 rows from r0 (see hmm_rows_impl), the table size and Philox's shortcut for rows
