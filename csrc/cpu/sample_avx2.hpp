@@ -90,16 +90,19 @@ inline __m256i lookup(const uint32_t* T, __m256i idx) {
   const auto perm = [&](int q) {
     return _mm256_permutevar8x32_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(T + 8 * q)), idx);
   };
+  // vblendvps on the index's bit (shifted to the sign); asm, as GCC would compute the sign mask
+  // shared by two blends with an extra compare
   const auto pick = [](__m256i a, __m256i b, __m256i sign) {
-    return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), _mm256_castsi256_ps(sign)));
+    __m256i r;
+    asm("vblendvps %3, %2, %1, %0" : "=x"(r) : "x"(a), "x"(b), "x"(sign));
+    return r;
   };
   if constexpr (NT == 1) {
     return perm(0);
   } else if constexpr (NT == 2) {
     return pick(perm(0), perm(1), _mm256_slli_epi32(idx, 28));
   } else {
-    __m256i s3 = _mm256_slli_epi32(idx, 28);
-    asm("" : "+x"(s3));  // else GCC turns the sign into a full mask with an extra compare
+    const __m256i s3 = _mm256_slli_epi32(idx, 28);
     return pick(pick(perm(0), perm(1), s3), pick(perm(2), perm(3), s3), _mm256_slli_epi32(idx, 27));
   }
 }
