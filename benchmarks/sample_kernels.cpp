@@ -139,16 +139,25 @@ int main() {
               k512, 1 / k512);
 #endif
 #if defined(COMPMECH_SAMPLE_AVX2)
-  // Philox8 alone as the kernel runs it: one block at a time, round 2 from the shared words
+  // Philox8 alone as the kernel's phase 1 runs it: a chunk's four blocks as three, three and two
+  // half-blocks at a time, round 2 from the shared words (rows below 2^32 share row_hi)
   const double ph8 = ns_per_token([&] {
     __m256i acc = _mm256_setzero_si256();
+    alignas(32) __m256i keys[10][2];
     for (int64_t r = 0; r < B; r += 8) {
       const avx2::Philox8 ph(SEED, r);
-      for (uint32_t b = 0; b < L / 4; ++b) {
-        __m256i w[1][4][2];
-        const avx2::Philox8::Shared sh = ph.shared(b);
-        ph.blocks_shared<1>(&sh, w);
-        for (int k = 0; k < 4; ++k) acc = _mm256_xor_si256(acc, _mm256_xor_si256(w[0][k][0], w[0][k][1]));
+      for (int i = 0; i < 10; ++i) {
+        keys[i][0] = _mm256_set1_epi32(static_cast<int>(ph.k0[i]));
+        keys[i][1] = _mm256_set1_epi32(static_cast<int>(ph.k1[i]));
+      }
+      for (uint32_t b = 0; b < L / 4; b += 4) {
+        const avx2::Philox8::Shared sh[4] = {ph.shared(b), ph.shared(b + 1), ph.shared(b + 2), ph.shared(b + 3)};
+        __m256i w[4][4][2];
+        avx2::philox_halves<0, 3, true>(ph, sh, b, keys, w);
+        avx2::philox_halves<3, 3, true>(ph, sh, b, keys, w);
+        avx2::philox_halves<6, 2, true>(ph, sh, b, keys, w);
+        for (int j = 0; j < 4; ++j)
+          for (int k = 0; k < 4; ++k) acc = _mm256_xor_si256(acc, _mm256_xor_si256(w[j][k][0], w[j][k][1]));
       }
     }
     sink += static_cast<uint64_t>(_mm256_extract_epi64(acc, 0));
