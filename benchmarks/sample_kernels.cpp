@@ -47,31 +47,11 @@ double ns_per_token(F&& fn) {
   return t[REPS / 2] / (B * L) * 1e9;
 }
 
-// The kernels as separate functions, as in the library (inlined into main, their register
-// allocation differs and they run slower).
-template <typename Redo>
-__attribute__((noinline)) void run_avx512(const RegTables& rt, const AliasTables& init, uint8_t* out, Redo&& redo) {
-#if defined(COMPMECH_SAMPLE_AVX512)
-  for (int64_t r = 0; r < B; r += 32) avx512::hmm_rows_reg<2>(rt, init, r, L, SEED, 0, out, redo(r));
-  avx512::fence_streaming_stores();
-#endif
-}
-
-// as the library runs it: groups of 32 rows (four interleaved state chains of 8)
-template <typename Redo>
-__attribute__((noinline)) void run_avx2(const RegTables& rt, const AliasTables& init, uint8_t* out, Redo&& redo) {
-#if defined(COMPMECH_SAMPLE_AVX2)
-  const avx2::Tables tb = avx2::tables(rt);
-  for (int64_t r = 0; r < B; r += 32) avx2::hmm_rows<4>(tb, init, r, L, SEED, 0, out, redo(r));
-  avx2::fence_streaming_stores();
-#endif
-}
-
-template <typename Redo>
-__attribute__((noinline)) void run_avx2_prev(const RegTables& rt, const AliasTables& init, uint8_t* out, Redo&& redo) {
-#if defined(AVX2_PREV)
-  for (int64_t r = 0; r < B; r += 8) avx2_prev::hmm_rows<1>(rt, init, r, L, SEED, 0, out, redo(r));
-#endif
+// Runs a kernel as a separate function, as in the library (inlined into main, the kernels'
+// register allocation differs and they run slower).
+template <typename F>
+__attribute__((noinline)) void run(const F& kernel) {
+  kernel();
 }
 
 }  // namespace
@@ -133,7 +113,11 @@ int main() {
     }
     sink += _mm512_reduce_add_epi64(acc);
   });
-  const double k512 = ns_per_token([&] { run_avx512(rt, h.init, out.data(), redo); });
+  const auto avx512_rows = [&] {
+    for (int64_t r = 0; r < B; r += 32) avx512::hmm_rows_reg<2>(rt, h.init, r, L, SEED, 0, out.data(), redo(r));
+    avx512::fence_streaming_stores();
+  };
+  const double k512 = ns_per_token([&] { run(avx512_rows); });
   check("avx512");
   std::printf("AVX-512: Philox16 alone %.3f ns/token, whole kernel %.3f ns/token (%.2f G tokens/s per core)\n", ph16,
               k512, 1 / k512);
@@ -162,7 +146,13 @@ int main() {
     }
     sink += static_cast<uint64_t>(_mm256_extract_epi64(acc, 0));
   });
-  const double k256 = ns_per_token([&] { run_avx2(rt, h.init, out.data(), redo); });
+  // as the library runs it: groups of 32 rows (four interleaved state chains of 8)
+  const avx2::Tables tb = avx2::tables(rt);
+  const auto avx2_rows = [&] {
+    for (int64_t r = 0; r < B; r += 32) avx2::hmm_rows<4>(tb, h.init, r, L, SEED, 0, out.data(), redo(r));
+    avx2::fence_streaming_stores();
+  };
+  const double k256 = ns_per_token([&] { run(avx2_rows); });
   check("avx2");
   std::printf("AVX2: Philox8 alone %.3f ns/token, whole kernel %.3f ns/token (%.2f G tokens/s per core)\n", ph8, k256,
               1 / k256);
@@ -171,11 +161,13 @@ int main() {
     std::vector<double> tp, tn;
     for (int r = 0; r < REPS; ++r) {
       double t0 = now();
-      run_avx2_prev(rt, h.init, out.data(), redo);
+      run([&] {
+        for (int64_t r = 0; r < B; r += 8) avx2_prev::hmm_rows<1>(rt, h.init, r, L, SEED, 0, out.data(), redo(r));
+      });
       tp.push_back(now() - t0);
       check("avx2 (earlier)");
       t0 = now();
-      run_avx2(rt, h.init, out.data(), redo);
+      run(avx2_rows);
       tn.push_back(now() - t0);
       check("avx2");
     }
