@@ -5,6 +5,12 @@
 //   g++ -O3 -march=native -std=c++17 -Icsrc/include -Icsrc benchmarks/sample_kernels.cpp -o /tmp/sk && /tmp/sk
 // and, for the code an AVX2-only machine gets (AVX-512 compiled out):
 //   g++ -O3 -march=x86-64-v3 -std=c++17 -Icsrc/include -Icsrc benchmarks/sample_kernels.cpp -o /tmp/sk2 && /tmp/sk2
+// To time an earlier AVX2 kernel against the current one in the same process (alternating runs,
+// both checked), give its header, renamed to namespace avx2_prev (a commit before issue 16's
+// two-phase kernel took RegTables and ran 8 rows per call, as below), e.g.
+//   git show 08cf8be:csrc/cpu/sample_avx2.hpp | sed 's/namespace avx2 {/namespace avx2_prev {/;
+//     s/COMPMECH_SAMPLE_AVX2 1/COMPMECH_SAMPLE_AVX2_PREV 1/; s/"sample_/"cpu\/sample_/' > /tmp/prev.hpp
+// and add -DAVX2_PREV='"/tmp/prev.hpp"' to the x86-64-v3 command.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -14,6 +20,9 @@
 #include "compmech/kernels.hpp"
 #include "cpu/sample_avx2.hpp"
 #include "cpu/sample_avx512.hpp"
+#if defined(AVX2_PREV)
+#include AVX2_PREV
+#endif
 
 using namespace compmech;
 
@@ -38,26 +47,21 @@ double ns_per_token(F&& fn) {
   return t[REPS / 2] / (B * L) * 1e9;
 }
 
-// The kernels as separate functions, as in the library (inlined into main, their register
-// allocation differs and they run slower).
-template <typename Redo>
-__attribute__((noinline)) void run_avx512(const RegTables& rt, const AliasTables& init, uint8_t* out, Redo&& redo) {
-#if defined(COMPMECH_SAMPLE_AVX512)
-  for (int64_t r = 0; r < B; r += 32) avx512::hmm_rows_reg<2>(rt, init, r, L, SEED, 0, out, redo(r));
-  avx512::fence_streaming_stores();
-#endif
-}
-
-template <typename Redo>
-__attribute__((noinline)) void run_avx2(const RegTables& rt, const AliasTables& init, uint8_t* out, Redo&& redo) {
-#if defined(COMPMECH_SAMPLE_AVX2)
-  for (int64_t r = 0; r < B; r += 8) avx2::hmm_rows<1>(rt, init, r, L, SEED, 0, out, redo(r));
-#endif
+// Runs a kernel as a separate function, as in the library (inlined into main, the kernels'
+// register allocation differs and they run slower).
+template <typename F>
+__attribute__((noinline)) void run(const F& kernel) {
+  kernel();
 }
 
 }  // namespace
 
 int main() {
+  if (FILE* f = std::fopen("/proc/loadavg", "r")) {  // the machine's other load, for the record
+    char buf[64] = {};
+    if (std::fgets(buf, sizeof buf, f)) std::printf("load average: %s", buf);
+    std::fclose(f);
+  }
   double T[V * S * S], init[S] = {1.0 / 3, 1.0 / 3, 1.0 / 3};  // Mess3's stationary distribution is uniform
   const double x = 0.05, alpha = 0.85;
   for (int k = 0; k < V; ++k)
@@ -109,28 +113,71 @@ int main() {
     }
     sink += _mm512_reduce_add_epi64(acc);
   });
-  const double k512 = ns_per_token([&] { run_avx512(rt, h.init, out.data(), redo); });
+  const auto avx512_rows = [&] {
+    for (int64_t r = 0; r < B; r += 32) avx512::hmm_rows_reg<2>(rt, h.init, r, L, SEED, 0, out.data(), redo(r));
+    avx512::fence_streaming_stores();
+  };
+  const double k512 = ns_per_token([&] { run(avx512_rows); });
   check("avx512");
   std::printf("AVX-512: Philox16 alone %.3f ns/token, whole kernel %.3f ns/token (%.2f G tokens/s per core)\n", ph16,
               k512, 1 / k512);
 #endif
 #if defined(COMPMECH_SAMPLE_AVX2)
+  // Philox8 alone as the kernel's phase 1 runs it: a chunk's four blocks as three, three and two
+  // half-blocks at a time, round 2 from the shared words (rows below 2^32 share row_hi)
   const double ph8 = ns_per_token([&] {
     __m256i acc = _mm256_setzero_si256();
+    alignas(32) __m256i keys[10][2];
     for (int64_t r = 0; r < B; r += 8) {
       const avx2::Philox8 ph(SEED, r);
-      for (uint32_t b = 0; b < L / 4; ++b) {
-        __m256i w[1][4][2];
-        ph.blocks<1>(b, w);
-        for (int k = 0; k < 4; ++k) acc = _mm256_xor_si256(acc, _mm256_xor_si256(w[0][k][0], w[0][k][1]));
+      for (int i = 0; i < 10; ++i) {
+        keys[i][0] = _mm256_set1_epi32(static_cast<int>(ph.k0[i]));
+        keys[i][1] = _mm256_set1_epi32(static_cast<int>(ph.k1[i]));
+      }
+      for (uint32_t b = 0; b < L / 4; b += 4) {
+        const avx2::Philox8::Shared sh[4] = {ph.shared(b), ph.shared(b + 1), ph.shared(b + 2), ph.shared(b + 3)};
+        __m256i w[4][4][2];
+        avx2::philox_halves<0, 3, true>(ph, sh, b, keys, w);
+        avx2::philox_halves<3, 3, true>(ph, sh, b, keys, w);
+        avx2::philox_halves<6, 2, true>(ph, sh, b, keys, w);
+        for (int j = 0; j < 4; ++j)
+          for (int k = 0; k < 4; ++k) acc = _mm256_xor_si256(acc, _mm256_xor_si256(w[j][k][0], w[j][k][1]));
       }
     }
     sink += static_cast<uint64_t>(_mm256_extract_epi64(acc, 0));
   });
-  const double k256 = ns_per_token([&] { run_avx2(rt, h.init, out.data(), redo); });
+  // as the library runs it: groups of 32 rows (four interleaved state chains of 8)
+  const avx2::Tables tb = avx2::tables(rt);
+  const auto avx2_rows = [&] {
+    for (int64_t r = 0; r < B; r += 32) avx2::hmm_rows<4>(tb, h.init, r, L, SEED, 0, out.data(), redo(r));
+    avx2::fence_streaming_stores();
+  };
+  const double k256 = ns_per_token([&] { run(avx2_rows); });
   check("avx2");
   std::printf("AVX2: Philox8 alone %.3f ns/token, whole kernel %.3f ns/token (%.2f G tokens/s per core)\n", ph8, k256,
               1 / k256);
+#if defined(AVX2_PREV)
+  {  // alternating runs of the earlier kernel and this one, REPS each
+    std::vector<double> tp, tn;
+    for (int r = 0; r < REPS; ++r) {
+      double t0 = now();
+      run([&] {
+        for (int64_t r = 0; r < B; r += 8) avx2_prev::hmm_rows<1>(rt, h.init, r, L, SEED, 0, out.data(), redo(r));
+      });
+      tp.push_back(now() - t0);
+      check("avx2 (earlier)");
+      t0 = now();
+      run(avx2_rows);
+      tn.push_back(now() - t0);
+      check("avx2");
+    }
+    std::sort(tp.begin(), tp.end());
+    std::sort(tn.begin(), tn.end());
+    const double f = 1e9 / (B * L);
+    std::printf("AVX2 alternating, medians of %d: earlier %.3f, now %.3f ns/token (ratio %.3f; best %.3f, %.3f)\n", REPS,
+                tp[REPS / 2] * f, tn[REPS / 2] * f, tn[REPS / 2] / tp[REPS / 2], tp[0] * f, tn[0] * f);
+  }
+#endif
 #endif
   std::printf("(checksum %llu)\n", static_cast<unsigned long long>(sink));
   return 0;

@@ -242,9 +242,10 @@ def test_every_path_gives_the_same_tokens(S, V, B, L, seed, row0, threads):
         np.testing.assert_array_equal(np.concatenate(parts), ref)
 
 
-def reference_rows(proc, rows, L, seed):
+def reference_rows(proc, rows, L, seed, distance=False):
     """Vectorised reference over many rows: tokens and, per draw, whether its high word left
-    the decision undecided (so that the low word was needed)."""
+    the decision undecided (so that the low word was needed); with distance=True also, per draw,
+    the high words' threshold minus fraction (th_hi - frac_hi, a signed int64)."""
     thresh, alias, ithresh, ialias = row_tables(proc)
     S, K = proc.num_states, thresh.shape[1]
     u32 = np.uint64(0xFFFFFFFF)
@@ -257,6 +258,7 @@ def reference_rows(proc, rows, L, seed):
     hi, lo = hi.astype(np.uint64), lo.astype(np.uint64)
     tokens = np.zeros((len(rows), L), np.int64)
     undecided = np.zeros((len(rows), L), bool)
+    dist = np.zeros((len(rows), L), np.int64)
     kk = np.uint64(K)
     for t in range(L):
         plo = lo[:, t] * kk
@@ -268,8 +270,9 @@ def reference_rows(proc, rows, L, seed):
         b0 = ((hi[:, t] * kk) >> np.uint64(32)).astype(np.int64)
         th_hi = thresh[state, b0] >> np.uint64(32)
         undecided[:, t] = (((th_hi - fhi) & u32) < kk) | (fhi > np.uint64(2**32 - K))
+        dist[:, t] = th_hi.astype(np.int64) - fhi.astype(np.int64)
         tokens[:, t], state = np.divmod(o, S)
-    return tokens, undecided
+    return (tokens, undecided, dist) if distance else (tokens, undecided)
 
 
 def test_vectorised_reference_agrees_with_exact_integers():
@@ -281,6 +284,10 @@ def test_vectorised_reference_agrees_with_exact_integers():
 def _check_rows_with_undecided(proc, seed, rows, L):
     ref, und = reference_rows(proc, rows, L, seed)
     assert und.any(), "no undecided draw in these rows: the test would be vacuous"
+    _check_rows_on_every_path(proc, seed, rows, L, ref)
+
+
+def _check_rows_on_every_path(proc, seed, rows, L, ref):
     for r, ref_row in zip(rows, ref):
         # batches of 32 with the row in the first or the second group of 16 (the AVX-512 path
         # interleaves two such groups; the AVX2 path works on groups of 8), and a batch of one
@@ -362,6 +369,27 @@ def test_undecided_draws_take_the_low_word_on_the_avx512_path(L):
     proc = cm.processes.mess3()
     for seed, rows in MESS3_UNDECIDED.items():
         _check_rows_with_undecided(proc, seed, np.array(rows, dtype=np.uint64), L)
+
+
+# Rows of Mess3 (default parameters) with a draw whose fraction lies within 1000 of its bucket's
+# threshold (high words: 40, -57, 257, 276, -610; a search over 5 * 10^7 draws), which the high
+# word decides: the AVX2 path keeps 24-bit thresholds, redoes the chunks of draws within about
+# 2^8 of one and decides those just outside that band itself. L = 600 builds the output in place
+# (more than its L1 stage holds).
+MESS3_NEAR_THRESHOLD = {0: [124134, 442627, 881863, 1284014, 545726]}
+
+
+@pytest.mark.parametrize("L", [256, 37, 600])
+def test_draws_near_a_threshold_on_every_path(L):
+    proc = cm.processes.mess3()
+    K = proc.num_states * proc.vocab_size
+    for seed, rows in MESS3_NEAR_THRESHOLD.items():
+        rows = np.array(rows, dtype=np.uint64)
+        ref, und, dist = reference_rows(proc, rows, L, seed, distance=True)
+        near = (np.abs(dist) < 1000) & ~und
+        assert near.any(axis=1).all(), "a row lost its near-threshold draw: the test would be vacuous"
+        assert (np.abs(dist[near]) >= K).all()
+        _check_rows_on_every_path(proc, seed, rows, L, ref)
 
 
 def test_ghmm_draw_reads_the_low_word():

@@ -186,14 +186,17 @@ void sample_hmm_cpu(const ProcessView& p, const double* init, int64_t B, int64_t
   const AliasTables& ia = h.init;
   const SamplePath want = g_sample_path;
   const bool use_packed = HmmTables::packable(V, S) && (want == SamplePath::automatic || want == SamplePath::packed);
-  // Register-table paths (small processes, tokens only): AVX-512 on 32 and 16 rows, AVX2 on 8
-  // (also the AVX-512 path's leftover rows).
+  // Register-table paths (small processes, tokens only): AVX-512 on 32 and 16 rows, AVX2 on 32
+  // and 8 (also the AVX-512 path's leftover rows).
   const bool reg_ok = std::is_same<Tok, uint8_t>::value && states == nullptr && RegTables::fits(V, S);
   const bool use_reg512 = reg_ok && sample_path_available(SamplePath::avx512) &&
                           (want == SamplePath::automatic || want == SamplePath::avx512);
-  const bool use_reg256 = reg_ok && sample_path_available(SamplePath::avx2) &&
-                          (want == SamplePath::automatic || want == SamplePath::avx2 || use_reg512);
   const RegTables rt = reg_ok ? reg_tables(tr, S) : RegTables{};
+#if defined(COMPMECH_SAMPLE_AVX2)
+  const bool use_reg256 = reg_ok && avx2::fits(V, S) &&
+                          (want == SamplePath::automatic || want == SamplePath::avx2 || use_reg512);
+  const avx2::Tables rt8 = use_reg256 ? avx2::tables(rt) : avx2::Tables{};
+#endif
   const std::vector<uint64_t>& packed = h.packed;
   // Chunks of ~65536 tokens (about 30 us on the AVX-512 path), whole 32-row groups: the last
   // chunk a thread claims leaves the other at most that long alone at the end of the call.
@@ -216,8 +219,11 @@ void sample_hmm_cpu(const ProcessView& p, const double* init, int64_t B, int64_t
       }
 #endif
 #if defined(COMPMECH_SAMPLE_AVX2)
-      if (use_reg256)
-        for (; r + 8 <= e; r += 8) avx2::hmm_rows<1>(rt, ia, r, L, seed, row0, tok8, redo(r));
+      if (use_reg256) {
+        for (; r + 32 <= e; r += 32) avx2::hmm_rows<4>(rt8, ia, r, L, seed, row0, tok8, redo(r));
+        for (; r + 8 <= e; r += 8) avx2::hmm_rows<1>(rt8, ia, r, L, seed, row0, tok8, redo(r));
+        avx2::fence_streaming_stores();  // before this thread's rows are handed on
+      }
 #endif
       (void)redo;
       (void)tok8;
