@@ -155,6 +155,10 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown model fields {sorted(unknown)}; known: "
                              f"{[f.name for f in dataclasses.fields(ModelConfig)]}")
+        derived = sorted({"vocab_size", "out_vocab_size"} & set(self.model))
+        if derived:  # model_config() would silently replace them
+            raise ValueError(f"TrainConfig.model.{derived[0]} is set from the process (its V, plus a BOS id "
+                             f"with bos=true); remove it")
         for name, options in _CHOICES.items():
             if getattr(self, name) not in options:
                 raise ValueError(f"TrainConfig.{name} must be one of {'/'.join(options)}, got {getattr(self, name)!r}")
@@ -162,6 +166,10 @@ class TrainConfig:
             setattr(self, name, _int_field(name, getattr(self, name), lo))
         if self.threads is not None:
             self.threads = _int_field("threads", self.threads, 1)
+        if "ctx" in self.model and self.model["ctx"] != self.ctx:  # model_config() would silently use ctx
+            raise ValueError(f"TrainConfig.model.ctx ({self.model['ctx']!r}) differs from ctx ({self.ctx}): the "
+                             f"model's context is the training context; set ctx (--set ctx=N), not model.ctx")
+        ModelConfig(**{**self.model, "ctx": self.ctx})  # bad model fields fail here, before any work
         for name, (lo, inclusive) in _FLOAT_FIELDS.items():
             _float_field(name, getattr(self, name), lo, inclusive)
         if not (0 <= self.ema < 1 and self.min_lr_ratio <= 1):

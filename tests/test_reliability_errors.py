@@ -12,7 +12,7 @@ from compmech.cli import main  # noqa: E402
 from compmech.train import TrainConfig, train  # noqa: E402
 
 TINY = ["--set", "model.n_layers=1", "--set", "model.d_model=8", "--set", "model.d_head=4",
-        "--set", "model.d_mlp=16", "--set", "ctx=3", "--set", "batch_size=32", "--set", "snapshots=0",
+        "--set", "model.d_mlp=16", "--set", "ctx=3", "--set", "batch_size=32", "--set", "snapshots=0", "--set", "tokens=960",
         "--threads", "1", "--no-progress"]
 
 
@@ -70,11 +70,26 @@ def test_out_naming_a_file(tmp_path, capsys, checkpoint, command):
     ("ema=1.5", "ema"),
     ("bos=3", "bos must be true or false"),
     ("model.nosuch=1", "unknown model fields"),
+    ("model.ctx=0", "set ctx"),       # was silently replaced by ctx=10: the run trained at ctx 10
+    ("model.ctx=20", "set ctx"),
+    ("model.vocab_size=5", "from the process"),
+    ("model.out_vocab_size=2", "from the process"),
+    ("model.n_layers=0", "n_layers must be >= 1"),
     ("process=nosuch", "unknown process"),
 ])
 def test_config_errors_are_one_line(tmp_path, capsys, setting, says):
     assert says in one_line_error(capsys, ["train", "--out", str(tmp_path / "r"), *TINY, "--set", setting])
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
+
+
+def test_model_fields_are_checked_with_the_config():
+    """A bad model field fails when the TrainConfig is made, not later when the model is built;
+    a model.ctx equal to ctx is harmless and kept."""
+    with pytest.raises(ValueError, match="ModelConfig.d_mlp must be >= 1"):
+        TrainConfig(model={"d_mlp": 0})
+    with pytest.raises(ValueError, match="model.ctx"):
+        TrainConfig(ctx=4, model={"ctx": 10})
+    assert TrainConfig(ctx=4, model={"ctx": 4}).model_config(cm.processes.mess3()).ctx == 4
 
 
 def test_config_file_type_errors(tmp_path, capsys):
