@@ -123,6 +123,22 @@ def test_bad_arguments_are_one_line(capsys, argv, says):
     assert says in one_line_error(capsys, argv)
 
 
+@pytest.mark.parametrize("argv, says", [
+    (["msp", "mess3", "--depth", "3", "--out", "{tmp}/fig.txt"], "--out must end in"),
+    (["msp", "mess3", "--depth", "3", "--out", "{tmp}/missing/fig.png"], "does not exist"),
+    (["msp", "mess3", "--depth", "3", "--out", "{tmp}"], "is a directory"),
+    (["msp", "mess3", "--depth", "3", "--stream", "--out", "{tmp}/fig.txt"], "--out must end in"),
+    (["bench", "--quick", "--plot", "{tmp}/missing/b.png"], "does not exist"),
+    (["bench", "--quick", "--json", "{tmp}/missing/b.json"], "does not exist"),
+])
+def test_output_paths_are_checked_before_any_work(tmp_path, capsys, argv, says):
+    """An unwritable figure or JSON path used to fail only after the whole enumeration or
+    benchmark had run (the msp summary was printed, then the error)."""
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert says in one_line_error(capsys, argv)
+    assert capsys.readouterr().out == "" and not list(tmp_path.iterdir())
+
+
 def test_argparse_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["probe"])
