@@ -39,9 +39,19 @@ def checkpoint(tmp_path_factory):
     (["--folds", "0"], "--folds"),
     (["--folds", "1"], "--folds"),
     (["--device", "bogus"], "not a torch device"),
+    (["--folds", "28"], "at most 27 folds"),  # mess3 at ctx 3: 27 subtrees; 28 was silently cut to 27
+    (["--seed", "-1"], "--seed must be >= 0"),  # was numpy's "expected non-negative integer"
+    (["--layers"], "--layers needs at least one"),  # was "StopIteration", exit status 1
 ])
 def test_probe_options_are_checked_before_any_work(capsys, checkpoint, argv, says):
     assert says in one_line_error(capsys, ["probe", str(checkpoint), "--no-figures", *argv])
+
+
+def test_probe_records_its_cv_folds(tmp_path, capsys, checkpoint):
+    out = tmp_path / "p"
+    assert main(["probe", str(checkpoint), "--no-figures", "--folds", "27", "--shuffles", "1", "--out", str(out)]) == 0
+    d = json.loads((out / "probe.json").read_text())
+    assert (d["cv_folds"], d["shuffles"], d["seed"]) == (27, 1, 0)
 
 
 @pytest.mark.parametrize("content", [b"", b"\x00garbage" * 50, "truncate"])
