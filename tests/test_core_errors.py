@@ -199,3 +199,15 @@ def test_import_stays_light():
             "if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout.strip()}"
+
+
+@pytest.mark.parametrize("device, says", [("bogus", "is not a device"), (3.5, "is not a device"),
+                                          (object(), "is not a device"), ("meta", "holds no data")])
+def test_bad_devices_are_one_value_error(device, says):
+    """torch's RuntimeError/TypeError (a list of every device type) used to escape, and 'meta'
+    returned data-less tensors: the sampled tokens were silently lost."""
+    p = cm.processes.mess3()
+    for call in (lambda: cm.sample(p, 2, 3, seed=0, device=device), lambda: cm.msp_tree(p, 2, device=device)):
+        with pytest.raises(ValueError, match=says) as e:
+            call()
+        assert "\n" not in str(e.value)
