@@ -284,7 +284,7 @@ class HMM(Process):
         off = np.abs(sums - 1.0) > ROW_SUM_TOL
         if off.any():
             i = int(np.argmax(off))
-            raise ValueError(f"HMM: row {i} of T.sum(0) sums to {sums[i]!r}, not 1 (tolerance {ROW_SUM_TOL})")
+            raise ValueError(f"HMM: row {i} of T.sum(0) sums to {float(sums[i])!r}, not 1 (tolerance {ROW_SUM_TOL})")
         arr /= sums[None, :, None]
         super().__init__(arr, name)
 
