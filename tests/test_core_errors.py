@@ -94,6 +94,27 @@ def test_initial_errors(mess3):
         cm.beliefs(g, [0], initial=np.zeros(3))
 
 
+def test_a_ghmm_initial_must_be_a_state():
+    """tom_quantum's states are the Bloch disk. From a point outside it some tokens have negative
+    probability; the kernels used to drop them as impossible and return the rest: msp_tree level
+    probabilities summing to 2.56, and cm.sample drawing the negative-probability tokens."""
+    g = cm.processes.get("tom_quantum")
+    outside = np.array([1 / 3, 5.0, 5.0])  # initial @ w == 1, token probabilities (1.28, -0.78, 1.28, -0.78)
+    for call in (lambda: cm.msp_tree(g, 2, initial=outside), lambda: cm.sample(g, 2, 4, seed=0, initial=outside),
+                 lambda: cm.beliefs(g, [0, 2], initial=outside)):
+        with pytest.raises(ValueError, match="initial is not a state of this GHMM: it gives token 1 the negative"):
+            call()
+    # Every token possible at first, a negative-probability pair of tokens after (found by search):
+    inside_first = np.array([1 / 3, -0.11529596, -0.65655378])
+    assert np.einsum("i,xij,j->x", inside_first, g.T, g.w).min() > 0
+    with pytest.raises(ValueError, match="length 2 have negative probability"):
+        cm.msp_tree(g, 3, initial=inside_first)
+    reached = cm.msp_tree(g, 3).level(3).beliefs[5]  # a state: the belief after a sequence
+    for dtype in (np.float32, np.float64):  # valid states pass, float32 round-off included
+        t = cm.msp_tree(g, 8, dtype=dtype, initial=reached)
+        assert abs(t.level(8).probs.sum() - 1) < 1e-5
+
+
 def test_size_and_seed_errors(mess3):
     with pytest.raises(ValueError, match="batch must be >= 0"):
         cm.sample(mess3, -1, 5, seed=0)
