@@ -50,12 +50,13 @@ def run(args) -> int:
     model, cfg, ck = load_model(args.checkpoint, device=args.device)
     prefixes = probe_prefixes(cfg)[0]
     folds = 5 if args.folds is None else args.folds
-    if folds > prefixes.n_subtrees:  # CV deals whole subtrees into folds; more folds were dropped silently
+    most = max(2, prefixes.n_subtrees)  # CV deals whole subtrees into folds (at least 2, one maybe empty)
+    if folds > most:  # more folds than that used to be dropped silently
         if args.folds is not None:
             raise ValueError(f"--folds {folds}: cross-validation splits the inputs by subtree (their first "
                              f"{prefixes.group_depth} tokens) and there are {prefixes.n_subtrees}; use at most "
-                             f"{prefixes.n_subtrees} folds")
-        folds = max(2, prefixes.n_subtrees)
+                             f"{most} folds")
+        folds = most
     rep, _ = run_probe(model, cfg, folds=folds, shuffles=args.shuffles, seed=args.seed,
                        layers=args.layers, device=args.device, prefixes=prefixes)
     out.mkdir(parents=True, exist_ok=True)
