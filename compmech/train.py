@@ -337,12 +337,34 @@ class _EvalSet:
         q = np.einsum("nls,vs->nlv", b, Tw)  # (n, ctx, V); einsum keeps BLAS threads out of the loop
         self.inputs = x
         self.q = q
-        self.optimal = entropy_nats(q).mean(0)
+        self.optimal_rows = entropy_nats(q)  # (n, ctx)
+        self.optimal = self.optimal_rows.mean(0)
 
-    def loss(self, model, device) -> np.ndarray:
+    def loss(self, model, device, *, per_row: bool = False) -> np.ndarray:
+        """``(ctx,)`` mean expected cross-entropy per position, or ``(n, ctx)`` per sequence."""
         logits = _forward_all(model, self.inputs, device)
         lp = torch.log_softmax(logits.double(), -1).numpy()
-        return -(np.where(self.q > 0, self.q * lp, 0.0)).sum(-1).mean(0)
+        rows = -(np.where(self.q > 0, self.q * lp, 0.0)).sum(-1)
+        return rows if per_row else rows.mean(0)
+
+    def estimate(self, model, device) -> dict:
+        """The per-position loss, optimum and their ratio on these samples, each with its
+        standard error (the ratio's by the delta method on the same rows, so the part of the
+        sampling noise that loss and optimum share cancels)."""
+        rows, opt_rows = self.loss(model, device, per_row=True), self.optimal_rows
+        n = rows.shape[0]
+        loss, opt = rows.mean(0), opt_rows.mean(0)
+        se = lambda a: a.std(0, ddof=1) / np.sqrt(n) if n > 1 else np.full(a.shape[1], np.nan)  # noqa: E731
+        with np.errstate(divide="ignore", invalid="ignore"):  # optimum 0 (deterministic position): ratio inf
+            ratio = loss / opt
+            ratio_se = se(rows - ratio * opt_rows) / opt
+        worst = int(np.argmax(ratio))
+        return {"loss": loss.tolist(), "loss_se": se(rows).tolist(), "optimal": opt.tolist(),
+                "optimal_se": se(opt_rows).tolist(), "ratio": ratio.tolist(), "ratio_se": ratio_se.tolist(),
+                "excess_nats": (loss - opt).tolist(), "excess_nats_se": se(rows - opt_rows).tolist(),
+                "mean_loss": float(loss.mean()), "mean_optimal": float(opt.mean()),
+                "worst_ratio": float(ratio[worst]), "worst_ratio_se": float(ratio_se[worst]),
+                "exact": False, "sequences": int(n)}
 
 
 @torch.inference_mode()
@@ -385,12 +407,7 @@ def _final_eval(cfg, proc, model, eval_set, device) -> dict:
     if proc.vocab_size ** (cfg.ctx - (1 if cfg.bos else 0)) <= 2_000_000:
         return evaluate(model, proc, ctx=cfg.ctx, bos=cfg.bos, device=device)
     es = eval_set or _EvalSet(proc, cfg, max(cfg.eval_sequences, 16384), seed=cfg.seed + 1_000_003)
-    ev = es.loss(model, device)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = ev / es.optimal
-    return {"loss": ev.tolist(), "optimal": es.optimal.tolist(), "ratio": ratio.tolist(),
-            "mean_loss": float(ev.mean()), "mean_optimal": float(es.optimal.mean()),
-            "worst_ratio": float(ratio.max()), "exact": False, "sequences": int(es.q.shape[0])}
+    return es.estimate(model, device)
 
 
 def _setup(cfg: TrainConfig):
