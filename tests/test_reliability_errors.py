@@ -229,3 +229,16 @@ def test_exit_status_1_for_failures_with_a_hint(capsys, monkeypatch):
     assert rc == 1 and err.strip() == ("compmech msp: error: RuntimeError: kernel failed "
                                        "(run with --debug for the traceback)")
     assert np.isfinite(rc)
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """`compmech measures rrxor --json | head -3`: the reader leaves early. That printed
+    "compmech measures: error: BrokenPipeError ..." and exit status 1; tools stop quietly."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "compmech.cli", "measures", "rrxor", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # before anything is written
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 128 + 13 and err == "", err
