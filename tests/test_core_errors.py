@@ -232,3 +232,21 @@ def test_bad_devices_are_one_value_error(device, says):
         with pytest.raises(ValueError, match=says) as e:
             call()
         assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("value, threads, warns", [("3", 3, False), (" 2 ", 2, False), ("bogus", None, True),
+                                                   ("1.5", None, True), ("4x", None, True), ("0", None, True),
+                                                   ("-2", None, True)])
+def test_compmech_num_threads_env(value, threads, warns):
+    """A bad COMPMECH_NUM_THREADS was silently ignored ("bogus") or cut ("1.5" ran 1 thread,
+    "4x" 4): now only whole numbers count, and anything else is ignored with a warning."""
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-W", "always", "-c", "import compmech as cm, os; "
+                        "print(cm.get_num_threads(), os.cpu_count())"], capture_output=True, text=True,
+                       env={**os.environ, "COMPMECH_NUM_THREADS": value}, timeout=120)
+    got, cores = map(int, r.stdout.split())
+    assert got == (threads or cores)
+    assert ("COMPMECH_NUM_THREADS" in r.stderr and "ignored" in r.stderr) == warns, r.stderr
