@@ -105,13 +105,30 @@ def incoming(x):
     return t, _wrap_back(_exporter(family, t.device), align=64 if family in ("jax", "jaxlib") else 0)
 
 
+def _checked_torch_device(device):
+    """``device`` if torch reads it as a device that can hold the results, else one clear error
+    (torch's own is a RuntimeError listing every device type; ``meta`` tensors hold no data)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device {device!r} is not a device: use None (numpy), 'cpu', 'cuda', 'cuda:N', a "
+                         f"torch.device, or a JAX/CuPy device") from None
+    if dev.type == "meta":
+        raise ValueError("device 'meta' holds no data (the results would be lost): use None (numpy), 'cpu' or 'cuda'")
+    return device
+
+
 def for_device(device):
     """``(torch device or None, back)`` for a ``device=`` argument: a JAX or CuPy device gives
     the matching torch device and a function returning arrays of that library on it; anything
     else (None, strings, torch devices) is returned as it is, with no conversion."""
     family = _family(device)
-    if device is None or isinstance(device, str) or family in ("torch", "builtins"):
+    if device is None:
         return device, identity
+    if isinstance(device, str) or family in ("torch", "builtins"):
+        return _checked_torch_device(device), identity
     if family in ("jax", "jaxlib"):
         import jax
 

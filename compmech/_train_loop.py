@@ -10,7 +10,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -139,9 +138,9 @@ class _MetricsLog:
         if not math.isfinite(mean_loss):
             raise FloatingPointError(f"training loss became {mean_loss} at step {step}; lower lr or raise grad_clip")
         if self.eval_set is not None and (step % cfg.eval_every < cfg.log_every or step == cfg.steps):
-            ev = self.eval_set.loss(eval_model, self.device)
-            with np.errstate(divide="ignore", invalid="ignore"):  # a deterministic position: ratio inf -> null
-                row.update({"eval_loss": ev.tolist(), "eval_ratio": (ev / self.eval_set.optimal).tolist()})
+            ev = self.eval_set.estimate(eval_model, self.device)  # a deterministic position: ratio inf -> null
+            row.update({"eval_loss": ev["loss"], "eval_loss_se": ev["loss_se"], "eval_ratio": ev["ratio"],
+                        "eval_ratio_se": ev["ratio_se"]})
         self.history.append(row)
         if self._fh:
             self._fh.write(json_line(row) + "\n")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import shlex
 import signal
@@ -95,6 +96,10 @@ def main(argv=None) -> int:
         if args.debug:
             raise
         return _interrupted(exc, args.command, [a for a in argv if a != "--debug"])
+    except BrokenPipeError:  # `compmech ... | head`: the reader left; stop quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the exit's flush of stdout does not fail again
+        return 128 + signal.SIGPIPE
     except Exception as exc:
         if args.debug:
             raise

@@ -492,6 +492,12 @@ class PrefixSet:
             raise ValueError(f"weights kind must be 'prob', 'uniform' or 'prefix', got {kind!r}")
         return w / w.sum()
 
+    @property
+    def n_subtrees(self) -> int:
+        """How many subtrees (distinct first ``group_depth`` tokens) the inputs fall into: the
+        most folds :meth:`fold_membership` can deal them into."""
+        return int(np.count_nonzero(self.length == self.group_depth))
+
     def fold_membership(self, k: int, seed: int = 0, kind: str = "uniform") -> np.ndarray:
         """``(R, k)`` fraction of each row in each cross-validation fold, for k-fold CV split by
         input sequence: the inputs are dealt into ``k`` folds by subtree (their first

@@ -107,7 +107,7 @@ def epsilon_machine(process, *, max_states: int = 100_000, tol: float = 1e-9) ->
     distribution; it must be complete (a finite MSP), and its recurrent part, minimised, is the
     epsilon-machine. Raises ValueError when the MSP is infinite (or larger than ``max_states``).
     """
-    from .msp_graph import msp
+    from .msp_graph import EXACT_MERGE_TOL, msp
 
     proc = as_process(process)
     label = f"epsilon_machine({proc.name or 'process'})"
@@ -129,6 +129,11 @@ def epsilon_machine(process, *, max_states: int = 100_000, tol: float = 1e-9) ->
         raise ValueError(f"epsilon_machine: the mixed-state graph of {proc!r} is not finite within "
                          f"max_states={max_states} (it has {int(g.frontier.sum())} unexplored states); "
                          f"its epsilon-machine is infinite or larger than that")
+    if g.max_merge_distance > EXACT_MERGE_TOL:  # e.g. the SNS: its beliefs converge, never repeat
+        raise ValueError(f"epsilon_machine: the mixed-state graph of {proc!r} closes only by merging beliefs "
+                         f"{g.max_merge_distance:.1e} apart (tol={tol:g}; exact repeats are within "
+                         f"{EXACT_MERGE_TOL:g}): its epsilon-machine is infinite ({g.num_states} states before "
+                         f"merging closed it)")
     rec = np.flatnonzero(g.recurrent)
     remap = -np.ones(g.num_states, dtype=np.int64)
     remap[rec] = np.arange(rec.size)

@@ -260,8 +260,9 @@ def report(exp: Experiment) -> str:
     lines = [rep.table(), "",
              f"trained   {tr['tokens']:,} tokens in {tr['train_seconds']:.1f} s ({tr['tokens_per_s']:,.0f} tokens/s)"]
     if ev is not None:
+        est = "" if ev.get("exact", True) else f" ± {ev['worst_ratio_se']:.1g} (on {ev['sequences']:,} sampled sequences)"
         lines.append(f"loss      {ev['mean_loss']:.5f} nats/token vs optimal {ev['mean_optimal']:.5f}; worst position "
-                     f"ratio {ev['worst_ratio']:.5f}")
+                     f"ratio {ev['worst_ratio']:.5f}{est}")
     lines.append(f"probe     {s['layer']}: MSE {s['mse']:.3e} (unweighted), R² {s['r2_weighted']:.5f} (prob-weighted), "
                  f"CV {s['cv_ratio']:.3f}x in-sample, shuffled {s['shuffle_ratio']:.0f}x worse")
     if rep.concat_name:

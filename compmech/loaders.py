@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from . import _version
 from .beliefs import beliefs as _beliefs
 from .data import n_tokens_for
 from .process import as_process
@@ -205,9 +206,10 @@ def _features(p, length, beliefs, next_probs):
     return Features(f)
 
 
-def _gen_rows(process, length, seed, beliefs, next_probs, chunks):
+def _gen_rows(process, length, seed, beliefs, next_probs, chunks, compmech_version=None):
     """Generator over rows of the given ``(row_start, rows)`` chunks (a list, so Hugging Face
-    can shard it across workers)."""
+    can shard it across workers). ``compmech_version`` is unused here: it is in the arguments so
+    that Hugging Face's cache key changes with the compiled sampler, which its hash cannot see."""
     for start, n in chunks:
         cols = sequence_columns(process, length, n, seed=seed, row_offset=start, beliefs=beliefs,
                                 next_probs=next_probs)
@@ -243,7 +245,7 @@ def hf_dataset(process, length: int, num_rows: int, *, seed: int, beliefs: bool 
         _gen_rows, features=_features(p, length, beliefs, next_probs), cache_dir=cache_dir,
         keep_in_memory=keep_in_memory,
         gen_kwargs=dict(process=p, length=length, seed=seed, beliefs=bool(beliefs), next_probs=bool(next_probs),
-                        chunks=_chunks(num_rows, row_offset, chunk_rows)))
+                        chunks=_chunks(num_rows, row_offset, chunk_rows), compmech_version=_version.__version__))
 
 
 def hf_iterable_dataset(process, length: int, num_rows: int, *, seed: int, beliefs: bool = False,

@@ -38,18 +38,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .epsilon_machine import epsilon_machine
-from .msp_graph import MSPGraph, msp
+from .msp_graph import (DENSE_CLASS_LIMIT, EXACT_MERGE_TOL, MSPGraph, class_stationary,  # noqa: F401 (public names)
+                        msp)
 from ._validate import integer, real
 from .process import Process, as_process
 
 LN2 = math.log(2.0)
-#: Merges of beliefs farther apart than this (max-norm) are approximations, not coincidences:
-#: a graph that needed them is not treated as an exact finite MSP.
-EXACT_MERGE_TOL = 1e-11
 #: Infinite MSPs: at most this many exact h_mu(L) terms enter the excess-entropy estimate.
 MAX_PARTIAL_TERMS = 4096
-#: Recurrent classes up to this size get a dense fundamental matrix; larger ones a sparse LU.
-DENSE_CLASS_LIMIT = 2000
 #: MSP size up to which the exact (graph) route is attempted.
 DEFAULT_MAX_STATES = 100_000
 
@@ -235,24 +231,17 @@ class _fundamental:
     def __init__(self, P):
         import scipy.sparse as sp
         import scipy.sparse.linalg as spla
-        from .msp_graph import _stationary_of
 
         n = P.shape[0]
         self.n = n
+        self.pi = class_stationary(P)
         if n <= DENSE_CLASS_LIMIT:
             Pd = P.toarray()
-            self.pi = _stationary_of(Pd)
             self.Z = np.linalg.inv(np.eye(n) - Pd + np.outer(np.ones(n), self.pi))
             self.lu = None
         else:
-            # stationary vector from the bordered system [[(I - P)^T, 1]; [1^T, 0]]
             IP = (sp.identity(n, format="csr") - P).tocsr()
             ones = sp.csr_matrix(np.ones((n, 1)))
-            Bt = sp.bmat([[IP.T, ones], [ones.T, None]], format="csc")
-            rhs = np.zeros(n + 1)
-            rhs[-1] = 1.0
-            pi = spla.spsolve(Bt, rhs)[:n]
-            self.pi = np.clip(pi, 0, None) / np.clip(pi, 0, None).sum()
             B = sp.bmat([[IP, ones], [sp.csr_matrix(self.pi[None, :]), None]], format="csc")
             self.lu = spla.splu(B)
             self.Z = None

@@ -241,8 +241,7 @@ def _limit_distribution(g: MSPGraph) -> np.ndarray:
     rec = g.recurrent
     trans = np.flatnonzero(~rec)
     for cls in g.recurrent_classes:
-        Wc = W[cls][:, cls].toarray()
-        pi_c = _stationary_of(Wc)
+        pi_c = class_stationary(W[cls][:, cls])
         if rec[0]:
             absorb = 1.0 if 0 in set(cls.tolist()) else 0.0
         else:
@@ -254,6 +253,33 @@ def _limit_distribution(g: MSPGraph) -> np.ndarray:
             absorb = float(a[np.searchsorted(trans, 0)])
         out[cls] = absorb * pi_c
     return out
+
+
+#: Merges of beliefs farther apart than this (max-norm) are approximations, not coincidences:
+#: a graph that needed them is not an exact finite MSP (measures, epsilon_machine).
+EXACT_MERGE_TOL = 1e-11
+#: Recurrent classes up to this size are solved densely; larger ones with a sparse LU.
+DENSE_CLASS_LIMIT = 2000
+
+
+def class_stationary(P) -> np.ndarray:
+    """Stationary distribution of an irreducible stochastic matrix ``P`` (scipy sparse): dense
+    least squares for a small class (a dense solve of a 30,000-state class needs 7 GB per copy and
+    O(n^3) time), else a sparse LU of ``(I - P)^T`` with its first equation replaced by ``pi_0 = 1``
+    (nonsingular for an irreducible chain; no dense row or column, so the LU stays sparse)."""
+    n = P.shape[0]
+    if n <= DENSE_CLASS_LIMIT:
+        return _stationary_of(P.toarray())
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+
+    A = (sp.identity(n, format="csr") - P).T.tolil()
+    A[0, :] = 0.0
+    A[0, 0] = 1.0
+    rhs = np.zeros(n)
+    rhs[0] = 1.0
+    pi = np.clip(spla.spsolve(A.tocsc(), rhs), 0, None)
+    return pi / pi.sum()
 
 
 def _stationary_of(M: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 from . import _backend, _errors, _interop
 from ._arrays import check_count, check_nonneg_float, float_dtype_name, is_torch, smallest_uint
 from ._sizes import check_fits, msp_level_bounds
-from .process import Process, as_process
+from .process import GHMM, Process, as_process
 
 
 def _token_dtype(V: int, like):
@@ -303,10 +303,27 @@ def msp_tree(process, depth, *, dtype=np.float64, min_prob=0.0, initial=None, de
     _check_tree_size(proc, init, depth, min_prob, dt, implicit=back is _interop.identity)
     root = MSPLevel(0, *_backend.root_level(be, proc, init, dt), proc)
     levels = _levels(proc, [root], depth, min_prob)
+    _check_ghmm_level_sums(proc, levels, dt)
     if back is not _interop.identity:
         levels = chain_levels(proc, [tuple(back(a) for a in (lv.beliefs, lv.probs, lv.parent, lv.token))
                                      for lv in levels], implicit=False)
     return MSPTree(proc, levels, min_prob)
+
+
+def _check_ghmm_level_sums(proc: Process, levels: list, dtype: str) -> None:
+    """From a belief that is not a state of the GHMM (an ``initial`` that passes the one-token
+    check, or a ``T`` that is not a process) some sequences have negative probability; the
+    kernels drop them as impossible, so the rest of their level sums above 1. Refuse that tree
+    instead of returning it (float32 beliefs carry ~1e-7 relative error per level)."""
+    if not isinstance(proc, GHMM):
+        return
+    tol = 1e-9 if dtype == "float64" else 1e-5
+    for lv in levels[1:]:
+        total = float(lv.probs.sum())
+        if total > 1 + tol:
+            raise ValueError(f"{proc!r}: some sequences of length {lv.depth} have negative probability (the "
+                             f"others sum to {total:.10g} > 1): the initial belief is not a state of this GHMM, "
+                             f"or T is not a process")
 
 
 def msp_level_chunks(process, depth, *, max_nodes=1 << 22, dtype=np.float64, min_prob=0.0,

@@ -284,7 +284,7 @@ class HMM(Process):
         off = np.abs(sums - 1.0) > ROW_SUM_TOL
         if off.any():
             i = int(np.argmax(off))
-            raise ValueError(f"HMM: row {i} of T.sum(0) sums to {sums[i]!r}, not 1 (tolerance {ROW_SUM_TOL})")
+            raise ValueError(f"HMM: row {i} of T.sum(0) sums to {float(sums[i])!r}, not 1 (tolerance {ROW_SUM_TOL})")
         arr /= sums[None, :, None]
         super().__init__(arr, name)
 
@@ -351,7 +351,15 @@ class GHMM(Process):
         total = eta @ self._w
         if abs(total - 1.0) > INITIAL_TOL:
             raise ValueError(f"initial must be normalised so that initial @ w == 1; got {total}")
-        return np.ascontiguousarray(eta / total)
+        eta = eta / total
+        # Only a state of the GHMM gives every word a probability in [0, 1]; the kernels would
+        # treat a negative one as zero and return the rest (probabilities above 1, such tokens sampled).
+        p = np.einsum("i,xij,j->x", eta, self.T, self._w)
+        if p.min() < -GHMM_ZERO_TOL:
+            x = int(np.argmin(p))
+            raise ValueError(f"initial is not a state of this GHMM: it gives token {x} the negative "
+                             f"probability {float(p[x]):.6g}")
+        return np.ascontiguousarray(eta)
 
 
 def as_process(process) -> Process:

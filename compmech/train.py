@@ -155,6 +155,10 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown model fields {sorted(unknown)}; known: "
                              f"{[f.name for f in dataclasses.fields(ModelConfig)]}")
+        derived = sorted({"vocab_size", "out_vocab_size"} & set(self.model))
+        if derived:  # model_config() would silently replace them
+            raise ValueError(f"TrainConfig.model.{derived[0]} is set from the process (its V, plus a BOS id "
+                             f"with bos=true); remove it")
         for name, options in _CHOICES.items():
             if getattr(self, name) not in options:
                 raise ValueError(f"TrainConfig.{name} must be one of {'/'.join(options)}, got {getattr(self, name)!r}")
@@ -162,6 +166,10 @@ class TrainConfig:
             setattr(self, name, _int_field(name, getattr(self, name), lo))
         if self.threads is not None:
             self.threads = _int_field("threads", self.threads, 1)
+        if "ctx" in self.model and self.model["ctx"] != self.ctx:  # model_config() would silently use ctx
+            raise ValueError(f"TrainConfig.model.ctx ({self.model['ctx']!r}) differs from ctx ({self.ctx}): the "
+                             f"model's context is the training context; set ctx (--set ctx=N), not model.ctx")
+        ModelConfig(**{**self.model, "ctx": self.ctx})  # bad model fields fail here, before any work
         for name, (lo, inclusive) in _FLOAT_FIELDS.items():
             _float_field(name, getattr(self, name), lo, inclusive)
         if not (0 <= self.ema < 1 and self.min_lr_ratio <= 1):
@@ -329,12 +337,34 @@ class _EvalSet:
         q = np.einsum("nls,vs->nlv", b, Tw)  # (n, ctx, V); einsum keeps BLAS threads out of the loop
         self.inputs = x
         self.q = q
-        self.optimal = entropy_nats(q).mean(0)
+        self.optimal_rows = entropy_nats(q)  # (n, ctx)
+        self.optimal = self.optimal_rows.mean(0)
 
-    def loss(self, model, device) -> np.ndarray:
+    def loss(self, model, device, *, per_row: bool = False) -> np.ndarray:
+        """``(ctx,)`` mean expected cross-entropy per position, or ``(n, ctx)`` per sequence."""
         logits = _forward_all(model, self.inputs, device)
         lp = torch.log_softmax(logits.double(), -1).numpy()
-        return -(np.where(self.q > 0, self.q * lp, 0.0)).sum(-1).mean(0)
+        rows = -(np.where(self.q > 0, self.q * lp, 0.0)).sum(-1)
+        return rows if per_row else rows.mean(0)
+
+    def estimate(self, model, device) -> dict:
+        """The per-position loss, optimum and their ratio on these samples, each with its
+        standard error (the ratio's by the delta method on the same rows, so the part of the
+        sampling noise that loss and optimum share cancels)."""
+        rows, opt_rows = self.loss(model, device, per_row=True), self.optimal_rows
+        n = rows.shape[0]
+        loss, opt = rows.mean(0), opt_rows.mean(0)
+        se = lambda a: a.std(0, ddof=1) / np.sqrt(n) if n > 1 else np.full(a.shape[1], np.nan)  # noqa: E731
+        with np.errstate(divide="ignore", invalid="ignore"):  # optimum 0 (deterministic position): ratio inf
+            ratio = loss / opt
+            ratio_se = se(rows - ratio * opt_rows) / opt
+        worst = int(np.argmax(ratio))
+        return {"loss": loss.tolist(), "loss_se": se(rows).tolist(), "optimal": opt.tolist(),
+                "optimal_se": se(opt_rows).tolist(), "ratio": ratio.tolist(), "ratio_se": ratio_se.tolist(),
+                "excess_nats": (loss - opt).tolist(), "excess_nats_se": se(rows - opt_rows).tolist(),
+                "mean_loss": float(loss.mean()), "mean_optimal": float(opt.mean()),
+                "worst_ratio": float(ratio[worst]), "worst_ratio_se": float(ratio_se[worst]),
+                "exact": False, "sequences": int(n)}
 
 
 @torch.inference_mode()
@@ -377,12 +407,7 @@ def _final_eval(cfg, proc, model, eval_set, device) -> dict:
     if proc.vocab_size ** (cfg.ctx - (1 if cfg.bos else 0)) <= 2_000_000:
         return evaluate(model, proc, ctx=cfg.ctx, bos=cfg.bos, device=device)
     es = eval_set or _EvalSet(proc, cfg, max(cfg.eval_sequences, 16384), seed=cfg.seed + 1_000_003)
-    ev = es.loss(model, device)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = ev / es.optimal
-    return {"loss": ev.tolist(), "optimal": es.optimal.tolist(), "ratio": ratio.tolist(),
-            "mean_loss": float(ev.mean()), "mean_optimal": float(es.optimal.mean()),
-            "worst_ratio": float(ratio.max()), "exact": False, "sequences": int(es.q.shape[0])}
+    return es.estimate(model, device)
 
 
 def _setup(cfg: TrainConfig):

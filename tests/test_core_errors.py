@@ -22,7 +22,7 @@ def test_hmm_validation():
             cm.HMM(T)
     T = good.copy()
     T[0, 1, 1] += 0.01
-    with pytest.raises(ValueError, match=r"row 1 of T.sum\(0\) sums to"):
+    with pytest.raises(ValueError, match=r"row 1 of T.sum\(0\) sums to 1.01\d*, not 1"):  # not np.float64(1.01)
         cm.HMM(T)
     with pytest.raises(TypeError, match="numeric"):
         cm.HMM(np.array([[["a"]]]))
@@ -92,6 +92,27 @@ def test_initial_errors(mess3):
     g = cm.processes.random_ghmm_like(3, 2, seed=0)
     with pytest.raises(ValueError, match="initial @ w"):
         cm.beliefs(g, [0], initial=np.zeros(3))
+
+
+def test_a_ghmm_initial_must_be_a_state():
+    """tom_quantum's states are the Bloch disk. From a point outside it some tokens have negative
+    probability; the kernels used to drop them as impossible and return the rest: msp_tree level
+    probabilities summing to 2.56, and cm.sample drawing the negative-probability tokens."""
+    g = cm.processes.get("tom_quantum")
+    outside = np.array([1 / 3, 5.0, 5.0])  # initial @ w == 1, token probabilities (1.28, -0.78, 1.28, -0.78)
+    for call in (lambda: cm.msp_tree(g, 2, initial=outside), lambda: cm.sample(g, 2, 4, seed=0, initial=outside),
+                 lambda: cm.beliefs(g, [0, 2], initial=outside)):
+        with pytest.raises(ValueError, match="initial is not a state of this GHMM: it gives token 1 the negative"):
+            call()
+    # Every token possible at first, a negative-probability pair of tokens after (found by search):
+    inside_first = np.array([1 / 3, -0.11529596, -0.65655378])
+    assert np.einsum("i,xij,j->x", inside_first, g.T, g.w).min() > 0
+    with pytest.raises(ValueError, match="length 2 have negative probability"):
+        cm.msp_tree(g, 3, initial=inside_first)
+    reached = cm.msp_tree(g, 3).level(3).beliefs[5]  # a state: the belief after a sequence
+    for dtype in (np.float32, np.float64):  # valid states pass, float32 round-off included
+        t = cm.msp_tree(g, 8, dtype=dtype, initial=reached)
+        assert abs(t.level(8).probs.sum() - 1) < 1e-5
 
 
 def test_size_and_seed_errors(mess3):
@@ -199,3 +220,33 @@ def test_import_stays_light():
             "if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout.strip()}"
+
+
+@pytest.mark.parametrize("device, says", [("bogus", "is not a device"), (3.5, "is not a device"),
+                                          (object(), "is not a device"), ("meta", "holds no data")])
+def test_bad_devices_are_one_value_error(device, says):
+    """torch's RuntimeError/TypeError (a list of every device type) used to escape, and 'meta'
+    returned data-less tensors: the sampled tokens were silently lost."""
+    p = cm.processes.mess3()
+    for call in (lambda: cm.sample(p, 2, 3, seed=0, device=device), lambda: cm.msp_tree(p, 2, device=device)):
+        with pytest.raises(ValueError, match=says) as e:
+            call()
+        assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("value, threads, warns", [("3", 3, False), (" 2 ", 2, False), ("bogus", None, True),
+                                                   ("1.5", None, True), ("4x", None, True), ("0", None, True),
+                                                   ("-2", None, True)])
+def test_compmech_num_threads_env(value, threads, warns):
+    """A bad COMPMECH_NUM_THREADS was silently ignored ("bogus") or cut ("1.5" ran 1 thread,
+    "4x" 4): now only whole numbers count, and anything else is ignored with a warning."""
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-W", "always", "-c", "import compmech as cm, os; "
+                        "print(cm.get_num_threads(), os.cpu_count())"], capture_output=True, text=True,
+                       env={**os.environ, "COMPMECH_NUM_THREADS": value}, timeout=120)
+    got, cores = map(int, r.stdout.split())
+    assert got == (threads or cores)
+    assert ("COMPMECH_NUM_THREADS" in r.stderr and "ignored" in r.stderr) == warns, r.stderr

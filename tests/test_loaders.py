@@ -149,6 +149,21 @@ def test_hf_dataset_rows_do_not_depend_on_chunking_or_offset(tmp_path):
     np.testing.assert_array_equal(a, sequence_columns(PROC, 5, 30, seed=1)["tokens"])
 
 
+def test_hf_dataset_cache_is_keyed_by_the_compmech_version(tmp_path, monkeypatch):
+    """Hugging Face caches a generated dataset under a fingerprint of the generator's Python code
+    and arguments; a new build of the compiled sampler (the output stream changed in 0.2.0) has
+    the same code and arguments, so a cache written by another compmech version would be served
+    as this one's rows. The version is part of the key; the same version reuses the cache."""
+    import compmech._version as version
+
+    a = hf_dataset(PROC, 5, 8, seed=3, cache_dir=str(tmp_path))
+    assert hf_dataset(PROC, 5, 8, seed=3, cache_dir=str(tmp_path))._fingerprint == a._fingerprint
+    monkeypatch.setattr(version, "__version__", version.__version__ + ".other")
+    b = hf_dataset(PROC, 5, 8, seed=3, cache_dir=str(tmp_path))
+    assert b._fingerprint != a._fingerprint
+    np.testing.assert_array_equal(b.with_format("numpy")[:]["tokens"], a.with_format("numpy")[:]["tokens"])
+
+
 def test_hf_iterable_dataset_equals_dataset_and_shards(tmp_path):
     it = hf_iterable_dataset(PROC, 5, 40, seed=2, beliefs=True, chunk_rows=10)
     assert it.num_shards == 4

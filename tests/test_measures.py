@@ -457,3 +457,35 @@ def test_cli_msp_draws(tmp_path, capsys):
         assert out.stat().st_size > 1000
     text = capsys.readouterr().out
     assert "finite: 36 mixed states" in text
+
+
+def test_epsilon_machine_refuses_a_graph_closed_only_by_merging():
+    """The SNS's beliefs converge without repeating: its MSP "closes" only because beliefs 1e-9
+    apart are merged (31,623 states). epsilon_machine used to take that as the machine: a dense
+    solve of the 31,623-state class (22 GB, 17 CPU-minutes) and a 15 GB transition array. At
+    tol=1e-6 the same happens at a size a test can afford; it must be refused as infinite, as
+    the measures already treat it."""
+    sns = P.get("sns")
+    g = cm.msp(sns, tol=1e-6)
+    assert g.is_complete and g.max_merge_distance > 1e-11
+    with pytest.raises(ValueError, match="closes only by merging beliefs"):
+        cm.epsilon_machine(sns, tol=1e-6)
+    assert np.isnan(float(M.statistical_complexity(sns, tol=1e-6)))  # "unavailable", as before
+
+
+def test_stationary_of_a_large_recurrent_class_is_sparse():
+    """Classes above DENSE_CLASS_LIMIT states are solved by a sparse LU (no dense copy, no
+    dense border row); it agrees with the dense least-squares solution."""
+    import scipy.sparse as sp
+
+    from compmech.msp_graph import DENSE_CLASS_LIMIT, _stationary_of, class_stationary
+
+    n = DENSE_CLASS_LIMIT + 300
+    rng = np.random.default_rng(0)
+    rows = np.repeat(np.arange(n), 3)  # a ring (irreducible) plus two random jumps per state
+    cols = np.stack([(np.arange(n) + 1) % n, rng.integers(0, n, n), rng.integers(0, n, n)], 1).ravel()
+    P_ = sp.csr_matrix((rng.random(3 * n) + 0.1, (rows, cols)), shape=(n, n))
+    P_ = sp.diags(1 / np.asarray(P_.sum(1)).ravel()) @ P_
+    pi = class_stationary(P_.tocsr())
+    np.testing.assert_allclose(pi, _stationary_of(P_.toarray()), rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(pi @ P_.toarray(), pi, atol=1e-14)

@@ -12,7 +12,7 @@ from compmech.cli import main  # noqa: E402
 from compmech.train import TrainConfig, train  # noqa: E402
 
 TINY = ["--set", "model.n_layers=1", "--set", "model.d_model=8", "--set", "model.d_head=4",
-        "--set", "model.d_mlp=16", "--set", "ctx=3", "--set", "batch_size=32", "--set", "snapshots=0",
+        "--set", "model.d_mlp=16", "--set", "ctx=3", "--set", "batch_size=32", "--set", "snapshots=0", "--set", "tokens=960",
         "--threads", "1", "--no-progress"]
 
 
@@ -39,9 +39,19 @@ def checkpoint(tmp_path_factory):
     (["--folds", "0"], "--folds"),
     (["--folds", "1"], "--folds"),
     (["--device", "bogus"], "not a torch device"),
+    (["--folds", "28"], "at most 27 folds"),  # mess3 at ctx 3: 27 subtrees; 28 was silently cut to 27
+    (["--seed", "-1"], "--seed must be >= 0"),  # was numpy's "expected non-negative integer"
+    (["--layers"], "--layers needs at least one"),  # was "StopIteration", exit status 1
 ])
 def test_probe_options_are_checked_before_any_work(capsys, checkpoint, argv, says):
     assert says in one_line_error(capsys, ["probe", str(checkpoint), "--no-figures", *argv])
+
+
+def test_probe_records_its_cv_folds(tmp_path, capsys, checkpoint):
+    out = tmp_path / "p"
+    assert main(["probe", str(checkpoint), "--no-figures", "--folds", "27", "--shuffles", "1", "--out", str(out)]) == 0
+    d = json.loads((out / "probe.json").read_text())
+    assert (d["cv_folds"], d["shuffles"], d["seed"]) == (27, 1, 0)
 
 
 @pytest.mark.parametrize("content", [b"", b"\x00garbage" * 50, "truncate"])
@@ -70,11 +80,26 @@ def test_out_naming_a_file(tmp_path, capsys, checkpoint, command):
     ("ema=1.5", "ema"),
     ("bos=3", "bos must be true or false"),
     ("model.nosuch=1", "unknown model fields"),
+    ("model.ctx=0", "set ctx"),       # was silently replaced by ctx=10: the run trained at ctx 10
+    ("model.ctx=20", "set ctx"),
+    ("model.vocab_size=5", "from the process"),
+    ("model.out_vocab_size=2", "from the process"),
+    ("model.n_layers=0", "n_layers must be >= 1"),
     ("process=nosuch", "unknown process"),
 ])
 def test_config_errors_are_one_line(tmp_path, capsys, setting, says):
     assert says in one_line_error(capsys, ["train", "--out", str(tmp_path / "r"), *TINY, "--set", setting])
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
+
+
+def test_model_fields_are_checked_with_the_config():
+    """A bad model field fails when the TrainConfig is made, not later when the model is built;
+    a model.ctx equal to ctx is harmless and kept."""
+    with pytest.raises(ValueError, match="ModelConfig.d_mlp must be >= 1"):
+        TrainConfig(model={"d_mlp": 0})
+    with pytest.raises(ValueError, match="model.ctx"):
+        TrainConfig(ctx=4, model={"ctx": 10})
+    assert TrainConfig(ctx=4, model={"ctx": 4}).model_config(cm.processes.mess3()).ctx == 4
 
 
 def test_config_file_type_errors(tmp_path, capsys):
@@ -106,6 +131,22 @@ def test_cuda_without_a_gpu(tmp_path, capsys, checkpoint):
 ])
 def test_bad_arguments_are_one_line(capsys, argv, says):
     assert says in one_line_error(capsys, argv)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["msp", "mess3", "--depth", "3", "--out", "{tmp}/fig.txt"], "--out must end in"),
+    (["msp", "mess3", "--depth", "3", "--out", "{tmp}/missing/fig.png"], "does not exist"),
+    (["msp", "mess3", "--depth", "3", "--out", "{tmp}"], "is a directory"),
+    (["msp", "mess3", "--depth", "3", "--stream", "--out", "{tmp}/fig.txt"], "--out must end in"),
+    (["bench", "--quick", "--plot", "{tmp}/missing/b.png"], "does not exist"),
+    (["bench", "--quick", "--json", "{tmp}/missing/b.json"], "does not exist"),
+])
+def test_output_paths_are_checked_before_any_work(tmp_path, capsys, argv, says):
+    """An unwritable figure or JSON path used to fail only after the whole enumeration or
+    benchmark had run (the msp summary was printed, then the error)."""
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert says in one_line_error(capsys, argv)
+    assert capsys.readouterr().out == "" and not list(tmp_path.iterdir())
 
 
 def test_argparse_usage_errors_exit_2(capsys):
@@ -188,3 +229,16 @@ def test_exit_status_1_for_failures_with_a_hint(capsys, monkeypatch):
     assert rc == 1 and err.strip() == ("compmech msp: error: RuntimeError: kernel failed "
                                        "(run with --debug for the traceback)")
     assert np.isfinite(rc)
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """`compmech measures rrxor --json | head -3`: the reader leaves early. That printed
+    "compmech measures: error: BrokenPipeError ..." and exit status 1; tools stop quietly."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "compmech.cli", "measures", "rrxor", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # before anything is written
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 128 + 13 and err == "", err

@@ -70,6 +70,26 @@ def test_expand_grid_points_and_hashes(tmp_path):
     assert all(p.error and "lr" in p.error for p in sweep.expand(bad))
 
 
+def test_base_takes_dotted_keys_and_is_checked_up_front(tmp_path):
+    """[base] accepts the grid's dotted keys ("model.n_layers" = 1 used to make every point fail
+    with "unknown TrainConfig fields: ['model.n_layers']"), and an invalid base is one error when
+    the file is read, not a failed run per point."""
+    text = TOML.replace('ctx = 4\n', 'ctx = 4\n"model.act" = "gelu"\n"process_params.x" = 0.1\n', 1)
+    _, spec = _spec(tmp_path, text)
+    pts = sweep.expand(spec)
+    assert not any(p.error for p in pts)
+    assert all(p.config["model"]["act"] == "gelu" and p.config["model"]["d_model"] == 16 for p in pts)
+    assert all(p.config["process_params"] == {"x": 0.1} for p in pts if p.config["process"] == "mess3")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'[sweep]\nout = "{tmp_path / "badout"}"\n[base]\nlr = -1.0\n[grid]\nseed = [0, 1]\n')
+    with pytest.raises(ValueError, match=r"\[base\].*lr must be > 0"):
+        sweep.load_sweep(bad)
+    r = subprocess.run([sys.executable, "-m", "compmech.cli", "sweep", str(bad)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "lr must be > 0" in r.stderr
+    assert not (tmp_path / "badout").exists()
+
+
 @pytest.mark.slow
 def test_sweep_runs_retries_records_failures_and_skips(tmp_path):
     from dask.distributed import Client, LocalCluster

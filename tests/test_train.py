@@ -199,3 +199,49 @@ def test_cuda_request_without_gpu_is_an_error():
         pytest.skip("a GPU is present")
     with pytest.raises(ValueError, match="CUDA"):
         train(tiny_cfg(device="cuda"), None, progress=False)
+
+
+def test_sampled_evaluation_carries_its_standard_error(capsys, tmp_path):
+    """Where V**ctx contexts are too many for the exact evaluation, the loss, optimum and their
+    ratio are estimates on sampled sequences: each comes with a standard error (it used to be
+    reported bare, and the follow-ups' loss target was checked on it), and those errors cover
+    the exact values, over several sample sets."""
+    from compmech.train import _EvalSet
+
+    proc = cm.processes.mess3()
+    torch.manual_seed(0)
+    cfg = tiny_cfg(ctx=5)
+    model = build_model(cfg.model_config(proc))
+    exact = evaluate(model, proc, ctx=5)
+    z = []
+    for seed in range(8):
+        est = _EvalSet(proc, cfg, 2000, seed=seed).estimate(model, "cpu")
+        assert est["exact"] is False and est["sequences"] == 2000
+        for key in ("loss", "optimal", "ratio"):
+            se, v = np.asarray(est[f"{key}_se"]), np.asarray(est[key])
+            assert np.all(se < 0.05 * np.abs(v))
+            noisy = se > 1e-9 * np.abs(v)  # not the first position's optimum: the same for every row
+            assert noisy.sum() >= 4
+            np.testing.assert_allclose(v[~noisy], np.asarray(exact[key])[~noisy], rtol=1e-9)
+            z.append((v[noisy] - np.asarray(exact[key])[noisy]) / se[noisy])
+        assert est["worst_ratio"] == max(est["ratio"]) and est["worst_ratio_se"] > 0
+    z = np.concatenate(z)
+    assert np.abs(z).max() < 5 and 0.3 < np.sqrt(np.mean(z ** 2)) < 2  # calibrated, not just wide
+    # The CLI prints the estimate with its error (9**7 contexts of a product: sampled).
+    out, conf = tmp_path / "run", tmp_path / "product.toml"
+    conf.write_text('process = "product"\ndata = "stream"\n[process_params]\nprocesses = ["mess3", "mess3"]\n')
+    assert main_cli(["train", "--out", str(out), "--config", str(conf), "--set", "ctx=7", "--set", "tokens=700",
+                     "--set", "batch_size=16",
+                     "--set", "snapshots=0", "--set", "eval_sequences=64", "--set", "model.n_layers=1",
+                     "--set", "model.d_model=8", "--set", "model.d_head=4", "--set", "model.d_mlp=8",
+                     "--threads", "1", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "sampled sequences, ± one standard error" in printed and "worst ratio" in printed and "±" in printed
+    final = json.loads((out / "final.json").read_text())["eval"]
+    assert final["exact"] is False and len(final["ratio_se"]) == 7
+
+
+def main_cli(argv):
+    from compmech.cli import main
+
+    return main(argv)

@@ -164,5 +164,7 @@ def test_periodic_evaluation_scores_each_position_against_its_own_targets(traine
     # of 4096 rows: ~0.005 nats), and the final model's loss there matches the exact evaluation
     opt = ref_myopic_entropy(proc.T, cfg.ctx + 1)[1:] * np.log(2)
     np.testing.assert_allclose(loss / ratio, opt, atol=0.02)
+    se = np.asarray(last["eval_ratio_se"])  # an estimate on sampled rows carries its error
+    assert np.all((se > 0) & (se < 0.01)) and len(last["eval_loss_se"]) == cfg.ctx
     np.testing.assert_allclose(loss, res.final["eval"]["loss"], atol=0.02)
     assert np.all(ratio > 1 - 0.01)

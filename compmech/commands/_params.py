@@ -1,5 +1,8 @@
-"""Helpers shared by subcommands: process selection from ``NAME --param value`` pairs."""
+"""Helpers shared by subcommands: process selection from ``NAME --param value`` pairs, and
+output paths checked before the work that they are for."""
 from __future__ import annotations
+
+from pathlib import Path
 
 
 def parse_params(pairs: list[str]) -> dict:
@@ -30,3 +33,25 @@ def process_from_args(args):
     from .. import processes
 
     return processes.get(args.process, **parse_params(args.param))
+
+
+def output_file(path, flag: str, suffixes=None) -> None:
+    """Refuse an output file that could not be written, before the (possibly long) work that
+    produces it: a directory, a missing parent directory, or a suffix outside ``suffixes``
+    (``"figure"``: the formats matplotlib can save; no suffix means matplotlib's default)."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{flag} {path} is a directory; give a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {path}: directory {parent} does not exist")
+    if suffixes == "figure":
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        suffixes = ["." + ext for ext in FigureCanvasBase.get_supported_filetypes()]
+        if not p.suffix:
+            return
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise ValueError(f"{flag} must end in {', '.join(sorted(suffixes))}; got {path!r}")

@@ -52,6 +52,7 @@ def run(args) -> int:
     from ..bench import run as run_bench
     from ..bench.report import load_json, write_json
     from ..bench.workloads import SUITES
+    from ._params import output_file
 
     if args.workload:
         bad = [w for w in args.workload if w not in SUITES["all"]]
@@ -59,10 +60,8 @@ def run(args) -> int:
             raise ValueError(f"unknown workload {bad}; choose from {SUITES['all']}")
     if args.resume and not args.json:
         raise ValueError("--resume needs --json FILE (the file to resume from)")
-    if args.plot:
-        ext = os.path.splitext(args.plot)[1].lower()
-        if ext not in (".png", ".pdf", ".svg"):
-            raise ValueError(f"--plot must end in .png, .pdf or .svg, got {args.plot!r}")
+    output_file(args.plot, "--plot", (".png", ".pdf", ".svg"))
+    output_file(args.json, "--json")
     previous = None
     if args.resume and os.path.exists(args.json):
         previous = load_json(args.json)

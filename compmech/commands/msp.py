@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from ._params import add_process_args, process_from_args
+from ._params import add_process_args, output_file, process_from_args
 
 
 def add_parser(sub) -> None:
@@ -64,6 +64,7 @@ def _figure_points(tree, max_points: int | None = None):
 
 
 def run(args) -> int:
+    output_file(args.out, "--out", "figure")
     if args.stream or args.scheduler or args.zarr:
         from ..scale.cli import run_stream
 

@@ -15,7 +15,8 @@ def add_parser(sub) -> None:
     p.add_argument("checkpoint", help="checkpoint.pt or a snapshot written by `compmech train`/`demo`")
     p.add_argument("--out", help="directory for probe.json and figures (default: beside the checkpoint)")
     p.add_argument("--layers", nargs="*", help="activation names (default: embed, every resid_mid/post, ln_final)")
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    p.add_argument("--folds", type=int, help="cross-validation folds (default 5, or the number of input "
+                                              "subtrees where there are fewer)")
     p.add_argument("--shuffles", type=int, default=10, help="shuffle-control repeats (default 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -27,11 +28,15 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import torch
 
-    from ..experiment import json_dump, run_probe, write_probe_figures
+    from ..experiment import json_dump, probe_prefixes, run_probe, write_probe_figures
     from ..train import default_threads, load_model
 
-    if args.folds < 2:
+    if args.folds is not None and args.folds < 2:
         raise ValueError(f"--folds must be >= 2 (k-fold cross-validation), got {args.folds}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    if args.layers == []:
+        raise ValueError("--layers needs at least one activation name (omit it for the default layers)")
     if args.shuffles < 1:
         raise ValueError(f"--shuffles must be >= 1 (the shuffled-belief control), got {args.shuffles}")
     if args.threads is not None and args.threads < 1:
@@ -43,8 +48,17 @@ def run(args) -> int:
     torch.set_num_threads(args.threads or default_threads())
     t0 = time.perf_counter()
     model, cfg, ck = load_model(args.checkpoint, device=args.device)
-    rep, _ = run_probe(model, cfg, folds=args.folds, shuffles=args.shuffles, seed=args.seed,
-                       layers=args.layers, device=args.device)
+    prefixes = probe_prefixes(cfg)[0]
+    folds = 5 if args.folds is None else args.folds
+    most = max(2, prefixes.n_subtrees)  # CV deals whole subtrees into folds (at least 2, one maybe empty)
+    if folds > most:  # more folds than that used to be dropped silently
+        if args.folds is not None:
+            raise ValueError(f"--folds {folds}: cross-validation splits the inputs by subtree (their first "
+                             f"{prefixes.group_depth} tokens) and there are {prefixes.n_subtrees}; use at most "
+                             f"{most} folds")
+        folds = most
+    rep, _ = run_probe(model, cfg, folds=folds, shuffles=args.shuffles, seed=args.seed,
+                       layers=args.layers, device=args.device, prefixes=prefixes)
     out.mkdir(parents=True, exist_ok=True)
     print(rep.table())
     s = rep.summary()
@@ -56,7 +70,8 @@ def run(args) -> int:
     print(f"probe time {rep.timing['total_s']:.2f} s ({rep.timing['activations_s']:.2f} s activations, "
           f"{rep.timing['fit_s']:.2f} s fits)")
     d = rep.to_dict()
-    d.update({"checkpoint": str(args.checkpoint), "step": ck["step"], "tokens": ck["tokens"]})
+    d.update({"checkpoint": str(args.checkpoint), "step": ck["step"], "tokens": ck["tokens"], "cv_folds": folds,
+              "shuffles": args.shuffles, "seed": args.seed})
     json_dump(d, out / "probe.json")
     if not args.no_figures:
         paths = write_probe_figures(rep, out / "figures", title=f"{cfg.process} after {ck['tokens']:,} tokens")

@@ -151,8 +151,13 @@ def run(args) -> int:
     print(f"trained {f['tokens']:,} tokens in {f['train_seconds']:.1f} s ({f['tokens_per_s']:,.0f} tokens/s)")
     if "eval" in f:
         ev = f["eval"]
-        print("loss / optimum per position: " + " ".join(f"{r:.5f}" for r in ev["ratio"]))
-        print(f"worst ratio {ev['worst_ratio']:.5f}")
+        if ev.get("exact", True):
+            print("loss / optimum per position: " + " ".join(f"{r:.5f}" for r in ev["ratio"]))
+            print(f"worst ratio {ev['worst_ratio']:.5f}")
+        else:  # estimated on sampled sequences: with its standard error
+            print(f"loss / optimum per position (estimated on {ev['sequences']:,} sampled sequences, ± one "
+                  f"standard error): " + " ".join(f"{r:.5f}±{e:.1g}" for r, e in zip(ev["ratio"], ev["ratio_se"])))
+            print(f"worst ratio {ev['worst_ratio']:.5f} ± {ev['worst_ratio_se']:.1g}")
     json_dump(f, out / "final.json")
     print(f"checkpoint {out / 'checkpoint.pt'}")
     return 0

@@ -94,6 +94,18 @@ def load_sweep(path) -> dict:
             raise ValueError(f"{path}: grid.{k} must be a non-empty list")
     if not isinstance(spec.get("points", []), list):
         raise ValueError(f"{path}: points must be an array of tables ([[points]])")
+    if not isinstance(spec.get("base", {}), dict):
+        raise ValueError(f"{path}: base must be a table of TrainConfig fields")
+    base: dict = {}  # dotted keys ("model.n_layers" = 2) as in [grid] and --set
+    for k, v in _flatten(spec.get("base", {})).items():
+        _set_dotted(base, k, v)
+    spec["base"] = base
+    from ..train import TrainConfig
+
+    try:  # every point starts from the base: an invalid one is one error here, not a failure per point
+        TrainConfig.from_dict(json.loads(json.dumps(base)))
+    except ValueError as exc:
+        raise ValueError(f"{path}: [base]: {exc}") from None
     spec.setdefault("sweep", {})
     spec["sweep"].setdefault("out", str(Path(path).with_suffix("")))
     return spec
@@ -311,9 +323,11 @@ def run_sweep(spec: dict, *, client=None, threads_per_run: int | None = None, pr
             results[p.name] = json.loads((rd / FAILED).read_text())
         else:
             todo.append(p)
-    skipped = len(points) - len(todo)
     if progress:
-        print(f"sweep {out}: {len(points)} points, {skipped} finished or failed before, {len(todo)} to run")
+        done = sum(r["status"] == "done" for r in results.values())
+        invalid = sum(bool(p.error) for p in points)
+        print(f"sweep {out}: {len(points)} points, {done} done before, {len(results) - done - invalid} failed before, "
+              f"{invalid} with an invalid config, {len(todo)} to run")
     if todo:
         own = client is None
         threads = threads_per_run

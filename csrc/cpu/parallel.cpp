@@ -14,8 +14,12 @@ namespace {
 
 int default_threads() {
   if (const char* env = std::getenv("COMPMECH_NUM_THREADS")) {
-    const int n = std::atoi(env);
-    if (n > 0) return n;
+    // Only a whole positive integer counts ("1.5" or "4x" is not 1 or 4); compmech warns at
+    // import about any other value and ignores it here.
+    char* end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    while (end && (*end == ' ' || *end == '\t' || *end == '\n')) ++end;
+    if (end != env && end && *end == '\0' && n > 0 && n <= 1 << 16) return static_cast<int>(n);
   }
   const unsigned hw = std::thread::hardware_concurrency();
   return hw > 0 ? static_cast<int>(hw) : 1;
