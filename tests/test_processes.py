@@ -46,6 +46,23 @@ def test_registry_errors():
         P.get("nope")
     with pytest.raises(TypeError, match="no parameter"):
         P.get("golden_mean", q=0.3)
+    # composites name what they need instead of Python's "missing 1 required positional argument"
+    for name, needs in (("mixture", "processes"), ("product", "processes"), ("with_bos", "process")):
+        with pytest.raises(TypeError, match=f"process '{name}' needs {needs} \\(no default\\)"):
+            P.get(name)
+
+
+def test_cli_process_params_take_json_lists():
+    from compmech.commands._params import parse_params
+
+    got = parse_params(["processes=[\"mess3\", {\"name\": \"rrxor\"}]", "weights=[0.25, 0.75]", "x=0.05", "n=3",
+                        "name=abc"])
+    assert got == {"processes": ["mess3", {"name": "rrxor"}], "weights": [0.25, 0.75], "x": 0.05, "n": 3,
+                   "name": "abc"}
+    mix = P.get("mixture", **{k: got[k] for k in ("processes", "weights")})
+    assert mix.num_states == P.get("mess3").num_states + P.get("rrxor").num_states
+    with pytest.raises(ValueError, match="processes.*not valid JSON"):
+        parse_params(["processes=[\"mess3\","])
 
 
 @pytest.mark.parametrize("name,params,match", [

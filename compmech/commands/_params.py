@@ -2,16 +2,24 @@
 output paths checked before the work that they are for."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
 def parse_params(pairs: list[str]) -> dict:
-    """``["x=0.05", "alpha=0.85"]`` → ``{"x": 0.05, "alpha": 0.85}`` (ints/floats parsed)."""
+    """``["x=0.05", "alpha=0.85"]`` → ``{"x": 0.05, "alpha": 0.85}`` (ints/floats parsed; a value
+    starting with ``[`` or ``{`` is JSON, e.g. ``processes=["mess3", "rrxor"]`` for a mixture)."""
     out = {}
     for item in pairs or []:
         if "=" not in item:
             raise ValueError(f"process parameter {item!r} must look like name=value")
         key, val = item.split("=", 1)
+        if val.lstrip()[:1] in ("[", "{"):
+            try:
+                out[key] = json.loads(val)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"process parameter {key}: {val!r} is not valid JSON ({e.msg})") from None
+            continue
         for conv in (int, float):
             try:
                 out[key] = conv(val)
@@ -26,7 +34,8 @@ def parse_params(pairs: list[str]) -> dict:
 def add_process_args(p) -> None:
     p.add_argument("process", nargs="?", default="mess3", help="process name (see compmech.processes.names())")
     p.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
-                   help="process parameter, repeatable (e.g. -p x=0.05 -p alpha=0.85)")
+                   help="process parameter, repeatable (e.g. -p x=0.05 -p alpha=0.85; lists as JSON: "
+                        "-p 'processes=[\"mess3\", \"rrxor\"]')")
 
 
 def process_from_args(args):

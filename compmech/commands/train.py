@@ -127,7 +127,8 @@ def add_parser(sub) -> None:
     add_common_train_args(p)
     p.add_argument("--process", help="process name (default mess3)")
     p.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
-                   help="process parameter, repeatable (e.g. -p x=0.05 -p alpha=0.85)")
+                   help="process parameter, repeatable (e.g. -p x=0.05 -p alpha=0.85; lists as JSON: "
+                        "-p 'processes=[\"mess3\", \"rrxor\"]')")
     p.add_argument("--out", required=True, help="run directory (config.json, metrics.jsonl, checkpoints)")
     p.set_defaults(func=run)
 

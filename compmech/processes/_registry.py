@@ -32,6 +32,10 @@ def get(name: str, **params):
     unknown = [k for k in params if k not in sig.parameters]
     if unknown:
         raise TypeError(f"process {name!r} has no parameter(s) {unknown}; parameters: {list(sig.parameters)}")
+    missing = [k for k, v in sig.parameters.items() if v.default is inspect.Parameter.empty and k not in params
+               and v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)]
+    if missing:
+        raise TypeError(f"process {name!r} needs {', '.join(missing)} (no default); parameters: {list(sig.parameters)}")
     return fn(**params)
 
 
