@@ -164,6 +164,16 @@ def test_debug_shows_the_traceback(tmp_path, capsys):
             main(argv)
 
 
+def test_train_refuses_a_process_before_starting(tmp_path, capsys):
+    """A composite without its components is one line naming what it needs, before the start
+    line and before the run directory exists."""
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--process", "mixture"]) == 2
+    cap = capsys.readouterr()
+    assert "needs processes" in cap.err and len(cap.err.strip().splitlines()) == 1
+    assert "training" not in cap.out and not out.exists()
+
+
 def test_a_deterministic_process_writes_strict_json(tmp_path, capsys):
     out = tmp_path / "det"
     assert main(["train", "--out", str(out), "--process", "coin", "-p", "p=1", "--set", "tokens=960",

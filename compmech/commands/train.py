@@ -142,6 +142,7 @@ def run(args) -> int:
         base["process_params"] = parse_params(args.param)
     cfg = config_from_args(args, base)
     out = check_out_dir(args.out)
+    cfg.make_process()  # a bad process or parameter fails here, before the start line
     from ..experiment import json_dump
     from ..train import train
 
