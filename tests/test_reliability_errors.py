@@ -189,6 +189,11 @@ def test_a_deterministic_process_writes_strict_json(tmp_path, capsys):
     capsys.readouterr()
     assert main(["measures", "coin", "-p", "p=1", "--json"]) == 0
     strict(capsys.readouterr().out)
+    # one input subtree: the probe says why it cannot cross-validate (was "needs a positive total
+    # sample weight" from inside the fit)
+    assert main(["probe", str(out / "checkpoint.pt"), "--no-figures"]) == 2
+    err = capsys.readouterr().err
+    assert "one subtree" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("how", ["set", "toml", "api"])

@@ -49,6 +49,9 @@ def run(args) -> int:
     t0 = time.perf_counter()
     model, cfg, ck = load_model(args.checkpoint, device=args.device)
     prefixes = probe_prefixes(cfg)[0]
+    if prefixes.n_subtrees < 2:
+        raise ValueError(f"{cfg.process}: every input starts with the same {prefixes.group_depth} tokens (one "
+                         f"subtree), so the probe's cross-validation by subtree has nothing to hold out")
     folds = 5 if args.folds is None else args.folds
     most = max(2, prefixes.n_subtrees)  # CV deals whole subtrees into folds (at least 2, one maybe empty)
     if folds > most:  # more folds than that used to be dropped silently
