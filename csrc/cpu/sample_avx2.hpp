@@ -151,21 +151,10 @@ inline void philox_halves(const Philox8& ph, const typename Philox8::Shared* sh,
   const __m256i vM0 = _mm256_set1_epi64x(P::M0), vM1 = _mm256_set1_epi64x(P::M1);
   __m256i a[NQ][4];
 #pragma GCC unroll 4
-  for (int i = 0; i < NQ; ++i) {  // the state after round 2, as PhiloxRows::blocks(_shared)
+  for (int i = 0; i < NQ; ++i) {  // the state after round 2
     const int n = (Q0 + i) / 2, h = (Q0 + i) % 2;
-    if constexpr (SameHi) {
-      a[i][0] = _mm256_xor_si256(sh[n].hi2, ph.a1k[h]);
-      a[i][1] = sh[n].lo2;
-      a[i][2] = _mm256_xor_si256(ph.h2[h], sh[n].lo0);
-    } else {
-      const uint64_t p0 = static_cast<uint64_t>(block0 + n) * P::M0;
-      const __m256i hi0 = _mm256_set1_epi32(static_cast<int>(p0 >> 32)), lo0 = _mm256_set1_epi32(static_cast<int>(p0));
-      const __m256i p2 = _mm256_mul_epu32(_mm256_xor_si256(ph.rh[h], hi0), vM1);
-      a[i][0] = _mm256_xor_si256(_mm256_srli_epi64(p2, 32), ph.a1k[h]);
-      a[i][1] = p2;
-      a[i][2] = _mm256_xor_si256(ph.h2[h], lo0);
-    }
-    a[i][3] = ph.l2[h];
+    if constexpr (SameHi) ph.after_round2(sh[n], h, a[i]);
+    else ph.after_round2(block0 + n, h, a[i]);
   }
 #pragma GCC unroll 8
   for (int r = 2; r < 10; ++r) {

@@ -84,23 +84,28 @@ struct PhiloxRows {
     return last >= row0 && (row0 >> 32) == (last >> 32);
   }
 
+  // The state a[word] of half h's rows after rounds 1-2 of token block `block` (domain
+  // kDomainTokens): round 1's a0 = block, the rest from the row-only words above.
+  inline void after_round2(uint32_t block, int h, V a[4]) const {
+    const uint64_t p0 = static_cast<uint64_t>(block) * M0;
+    const V p2 = Ops::mul32(Ops::xor2(rh[h], Ops::set1_32(static_cast<uint32_t>(p0 >> 32))), Ops::set1_64(M1));
+    a[0] = Ops::xor2(Ops::srli64_32(p2), a1k[h]);
+    a[1] = p2;
+    a[2] = Ops::xor2(h2[h], Ops::set1_32(static_cast<uint32_t>(p0)));
+    a[3] = l2[h];
+  }
+
   // Token blocks block..block+N-1 (domain kDomainTokens): w[n][k][h] = word k of half h's rows.
   template <int N>
   inline void blocks(uint32_t block, V w[N][4][2]) const {
-    const V vM1 = Ops::set1_64(M1);
 #pragma GCC unroll 4
-    for (int n = 0; n < N; ++n) {
-      const uint64_t p0 = static_cast<uint64_t>(block + n) * M0;  // round 1: a0 = block
-      const V hi0 = Ops::set1_32(static_cast<uint32_t>(p0 >> 32)), lo0 = Ops::set1_32(static_cast<uint32_t>(p0));
+    for (int n = 0; n < N; ++n)
 #pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {  // round 2
-        const V p2 = Ops::mul32(Ops::xor2(rh[h], hi0), vM1);
-        w[n][0][h] = Ops::xor2(Ops::srli64_32(p2), a1k[h]);
-        w[n][1][h] = p2;
-        w[n][2][h] = Ops::xor2(h2[h], lo0);
-        w[n][3][h] = l2[h];
+      for (int h = 0; h < 2; ++h) {
+        V a[4];
+        after_round2(block + n, h, a);
+        for (int k = 0; k < 4; ++k) w[n][k][h] = a[k];
       }
-    }
     rounds<N>(k0, k1, 2, w);
   }
 
@@ -117,6 +122,14 @@ struct PhiloxRows {
             Ops::set1_32(static_cast<uint32_t>(p2))};
   }
 
+  // after_round2() from a block's shared() words, for rows that share row_hi (rows_share_hi).
+  inline void after_round2(const Shared& s, int h, V a[4]) const {
+    a[0] = Ops::xor2(s.hi2, a1k[h]);
+    a[1] = s.lo2;
+    a[2] = Ops::xor2(h2[h], s.lo0);
+    a[3] = l2[h];
+  }
+
   // blocks<N>() for rows that share row_hi (rows_share_hi), from the blocks' shared() words.
   template <int N>
   inline void blocks_shared(const Shared* s, V w[N][4][2]) const {
@@ -124,10 +137,9 @@ struct PhiloxRows {
     for (int n = 0; n < N; ++n)
 #pragma GCC unroll 2
       for (int h = 0; h < 2; ++h) {
-        w[n][0][h] = Ops::xor2(s[n].hi2, a1k[h]);
-        w[n][1][h] = s[n].lo2;
-        w[n][2][h] = Ops::xor2(h2[h], s[n].lo0);
-        w[n][3][h] = l2[h];
+        V a[4];
+        after_round2(s[n], h, a);
+        for (int k = 0; k < 4; ++k) w[n][k][h] = a[k];
       }
     rounds<N>(k0, k1, 2, w);
   }
