@@ -31,11 +31,15 @@ def parse_params(pairs: list[str]) -> dict:
     return out
 
 
-def add_process_args(p) -> None:
-    p.add_argument("process", nargs="?", default="mess3", help="process name (see compmech.processes.names())")
+def add_param_arg(p) -> None:
     p.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
                    help="process parameter, repeatable (e.g. -p x=0.05 -p alpha=0.85; lists as JSON: "
                         "-p 'processes=[\"mess3\", \"rrxor\"]')")
+
+
+def add_process_args(p) -> None:
+    p.add_argument("process", nargs="?", default="mess3", help="process name (see compmech.processes.names())")
+    add_param_arg(p)
 
 
 def process_from_args(args):

@@ -53,13 +53,12 @@ def run(args) -> int:
         raise ValueError(f"{cfg.process}: every input starts with the same {prefixes.group_depth} tokens (one "
                          f"subtree), so the probe's cross-validation by subtree has nothing to hold out")
     folds = 5 if args.folds is None else args.folds
-    most = max(2, prefixes.n_subtrees)  # CV deals whole subtrees into folds (at least 2, one maybe empty)
-    if folds > most:  # more folds than that used to be dropped silently
+    if folds > prefixes.n_subtrees:  # CV deals whole subtrees into folds; more used to be dropped silently
         if args.folds is not None:
             raise ValueError(f"--folds {folds}: cross-validation splits the inputs by subtree (their first "
                              f"{prefixes.group_depth} tokens) and there are {prefixes.n_subtrees}; use at most "
-                             f"{most} folds")
-        folds = most
+                             f"{prefixes.n_subtrees} folds")
+        folds = prefixes.n_subtrees
     rep, _ = run_probe(model, cfg, folds=folds, shuffles=args.shuffles, seed=args.seed,
                        layers=args.layers, device=args.device, prefixes=prefixes)
     out.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._params import parse_params
+from ._params import add_param_arg, parse_params
 
 
 def load_config_file(path) -> dict:
@@ -126,9 +126,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a transformer (or GRU/LSTM) on a process", description=__doc__)
     add_common_train_args(p)
     p.add_argument("--process", help="process name (default mess3)")
-    p.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
-                   help="process parameter, repeatable (e.g. -p x=0.05 -p alpha=0.85; lists as JSON: "
-                        "-p 'processes=[\"mess3\", \"rrxor\"]')")
+    add_param_arg(p)
     p.add_argument("--out", required=True, help="run directory (config.json, metrics.jsonl, checkpoints)")
     p.set_defaults(func=run)
 
