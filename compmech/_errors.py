@@ -25,6 +25,24 @@ def no_positive_token(flat_index: int, length: int) -> ValueError:
                       f"{where(flat_index, length)}: the GHMM does not define a valid process from this initial belief")
 
 
+def not_a_state(token: int, prob: float, flat_index: int, length: int) -> ValueError:
+    return ValueError(f"initial is not a state of this GHMM: the belief it leads to before {where(flat_index, length)} "
+                      f"gives token {token} the negative probability {prob:.6g}")
+
+
+def not_a_state_at(proc, initial, tokens, flat_index: int, length: int) -> ValueError | None:
+    """``not_a_state`` when the belief before ``flat_index`` of the (B, L) ``tokens`` (numpy or
+    torch, any device) gives some token a negative probability; ``None`` when it does not (the
+    failure was an impossible token, or a belief with no positive token)."""
+    if not proc.is_generalized:
+        return None
+    row, t = divmod(flat_index, length)
+    prefix = tokens[row, :t]
+    prefix = prefix.cpu().numpy() if hasattr(prefix, "cpu") else prefix
+    found = proc.most_negative_token(initial, prefix)
+    return None if found is None else not_a_state(found[0], found[1], flat_index, length)
+
+
 def negative_for_hidden_states() -> ValueError:
     return ValueError("T and initial must be non-negative for hidden-state sampling")
 

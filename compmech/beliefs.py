@@ -34,8 +34,13 @@ def _run(process, tokens, initial, dtype, want_logp, on_zero, out=None):
     zero, bad = be.read(flags)
     if bad is not None:
         raise _errors.outside_vocabulary(be.value_at(x, bad), bad, L, proc.vocab_size)
-    if zero is not None and on_zero == "raise":
-        raise _errors.zero_probability(be.value_at(x, zero), zero, L)
+    if zero is not None:
+        # a negative probability means the initial vector is no state, whatever on_zero says
+        err = _errors.not_a_state_at(proc, init, tok, zero, L)
+        if err is not None:
+            raise err
+        if on_zero == "raise":
+            raise _errors.zero_probability(be.value_at(x, zero), zero, L)
     if was_1d:
         b = None if b is None else b[0]
         lp = None if lp is None else lp.reshape(B)[0:1].reshape(())

@@ -136,6 +136,26 @@ class Process:
         GHMM round-off may leave tiny negative values, which callers clip where it matters)."""
         return np.asarray(beliefs, dtype=np.float64) @ self.token_weights.T
 
+    def most_negative_token(self, initial: np.ndarray, prefix) -> tuple[int, float] | None:
+        """After walking the tokens ``prefix`` from ``initial`` (with the compiled beliefs
+        kernel, so the belief has the bits every kernel computes), the token with the most
+        negative probability and that probability, when it is negative beyond round-off (the
+        rule of the kernels' ``negative_token_prob``); else ``None``. A state of a GHMM never has
+        one: this tells a vector outside the process's states from an impossible token."""
+        from . import _backend
+
+        eta = np.asarray(initial, dtype=np.float64)
+        prefix = np.ascontiguousarray(prefix, dtype=np.int64).reshape(1, -1)
+        chunk = max(1, (1 << 22) // self.num_states)  # bounded memory for any prefix length
+        for k in range(0, prefix.shape[1], chunk):
+            b = _backend.CPU.beliefs(self, prefix[:, k:k + chunk], eta, "float64", False)[0]
+            eta = b[0, -1]
+        tw = self.token_weights
+        p = tw @ eta
+        slack = self.zero_tol * np.maximum(1.0, np.abs(tw * eta).sum(axis=1))
+        x = int(np.argmin(p + slack))
+        return (x, float(p[x])) if p[x] < -slack[x] else None
+
     @property
     def stationary(self) -> np.ndarray:
         """Stationary distribution ``pi`` with ``pi @ T.sum(0) == pi`` (and ``pi @ w == 1``), float64.

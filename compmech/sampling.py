@@ -83,7 +83,7 @@ def sample(process, batch, length, *, seed, initial=None, return_states=False, r
         tokens, beliefs, flags = be.sample_ghmm(proc, init, B, L, seed, row0, dt)
         (fail,) = be.read(flags)
         if fail is not None:
-            raise _errors.no_positive_token(fail, L)
+            raise _errors.not_a_state_at(proc, init, tokens, fail, L) or _errors.no_positive_token(fail, L)
     else:
         if (proc.T < 0).any() or (init < 0).any():
             raise _errors.negative_for_hidden_states()

@@ -109,6 +109,20 @@ def test_a_ghmm_initial_must_be_a_state():
     assert np.einsum("i,xij,j->x", inside_first, g.T, g.w).min() > 0
     with pytest.raises(ValueError, match="length 2 have negative probability"):
         cm.msp_tree(g, 3, initial=inside_first)
+    # ... and the kernels that walk sequences find it where it happens (sample used to draw on)
+    deep = "initial is not a state of this GHMM: the belief it leads to before row {}, position {} gives token 0 the negative"
+    with pytest.raises(ValueError, match=deep.format(1, 3)):
+        cm.sample(g, 3, 6, seed=0, initial=inside_first)
+    with pytest.raises(ValueError, match=deep.format(1, 3)):
+        cm.sample(g, 3, 6, seed=0, initial=inside_first, return_beliefs=True, dtype=np.float64)
+    toks = np.array([[2, 2, 2], [0, 0, 1]])  # row 1: token 0 has probability -0.0036 after one 0
+    for on_zero in ("raise", "nan"):  # not an impossible sequence: on_zero does not apply
+        for call in (lambda: cm.beliefs(g, toks, initial=inside_first, on_zero=on_zero),
+                     lambda: cm.log_prob(g, toks, initial=inside_first, on_zero=on_zero)):
+            with pytest.raises(ValueError, match=deep.format(1, 1)):
+                call()
+    assert g.most_negative_token(inside_first, [0])[0] == 0
+    assert g.most_negative_token(inside_first, []) is None
     reached = cm.msp_tree(g, 3).level(3).beliefs[5]  # a state: the belief after a sequence
     for dtype in (np.float32, np.float64):  # valid states pass, float32 round-off included
         t = cm.msp_tree(g, 8, dtype=dtype, initial=reached)

@@ -463,6 +463,12 @@ def test_error_messages_identical_on_cpu_and_emulation():
         cpu_msg = _error(lambda: cm.beliefs(proc, t))
         assert cpu_msg == _error(lambda: emu.beliefs(proc, t))
         assert cpu_msg == _error(lambda: cm.beliefs(proc, torch.from_numpy(t)))
+    tom = cm.processes.get("tom_quantum")
+    outside_later = np.array([1 / 3, -0.11529596, -0.65655378])  # a state until a token makes it not one
+    for call in (lambda b: b.sample(tom, 3, 6, seed=0, initial=outside_later),
+                 lambda b: b.beliefs(tom, np.array([[2, 2, 2], [0, 0, 1]]), initial=outside_later, on_zero="nan")):
+        cpu_msg = _error(lambda: call(cm))
+        assert "initial is not a state of this GHMM" in cpu_msg and cpu_msg == _error(lambda: call(emu))
     huge = np.array([[0, 2**64 - 1]], np.uint64)  # wraps negative in the kernel dtype; message keeps the value
     assert _error(lambda: cm.beliefs(MESS3, huge)) == _error(lambda: emu.beliefs(MESS3, huge))
     assert f"value {2**64 - 1} at row 0, position 1" in _error(lambda: cm.beliefs(MESS3, huge))

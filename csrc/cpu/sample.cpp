@@ -256,8 +256,12 @@ ZeroProb sample_ghmm_cpu(const ProcessView& p, const double* init, int64_t B, in
         }
         next_token_probs<double>(eta.data(), Tw.data(), V, S, probs.data());
         double total = 0.0;
-        for (int x = 0; x < V; ++x) total += probs[x] > p.zero_tol ? probs[x] : 0.0;
-        const int x = total > p.zero_tol
+        bool invalid = false;  // a negative probability: not a state (see negative_token_prob)
+        for (int x = 0; x < V; ++x) {
+          total += probs[x] > p.zero_tol ? probs[x] : 0.0;
+          invalid |= negative_token_prob(probs[x], eta.data(), Tw.data(), x, S, p.zero_tol);
+        }
+        const int x = total > p.zero_tol && !invalid
                           ? categorical_draw<double>(probs.data(), V, total, u64_to_unit(rnd.v[t & 3], rlo.v[t & 3]), p.zero_tol)
                           : -1;
         double norm = x >= 0 ? belief_step<0, double>(eta.data(), p.T + static_cast<int64_t>(x) * S * S, p.w, nxt.data(), S) : 0.0;

@@ -167,11 +167,13 @@ __global__ void __launch_bounds__(kRows)
         if (!failed) {
           const auto prob = [&](int y) { return W::prob(eta, tw, y, S); };
           double total = 0.0;
+          bool invalid = false;  // a negative probability: not a state (see negative_token_prob)
           for (int y = 0; y < V; ++y) {
             const double py = prob(y);
             total += py > tol ? py : 0.0;
+            invalid |= negative_token_prob(py, eta, tw, y, S, tol);
           }
-          if (total > tol) x = categorical_draw_fn<double>(prob, V, total, u64_to_unit(word_of(rnd, t & 3), word_of(rlo, t & 3)), tol);
+          if (total > tol && !invalid) x = categorical_draw_fn<double>(prob, V, total, u64_to_unit(word_of(rnd, t & 3), word_of(rlo, t & 3)), tol);
           if (x >= 0) norm = W::step(eta, T + static_cast<int64_t>(x) * S * S, p.w, nxt, S);
           if (!(norm > tol)) {
             atomicMin(flags, static_cast<unsigned long long>(row * L + t));

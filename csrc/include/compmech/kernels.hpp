@@ -112,6 +112,17 @@ CM_HD C token_prob_padded(const E* eta, const double* Tw, int x, int S) {
   return p;
 }
 
+// Whether p = P(x | eta) (token_prob's value) is negative beyond round-off. A state of a GHMM gives
+// every token a probability >= 0, so eta is then not one (an initial vector outside the process's
+// states, which a GHMM may carry for a while before some token's probability turns negative).
+// Round-off is judged against sum_i |eta_i Tw[x, i]|, so that large cancelling terms do not trip it.
+CM_HD bool negative_token_prob(double p, const double* eta, const double* Tw, int x, int S, double tol) {
+  if (!(p < -tol)) return false;
+  double mag = 0.0;
+  for (int i = 0; i < S; ++i) mag += fabs(eta[i] * Tw[static_cast<int64_t>(x) * S + i]);
+  return p < -tol * (mag > 1.0 ? mag : 1.0);
+}
+
 // Tw[x, i] = (T[x] w)_i (w = ones for HMMs), the weights token_prob takes. One definition for
 // the CPU and the GPU samplers, so both draw from the same numbers.
 inline void token_weights(const double* T, const double* w, int V, int S, double* Tw) {
