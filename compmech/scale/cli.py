@@ -23,7 +23,7 @@ def run_stream(args) -> int:
         res = msp_reduce(proc, args.depth, ("entropy",), client=client, min_prob=args.min_prob, store=store,
                          zarr=bool(args.zarr), progress=True)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished shards are saved in {store}; rerun the same command to resume")
+        print(f"interrupted: finished shards are saved in {store}; rerun the same command to resume")
         return 130
     dt = time.perf_counter() - t0
     e = res.entropy

@@ -168,6 +168,33 @@ def _as_reductions(reductions) -> list:
     return out
 
 
+class _DropCancelledInstructions:
+    """Logging filter for distributed's worker: closing an in-process worker while tasks run
+    (Ctrl-C) cancels their coroutines and distributed logs one multi-line WARNING per task
+    ("Async instruction for <Task cancelled ...> ended with CancelledError"). That is our own
+    shutdown, not a fault: those records, and only those, are dropped while we close."""
+
+    LOGGER = "distributed.worker.state_machine"
+
+    def filter(self, record) -> bool:
+        return not record.getMessage().endswith("ended with CancelledError")
+
+
+def _close_own(cl, cluster):
+    """Close the client (and the cluster) msp_reduce started, without distributed's
+    cancellation warnings for tasks still running (an interrupted run)."""
+    import logging
+
+    log, drop = logging.getLogger(_DropCancelledInstructions.LOGGER), _DropCancelledInstructions()
+    log.addFilter(drop)
+    try:
+        cl.close()
+        if cluster is not None:
+            cluster.close()
+    finally:
+        log.removeFilter(drop)
+
+
 def _get_client(client):
     if client is not None:
         if isinstance(client, str):
@@ -322,10 +349,7 @@ def msp_reduce(process, depth: int, reductions: Sequence = ("entropy",), *, clie
         return MSPReduceResult(entropy, out, info)
     finally:
         if own:
-            cluster = cl.cluster if client is None else None
-            cl.close()
-            if cluster is not None:
-                cluster.close()
+            _close_own(cl, cl.cluster if client is None else None)
 
 
 def _chunk_phase(cl, st, proc, plan, reds, N, max_nodes, min_prob, zarr, zarr_chunk, entropy, shard_counts, progress,
