@@ -489,3 +489,38 @@ def test_stationary_of_a_large_recurrent_class_is_sparse():
     pi = class_stationary(P_.tocsr())
     np.testing.assert_allclose(pi, _stationary_of(P_.toarray()), rtol=1e-8, atol=1e-14)
     np.testing.assert_allclose(pi @ P_.toarray(), pi, atol=1e-14)
+
+
+# ---- recurrent classes above DENSE_CLASS_LIMIT: the bordered sparse LU ------------------------
+
+def _counting_csr():
+    """A csr_matrix that counts its dense conversions."""
+    import scipy.sparse as sp
+
+    class Counting(sp.csr_matrix):
+        calls = 0
+
+        def toarray(self, *a, **k):
+            type(self).calls += 1
+            return super().toarray(*a, **k)
+
+    return Counting
+
+
+def _random_ergodic(n, seed):
+    """An irreducible, aperiodic sparse stochastic matrix: a ring, a self-loop on every tenth
+    state and two random jumps per state, weights spread over three decades."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    rows = np.repeat(np.arange(n), 3)
+    cols = np.stack([(np.arange(n) + 1) % n, rng.integers(0, n, n), rng.integers(0, n, n)], 1).ravel()
+    cols[3 * np.arange(0, n, 10) + 1] = np.arange(0, n, 10)
+    P_ = sp.csr_matrix((10.0 ** rng.uniform(-3, 0, 3 * n), (rows, cols)), shape=(n, n))
+    return (sp.diags(1 / np.asarray(P_.sum(1)).ravel()) @ P_).tocsr()
+
+
+def test_small_class_is_converted_to_dense_once():
+    Counting = _counting_csr()
+    Z = M._fundamental(Counting(_random_ergodic(300, 1)))
+    assert Z.lu is None and Counting.calls == 1  # was 2: the stationary solve converted it again
