@@ -171,6 +171,47 @@ def test_resume_skips_finished_shards(tmp_path, client):
         scale.msp_reduce(proc, 8, reds, shards=5, store=store, client=client)
 
 
+def test_rerun_with_other_reduction_parameters_is_refused(tmp_path, client):
+    """A store's saved partials belong to their reductions' parameters: resuming with other
+    ones (histogram bins, distinct tol) is refused, not merged (a crash for bins, a silently
+    wrong distinct count for tol)."""
+    import zarr
+
+    proc = cm.processes.mess3()
+    for first, second in ((scale.BeliefHistogram(bins=16), scale.BeliefHistogram(bins=32)),
+                          (scale.DistinctBeliefs(tol=1e-8, depths=[6]), scale.DistinctBeliefs(tol=1e-3, depths=[6])),
+                          (scale.DistinctBeliefs(depths=[5]), scale.DistinctBeliefs(depths=[6]))):
+        store = str(tmp_path / f"{first.key()}.zarr")
+        scale.msp_reduce(proc, 6, [first], shards=3, store=store, client=client)
+        zarr.open_group(store, mode="r+").attrs.update({"done_chunks": [0], "complete": False})
+        with pytest.raises(ValueError, match="different MSP run"):
+            scale.msp_reduce(proc, 6, [second], shards=3, store=store, client=client)
+        again = scale.msp_reduce(proc, 6, [first], shards=3, store=store, client=client)  # its own rerun resumes
+        assert again.info["shards_run"]["chunks"] == 2
+
+
+def test_store_of_the_previous_version_still_resumes(tmp_path, client):
+    """Stores written before family keys (run key = one hash of everything) resume as before."""
+    import zarr
+
+    from compmech.scale.msp import _plan
+    from compmech.scale.store import _legacy_run_key
+
+    proc = cm.processes.mess3()
+    store = str(tmp_path / "old.zarr")
+    full = scale.msp_reduce(proc, 7, shards=6, store=store, client=client)
+    g = zarr.open_group(store, mode="r+")
+    a = g.attrs.asdict()
+    a.pop("family_key")
+    a.pop("levels_kept")
+    a.update(run_key=_legacy_run_key(proc, 7, 0.0, _plan(proc, 7, 6, 0.0, None), [], None), done_entropy=[0, 3],
+             complete=False)
+    g.attrs.put(a)
+    again = scale.msp_reduce(proc, 7, shards=6, store=store, client=client)
+    assert again.info["shards_run"]["entropy"] == 4
+    np.testing.assert_array_equal(full.entropy.H_exact, again.entropy.H_exact)
+
+
 def _mtimes(path):
     import os
 

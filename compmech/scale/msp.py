@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from . import _exact
-from .store import _LevelWriter, _family_key, _level_chunk, _run_key, _Store, _zarr_levels
+from .store import _LevelWriter, _family_key, _legacy_run_key, _level_chunk, _run_key, _Store, _zarr_levels
 from .reductions import BeliefHistogram, DistinctBeliefs, Reduction
 from ..msp_tree import MSPLevel, MSPTree, msp_tree, walk_levels
 from ..process import Process, as_process
@@ -305,7 +305,8 @@ def msp_reduce(process, depth: int, reductions: Sequence = ("entropy",), *, clie
                     "initial": plan.top.level(0).beliefs[0].tolist(), "zarr_chunk": zarr_chunk,
                     "reductions": [r.name for r in reds], "levels_written": bool(zarr), "levels_complete": False}
         st = _Store(store, _run_key(proc, depth, min_prob, plan, reds, initial, zarr), manifest,
-                    _family_key(proc, min_prob, plan, reds, initial, zarr))
+                    _family_key(proc, min_prob, plan, reds, initial, zarr),
+                    _legacy_run_key(proc, depth, min_prob, plan, reds, initial, zarr))
     t0 = time.perf_counter()
     cl, own = _get_client(client)
     try:

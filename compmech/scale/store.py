@@ -27,9 +27,18 @@ def _family_key(proc, min_prob, plan, reductions, initial, zarr: bool = False) -
     h = hashlib.sha256()
     for a in (proc.T, proc.w if proc.is_generalized else np.ones(0), plan.top.level(0).beliefs):
         h.update(np.ascontiguousarray(a, np.float64).tobytes())
-    h.update(json.dumps([float(min_prob), plan.k, plan.bounds, sorted(r.name for r in reductions),
+    h.update(json.dumps([float(min_prob), plan.k, plan.bounds, sorted(r.key() for r in reductions),
                          bool(zarr)]).encode())
     return h.hexdigest()[:16]
+
+
+def _legacy_run_key(proc, depth, min_prob, plan, reductions, initial, zarr: bool = False) -> str:
+    """The run key of stores written before family keys (0.2.0): still the same run."""
+    h = hashlib.sha256()
+    for a in (proc.T, proc.w if proc.is_generalized else np.ones(0), plan.top.level(0).beliefs):
+        h.update(np.ascontiguousarray(a, np.float64).tobytes())
+    h.update(json.dumps([depth, float(min_prob), plan.k, plan.bounds, sorted(r.name for r in reductions)]).encode())
+    return h.hexdigest()[:16] + ("z" if zarr else "")
 
 
 # Totals of a finished run: stale (and removed) once a deeper run takes over its store.
@@ -46,7 +55,7 @@ class _Store:
     passes every node above it anyway, so keeping them would save no work). Any other run in
     the store is refused, an unfinished one with the depth that resumes it."""
 
-    def __init__(self, path: str, key: str, manifest: dict, family: str | None = None):
+    def __init__(self, path: str, key: str, manifest: dict, family: str | None = None, legacy: str | None = None):
         import zarr
 
         self.path = path
@@ -54,7 +63,9 @@ class _Store:
         if os.path.exists(path):
             self.g = zarr.open_group(path, mode="r+")
             old = self.g.attrs.get("run_key")
-            if old is not None and old != key:
+            if old is not None and old == legacy:  # this run, recorded by an older version
+                self.g.attrs.update({"run_key": key, "family_key": family})
+            elif old is not None and old != key:
                 a = self.g.attrs
                 same = family is not None and a.get("family_key") == family
                 if same and a.get("complete") and a["depth"] < manifest["depth"]:
