@@ -234,12 +234,13 @@ class _fundamental:
 
         n = P.shape[0]
         self.n = n
-        self.pi = class_stationary(P)
         if n <= DENSE_CLASS_LIMIT:
-            Pd = P.toarray()
+            Pd = P.toarray()  # once: the stationary solve and the inverse share it
+            self.pi = class_stationary(Pd)
             self.Z = np.linalg.inv(np.eye(n) - Pd + np.outer(np.ones(n), self.pi))
             self.lu = None
         else:
+            self.pi = class_stationary(P)
             IP = (sp.identity(n, format="csr") - P).tocsr()
             ones = sp.csr_matrix(np.ones((n, 1)))
             B = sp.bmat([[IP, ones], [sp.csr_matrix(self.pi[None, :]), None]], format="csc")

@@ -263,13 +263,14 @@ DENSE_CLASS_LIMIT = 2000
 
 
 def class_stationary(P) -> np.ndarray:
-    """Stationary distribution of an irreducible stochastic matrix ``P`` (scipy sparse): dense
+    """Stationary distribution of an irreducible stochastic matrix ``P`` (scipy sparse, or a dense
+    array for a class at most ``DENSE_CLASS_LIMIT`` states, converted once by the caller): dense
     least squares for a small class (a dense solve of a 30,000-state class needs 7 GB per copy and
     O(n^3) time), else a sparse LU of ``(I - P)^T`` with its first equation replaced by ``pi_0 = 1``
     (nonsingular for an irreducible chain; no dense row or column, so the LU stays sparse)."""
     n = P.shape[0]
     if n <= DENSE_CLASS_LIMIT:
-        return _stationary_of(P.toarray())
+        return _stationary_of(P if isinstance(P, np.ndarray) else P.toarray())
     import scipy.sparse as sp
     import scipy.sparse.linalg as spla
 

@@ -217,7 +217,21 @@ class TrainConfig:
         return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
 
     def make_process(self):
-        return get_process(self.process, **(self.process_params or {}))
+        """The process this config names. Built once per (process, process_params) and kept
+        on the config: the CLI (to fail before the start line), ``train()``, the evaluation
+        and the experiment's probe all ask for it, and a composite or checked process is not
+        free to build. A changed field (or a params table changed in place) rebuilds it."""
+        try:
+            key = (self.process, json.dumps(self.process_params or {}, sort_keys=True))
+        except (TypeError, ValueError):  # parameters JSON cannot hold: no cache
+            return get_process(self.process, **(self.process_params or {}))
+        hit = self.__dict__.get("_process")
+        if hit is None or hit[0] != key:
+            hit = self.__dict__["_process"] = (key, get_process(self.process, **(self.process_params or {})))
+        return hit[1]
+
+    def __getstate__(self):  # pickles (sweep tasks) carry the fields, not the built process
+        return {k: v for k, v in self.__dict__.items() if k != "_process"}
 
     def model_config(self, process=None) -> ModelConfig:
         proc = process or self.make_process()

@@ -262,34 +262,58 @@ def test_grouped_path_impossible_tokens():
 
 # ---- Ctrl-C inside long compiled calls ----------------------------------------------------------
 
+# Each call runs for seconds (msp_tree ~2 s, the others 4-40 s on 2 cores), so it cannot finish
+# between the moment its worker threads appear and the signal, however loaded the machine.
 _LONG_CALLS = {
     "beliefs": "p = cm.processes.random_hmm(48, 8, seed=0); t = cm.sample(p, 8192, 8192, seed=0)\n"
                "start(); cm.log_prob(p, t)",
-    "msp_tree": "p = cm.processes.random_hmm(64, 16, seed=0)\nstart(); cm.msp_tree(p, 5, dtype='float32')",
+    "msp_tree": "p = cm.processes.random_hmm(96, 16, seed=0)\nstart(); cm.msp_tree(p, 5, dtype='float32')",
     "msp_graph": "p = cm.processes.random_hmm(24, 6, seed=0)\nstart(); cm.msp(p, max_states=3_000_000)",
     "sample": "p = cm.processes.random_ghmm_like(32, 4, seed=0)\nstart(); cm.sample(p, 4000, 50_000, seed=0)",
 }
 
 
+def _new_thread_appears(pid: int, before: set, timeout: float) -> bool:
+    """Wait until process ``pid`` has a thread that is not in ``before``: a compiled
+    ``parallel_for`` starts its worker threads per call, so this proves the call is running
+    compiled code (a fixed sleep does not: under load the child may not have got there yet,
+    and a KeyboardInterrupt raised in Python before the call would pass vacuously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if set(os.listdir(f"/proc/{pid}/task")) - before:
+                return True
+        except FileNotFoundError:  # exited
+            return False
+        time.sleep(0.001)
+    return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs /proc to see the call's worker threads")
 @pytest.mark.parametrize("name", sorted(_LONG_CALLS))
 def test_ctrl_c_interrupts_compiled_call(name):
     script = textwrap.dedent("""
-        import sys, time
+        import os, sys, time
         import compmech as cm
         def start():
             global t0
-            print("start", flush=True); t0 = time.perf_counter()
+            t0 = time.perf_counter()  # before the line the parent waits for: no window without t0
+            print("start", *os.listdir("/proc/self/task"), flush=True)
         try:
     """) + textwrap.indent(_LONG_CALLS[name], "    ") + textwrap.dedent("""
             print("finished", flush=True)
         except KeyboardInterrupt:
             print(f"interrupted {time.perf_counter() - t0:.3f}", flush=True)
     """)
+    # Two threads at least, so that the call's parallel regions start a worker thread to see.
+    env = {**os.environ, "COMPMECH_NUM_THREADS": "2"}
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, env=env)
     try:
-        assert proc.stdout.readline().strip() == "start"
-        time.sleep(0.3)
+        line = proc.stdout.readline().split()
+        assert line[:1] == ["start"], (line, proc.stderr.read() if proc.poll() is not None else "")
+        assert _new_thread_appears(proc.pid, set(line[1:]), timeout=60), \
+            ("the call never started its worker threads", proc.communicate(timeout=60))
         sent = time.perf_counter()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)

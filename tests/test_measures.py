@@ -489,3 +489,144 @@ def test_stationary_of_a_large_recurrent_class_is_sparse():
     pi = class_stationary(P_.tocsr())
     np.testing.assert_allclose(pi, _stationary_of(P_.toarray()), rtol=1e-8, atol=1e-14)
     np.testing.assert_allclose(pi @ P_.toarray(), pi, atol=1e-14)
+
+
+# ---- recurrent classes above DENSE_CLASS_LIMIT: the bordered sparse LU ------------------------
+
+def _counting_csr():
+    """A csr_matrix that counts its dense conversions."""
+    import scipy.sparse as sp
+
+    class Counting(sp.csr_matrix):
+        calls = 0
+
+        def toarray(self, *a, **k):
+            type(self).calls += 1
+            return super().toarray(*a, **k)
+
+    return Counting
+
+
+def _random_ergodic(n, seed):
+    """An irreducible, aperiodic sparse stochastic matrix: a ring, a self-loop on every tenth
+    state and two random jumps per state, weights spread over three decades."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    rows = np.repeat(np.arange(n), 3)
+    cols = np.stack([(np.arange(n) + 1) % n, rng.integers(0, n, n), rng.integers(0, n, n)], 1).ravel()
+    cols[3 * np.arange(0, n, 10) + 1] = np.arange(0, n, 10)
+    P_ = sp.csr_matrix((10.0 ** rng.uniform(-3, 0, 3 * n), (rows, cols)), shape=(n, n))
+    return (sp.diags(1 / np.asarray(P_.sum(1)).ravel()) @ P_).tocsr()
+
+
+def test_small_class_is_converted_to_dense_once():
+    Counting = _counting_csr()
+    Z = M._fundamental(Counting(_random_ergodic(300, 1)))
+    assert Z.lu is None and Counting.calls == 1  # was 2: the stationary solve converted it again
+
+
+def test_fundamental_of_a_large_recurrent_class_matches_dense():
+    """Z = (I - P + 1 pi)^-1 of a 2,500-state class through the bordered sparse LU (never a
+    dense copy) against numpy float64 dense solves of the same matrix."""
+    from compmech.msp_graph import DENSE_CLASS_LIMIT
+
+    n = 2500
+    assert n > DENSE_CLASS_LIMIT
+    P_ = _random_ergodic(n, 0)
+    Counting = _counting_csr()
+    Z = M._fundamental(Counting(P_))
+    assert Z.lu is not None and Counting.calls == 0
+    Pd = P_.toarray()
+    pi = np.linalg.solve((np.eye(n) - Pd + 1.0).T, np.ones(n))  # pi (I - P + 1 1^T) = 1^T
+    # normwise: pi spans 8 decades and a dense solve is accurate only relative to max(pi) (the
+    # sparse one matched GTH, a subtraction-free elimination, to 1.4e-13 componentwise)
+    np.testing.assert_allclose(Z.pi, pi, rtol=0, atol=1e-11 * pi.max())
+    assert np.abs(Z.pi @ Pd - Z.pi).max() < 1e-15 * n
+    A = np.eye(n) - Pd + np.outer(np.ones(n), pi)
+    V = np.random.default_rng(2).standard_normal((n, 3))
+    ref = np.linalg.solve(A, V)
+    scale = np.abs(ref).max()
+    assert np.abs(Z @ V[:, 0] - ref[:, 0]).max() < 1e-11 * scale
+    assert np.abs(Z @ V - ref).max() < 1e-11 * scale
+    # its defining identities: Z 1 = 1, pi Z v = pi v, (I - P) Z v = v - (pi v) 1
+    np.testing.assert_allclose(Z @ np.ones(n), 1.0, rtol=1e-11)
+    x = Z @ V[:, 1]
+    assert abs(pi @ x - pi @ V[:, 1]) < 1e-12 * np.abs(V[:, 1]).max()
+    np.testing.assert_allclose(x - Pd @ x, V[:, 1] - pi @ V[:, 1], atol=1e-11 * scale)
+
+
+@pytest.mark.parametrize("a,b", [(1.0, 0.0), (0.3, 0.3), (0.6, 0.1)])
+def test_fundamental_of_a_large_cycle_has_the_known_answer(a, b):
+    """Walk on a cycle of 2,500 states (step +1 w.p. a, -1 w.p. b; a = 1: periodic, period
+    2,500): P is circulant, pi uniform, and Z v = F^-1 (F v / lambda) with the eigenvalues
+    lambda_k = 1 - (1-a-b) - a w^k - b w^-k of I - P (1 for k = 0, where pi 1 takes over)."""
+    import scipy.sparse as sp
+
+    n = 2500
+    i = np.arange(n)
+    P_ = sp.csr_matrix((np.r_[np.full(n, 1 - a - b), np.full(n, a), np.full(n, b)],
+                        (np.r_[i, i, i], np.r_[i, (i + 1) % n, (i - 1) % n])), shape=(n, n))
+    P_.eliminate_zeros()
+    Z = M._fundamental(P_)
+    np.testing.assert_allclose(Z.pi, 1 / n, rtol=1e-9)
+    v = np.random.default_rng(3).standard_normal(n)
+    w = np.exp(2j * np.pi * i / n)
+    lam = 1 - (1 - a - b) - a * w - b * np.conj(w)
+    lam[0] = 1.0
+    ref = np.real(np.fft.ifft(np.fft.fft(v) / lam))
+    # cond(I - P + 1 pi) grows like n^2 on a cycle: 1e-9 is round-off, not slack
+    np.testing.assert_allclose(Z @ v, ref, atol=1e-9 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("start_recurrent", [False, True])
+def test_series_closed_forms_with_a_large_class_match_dense(start_recurrent):
+    """The excess-entropy-type sums of _Analysis.series on a graph with transient states that
+    drain into a 2,500-state class and a 4-state class, against the dense Drazin route (W^inf
+    from dense absorption probabilities and class stationaries, then dense solves)."""
+    import types
+
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(4)
+    nb, nc, nt = 2500, 4, 0 if start_recurrent else 12
+    big = _random_ergodic(nb, 5)
+    small = _random_ergodic(nc, 6).toarray()
+    K = nt + nb + nc
+    W = np.zeros((K, K))
+    B, C = slice(nt, nt + nb), slice(nt + nb, K)
+    W[B, B] = big.toarray()
+    W[C, C] = small
+    for s in range(nt):  # transient: forward within the transient block, into both classes
+        tgt = np.r_[rng.integers(s + 1, nt, 2) if s + 1 < nt else [], rng.integers(nt, K, 2), nt + nb]
+        W[s, tgt.astype(int)] += rng.random(len(tgt)) + 0.1
+        W[s] /= W[s].sum()
+    rec = np.arange(K) >= nt
+    classes = [np.arange(nt, nt + nb), np.arange(nt + nb, K)] if nt else [np.arange(nb)]
+    if start_recurrent:  # the start is in the large class: one class, no transient part
+        W, K = W[B, B], nb
+    graph = types.SimpleNamespace(recurrent=rec[:K] if nt else np.ones(K, bool), recurrent_classes=classes,
+                                  transition_matrix=lambda sparse=True: sp.csr_matrix(W) if sparse else W)
+    a = M._Analysis(None, graph)
+    h = rng.random(K)
+    S1, S2, lim = a.series(h)
+    # dense reference
+    Winf = np.zeros((K, K))
+    t = np.arange(nt)
+    absorb = np.linalg.solve(np.eye(nt) - W[np.ix_(t, t)], np.eye(nt)) if nt else None
+    for cls in classes:
+        Pc = W[np.ix_(cls, cls)]
+        m = len(cls)
+        pic = np.linalg.solve((np.eye(m) - Pc + 1.0).T, np.ones(m))
+        Winf[np.ix_(cls, cls)] = pic
+        if nt:
+            Winf[np.ix_(t, cls)] = (absorb @ W[np.ix_(t, cls)].sum(axis=1))[:, None] * pic
+    Mt = (np.eye(K) - W + Winf).T
+    e0 = np.zeros(K)
+    e0[0] = 1.0
+    a0 = np.linalg.solve(Mt, e0)      # e_0 (I - W + W^inf)^-1
+    a1 = np.linalg.solve(Mt, a0)      # e_0 (I - W + W^inf)^-2
+    E, T, L = a0 @ h - Winf[0] @ h, a1 @ h - Winf[0] @ h, Winf[0] @ h
+    assert lim == pytest.approx(L, rel=1e-11)
+    assert S1 == pytest.approx(E, rel=1e-9, abs=1e-9)
+    assert S2 == pytest.approx(T, rel=1e-9, abs=1e-9)

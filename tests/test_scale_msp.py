@@ -166,7 +166,102 @@ def test_resume_skips_finished_shards(tmp_path, client):
     done = scale.msp_reduce(proc, 7, reds, shards=6, store=store, client=client)
     assert done.info["shards_run"] == {"entropy": 0, "chunks": 0}
     with pytest.raises(ValueError, match="different MSP run"):
-        scale.msp_reduce(proc, 8, reds, shards=6, store=store, client=client)
+        scale.msp_reduce(proc, 7, reds, shards=6, store=store, client=client, min_prob=1e-6)
+    with pytest.raises(ValueError, match="different MSP run"):
+        scale.msp_reduce(proc, 8, reds, shards=5, store=store, client=client)
+
+
+def test_rerun_with_other_reduction_parameters_is_refused(tmp_path, client):
+    """A store's saved partials belong to their reductions' parameters: resuming with other
+    ones (histogram bins, distinct tol) is refused, not merged (a crash for bins, a silently
+    wrong distinct count for tol)."""
+    import zarr
+
+    proc = cm.processes.mess3()
+    for first, second in ((scale.BeliefHistogram(bins=16), scale.BeliefHistogram(bins=32)),
+                          (scale.DistinctBeliefs(tol=1e-8, depths=[6]), scale.DistinctBeliefs(tol=1e-3, depths=[6])),
+                          (scale.DistinctBeliefs(depths=[5]), scale.DistinctBeliefs(depths=[6]))):
+        store = str(tmp_path / f"{first.key()}.zarr")
+        scale.msp_reduce(proc, 6, [first], shards=3, store=store, client=client)
+        zarr.open_group(store, mode="r+").attrs.update({"done_chunks": [0], "complete": False})
+        with pytest.raises(ValueError, match="different MSP run"):
+            scale.msp_reduce(proc, 6, [second], shards=3, store=store, client=client)
+        again = scale.msp_reduce(proc, 6, [first], shards=3, store=store, client=client)  # its own rerun resumes
+        assert again.info["shards_run"]["chunks"] == 2
+
+
+def test_store_of_the_previous_version_still_resumes(tmp_path, client):
+    """Stores written before family keys (run key = one hash of everything) resume as before."""
+    import zarr
+
+    from compmech.scale.msp import _plan
+    from compmech.scale.store import _legacy_run_key
+
+    proc = cm.processes.mess3()
+    store = str(tmp_path / "old.zarr")
+    full = scale.msp_reduce(proc, 7, shards=6, store=store, client=client)
+    g = zarr.open_group(store, mode="r+")
+    a = g.attrs.asdict()
+    a.pop("family_key")
+    a.pop("levels_kept")
+    a.update(run_key=_legacy_run_key(proc, 7, 0.0, _plan(proc, 7, 6, 0.0, None), [], None), done_entropy=[0, 3],
+             complete=False)
+    g.attrs.put(a)
+    again = scale.msp_reduce(proc, 7, shards=6, store=store, client=client)
+    assert again.info["shards_run"]["entropy"] == 4
+    np.testing.assert_array_equal(full.entropy.H_exact, again.entropy.H_exact)
+
+
+def _mtimes(path):
+    import os
+
+    return {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns for d, _, fs in os.walk(path) for f in fs}
+
+
+def test_deeper_run_extends_a_finished_store(tmp_path, client):
+    """A finished run asked again with only a larger depth extends its store: the levels it
+    wrote stay (not rewritten), and everything equals a fresh run of the new depth; an
+    interrupted extension resumes. Other mismatches are still refused, each with its reason."""
+    import zarr
+
+    proc = cm.processes.mess3()
+    reds = [scale.BeliefHistogram(bins=16, depths=[5, 7])]  # few depths: each is a stored partial per shard
+    store = str(tmp_path / "x.zarr")
+    scale.msp_reduce(proc, 7, reds, shards=6, store=store, zarr=True, zarr_chunk=512, client=client)
+    before = _mtimes(str(tmp_path / "x.zarr" / "levels" / "7"))
+    ext = scale.msp_reduce(proc, 9, reds, shards=6, store=store, zarr=True, zarr_chunk=512, client=client)
+    assert ext.info["extended_from"] == 7 and ext.info["levels_kept"] == 7
+    assert _mtimes(str(tmp_path / "x.zarr" / "levels" / "7")) == before  # kept, not rewritten
+    fresh_path = str(tmp_path / "fresh.zarr")
+    fresh = scale.msp_reduce(proc, 9, reds, shards=6, store=fresh_path, zarr=True, zarr_chunk=512, client=client)
+    assert fresh.info["extended_from"] is None
+    np.testing.assert_array_equal(ext.entropy.H_exact, fresh.entropy.H_exact)
+    np.testing.assert_array_equal(ext.entropy.prob_exact, fresh.entropy.prob_exact)
+    np.testing.assert_array_equal(ext["histogram"].mass[7], fresh["histogram"].mass[7])
+    a, b = scale.load_tree(store), scale.load_tree(fresh_path)
+    for d in range(10):
+        for name in ("beliefs", "probs", "parent", "token"):
+            np.testing.assert_array_equal(getattr(a.level(d), name), getattr(b.level(d), name), err_msg=f"{d} {name}")
+    attrs = zarr.open_group(store, mode="r").attrs
+    assert attrs["depth"] == 9 and attrs["H_bits"] == zarr.open_group(fresh_path, mode="r").attrs["H_bits"]
+    # an interrupted extension resumes, still keeping levels 0..7
+    g = zarr.open_group(store, mode="r+")
+    g.attrs.update({"done_chunks": [1, 4], "complete": False, "levels_complete": False})
+    again = scale.msp_reduce(proc, 9, reds, shards=6, store=store, zarr=True, zarr_chunk=512, client=client)
+    assert again.info["shards_run"]["chunks"] == 4 and again.info["levels_kept"] == 7
+    np.testing.assert_array_equal(scale.load_tree(store).level(9).probs, b.level(9).probs)
+    # refusals: unfinished (with the depth that resumes it), shallower than the store, other options
+    g.attrs["complete"] = False
+    with pytest.raises(ValueError, match="unfinished depth-9 run of this process: rerun with depth 9"):
+        scale.msp_reduce(proc, 10, reds, shards=6, store=store, zarr=True, zarr_chunk=512, client=client)
+    g.attrs["complete"] = True
+    with pytest.raises(ValueError, match="finished depth-9 run of this process, deeper than depth 8"):
+        scale.msp_reduce(proc, 8, reds, shards=6, store=store, zarr=True, zarr_chunk=512, client=client)
+    with pytest.raises(ValueError, match="different MSP run"):
+        scale.msp_reduce(proc, 10, reds, shards=6, store=store, client=client)  # no levels this time
+    with pytest.raises(ValueError, match="different MSP run"):
+        scale.msp_reduce(cm.processes.mess3(0.1, 0.7), 10, reds, shards=6, store=store, zarr=True,
+                         zarr_chunk=512, client=client)
 
 
 def test_local_cluster_two_workers_same_bits():
@@ -224,8 +319,30 @@ def test_cli_stream(tmp_path):
                                   cm.msp_tree(cm.processes.mess3(), 8).level(8).probs)
 
 
+def test_cli_stream_deeper_run_extends_the_default_store(tmp_path):
+    """`compmech msp X --depth 8 --stream` then `--depth 9 --stream` (same default store) runs
+    the deeper one in that store, as a fresh depth-9 run would, instead of refusing."""
+    cmd = [sys.executable, "-m", "compmech.cli", "msp", "mess3", "--stream", "--out", str(tmp_path / "m.png")]
+    r = subprocess.run(cmd + ["--depth", "8"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(cmd + ["--depth", "9"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"extended     the finished depth-8 run in {tmp_path / 'm.stream.zarr'} to depth 9" in r.stdout
+    H = ref_entropy(cm.processes.mess3(), 9)[0]
+    fresh = scale.msp_reduce(cm.processes.mess3(), 9)
+    import zarr
+
+    assert zarr.open_group(str(tmp_path / "m.stream.zarr"), mode="r").attrs["H_bits"] == fresh.entropy.H.tolist()
+    np.testing.assert_allclose(fresh.entropy.H, H, rtol=1e-12)
+    r = subprocess.run(cmd + ["--depth", "9", "--min-prob", "1e-9"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "holds a different MSP run" in r.stderr and r.stderr.count("\n") == 1
+
+
 @pytest.mark.slow
 def test_cli_ctrl_c_saves_progress_and_rerun_resumes(tmp_path):
+    """Ctrl-C while shards run: one line on stdout, nothing from Dask on stderr (closing the
+    in-process worker under running tasks used to log a multi-line CancelledError warning per
+    task), and the rerun completes with the uninterrupted run's exact result."""
     import os
     import signal
     import time
@@ -233,7 +350,8 @@ def test_cli_ctrl_c_saves_progress_and_rerun_resumes(tmp_path):
     import zarr
 
     store = tmp_path / "s.stream.zarr"  # the CLI's progress store next to --out
-    cmd = [sys.executable, "-m", "compmech.cli", "msp", "mess3", "--depth", "16", "--stream",
+    # Depth 17: a shard takes long enough (~1e6 nodes) that tasks are running when the signal lands.
+    cmd = [sys.executable, "-m", "compmech.cli", "msp", "mess3", "--depth", "17", "--stream",
            "--out", str(tmp_path / "s.png")]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seen, deadline = b"", time.time() + 120
@@ -242,7 +360,9 @@ def test_cli_ctrl_c_saves_progress_and_rerun_resumes(tmp_path):
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130, (out + err)[-2000:]
-    assert b"rerun the same command to resume" in out
+    assert b"CancelledError" not in err and b"Traceback" not in err, err.decode()[-2000:]
+    tail = (seen + out).decode().rstrip().splitlines()[-1]
+    assert tail.startswith("interrupted: finished shards are saved in") and "rerun the same command to resume" in tail
     done = zarr.open_group(str(store), mode="r").attrs["done_entropy"]
     assert 3 <= len(done) < 64
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -250,5 +370,5 @@ def test_cli_ctrl_c_saves_progress_and_rerun_resumes(tmp_path):
     a = zarr.open_group(str(store), mode="r").attrs
     assert a["complete"] and len(a["done_entropy"]) == 64
     # resumed result equals the exact in-memory-independent value (a fresh, uninterrupted run)
-    fresh = scale.msp_reduce(cm.processes.mess3(), 16, shards=64)
+    fresh = scale.msp_reduce(cm.processes.mess3(), 17, shards=64)
     assert a["H_bits"] == fresh.entropy.H.tolist()

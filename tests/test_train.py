@@ -245,3 +245,33 @@ def main_cli(argv):
     from compmech.cli import main
 
     return main(argv)
+
+
+def test_cli_train_builds_the_process_once(tmp_path, monkeypatch):
+    """`compmech train` builds the process before its start line (to fail early) and train()
+    needs it again: the config keeps the built process, so it is built once; a changed
+    parameter (also in place) builds the new one, and pickles do not carry it."""
+    import pickle
+
+    import compmech.train as train_mod
+
+    calls = []
+    real = train_mod.get_process
+
+    def counting(name, **kw):
+        calls.append((name, kw))
+        return real(name, **kw)
+
+    monkeypatch.setattr(train_mod, "get_process", counting)
+    assert main_cli(["train", "--out", str(tmp_path / "run"), "--set", "ctx=3", "--set", "tokens=300",
+                     "--set", "batch_size=16", "--set", "snapshots=0", "--set", "model.n_layers=1",
+                     "--set", "model.d_model=8", "--set", "model.d_head=4", "--set", "model.d_mlp=8",
+                     "--threads", "1", "--no-progress"]) == 0
+    assert len(calls) == 1, calls
+    cfg = tiny_cfg()
+    p = cfg.make_process()
+    assert cfg.make_process() is p and len(calls) == 2
+    cfg.process_params["x"] = 0.2
+    q = cfg.make_process()
+    assert q is not p and len(calls) == 3
+    assert "_process" not in pickle.loads(pickle.dumps(cfg)).__dict__

@@ -23,9 +23,13 @@ def run_stream(args) -> int:
         res = msp_reduce(proc, args.depth, ("entropy",), client=client, min_prob=args.min_prob, store=store,
                          zarr=bool(args.zarr), progress=True)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished shards are saved in {store}; rerun the same command to resume")
+        print(f"interrupted: finished shards are saved in {store}; rerun the same command to resume")
         return 130
     dt = time.perf_counter() - t0
+    if res.info["extended_from"] is not None:
+        kept = res.info["levels_kept"]
+        print(f"extended     the finished depth-{res.info['extended_from']} run in {store} to depth {args.depth}"
+              + (f" (levels 0..{kept} kept)" if kept else ""))
     e = res.entropy
     n = int(e.nodes[1:].sum())
     print(f"nodes        {n:,} in {dt:.1f} s ({n / max(dt, 1e-9) / 1e6:.1f} M nodes/s; "

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from . import _exact
-from .store import _LevelWriter, _level_chunk, _run_key, _Store, _zarr_levels
+from .store import _LevelWriter, _family_key, _legacy_run_key, _level_chunk, _run_key, _Store, _zarr_levels
 from .reductions import BeliefHistogram, DistinctBeliefs, Reduction
 from ..msp_tree import MSPLevel, MSPTree, msp_tree, walk_levels
 from ..process import Process, as_process
@@ -115,8 +115,9 @@ def _entropy_task(proc: Process, roots: np.ndarray, probs: np.ndarray, below: in
 
 def _chunk_task(proc, roots: MSPLevel, roots_seq, k: int, N: int, max_nodes: int, min_prob: float,
                 reductions: list, store_path: str | None, level_starts: dict | None, level_ends: dict | None,
-                root_row0: int, zarr_chunk: int, level_sizes: list | None = None):
-    """Phase 2 for one shard: stream its levels through the reductions and into Zarr."""
+                root_row0: int, zarr_chunk: int, level_sizes: list | None = None, levels_kept: int = 0):
+    """Phase 2 for one shard: stream its levels through the reductions and into Zarr (levels
+    up to ``levels_kept`` are already in the store, from the shallower run this one extends)."""
     wanted = {r.name: set(r.depths(N)) for r in reductions}
     need_seq = any(r.needs_sequences for r in reductions)
     deepest = max([max(d) for d in wanted.values() if d] + ([N] if store_path else [k]))
@@ -126,7 +127,7 @@ def _chunk_task(proc, roots: MSPLevel, roots_seq, k: int, N: int, max_nodes: int
         import zarr
 
         g = zarr.open_group(store_path, mode="r+")
-        for d in range(k + 1, N + 1):
+        for d in range(max(k, levels_kept) + 1, N + 1):
             def open_arrays(d=d):
                 return {name: g[f"levels/{d}/{name}"] for name in ("beliefs", "probs", "parent", "token")}
 
@@ -166,6 +167,33 @@ def _as_reductions(reductions) -> list:
     if len(set(names)) != len(names):
         raise ValueError(f"reduction names must be unique, got {names}")
     return out
+
+
+class _DropCancelledInstructions:
+    """Logging filter for distributed's worker: closing an in-process worker while tasks run
+    (Ctrl-C) cancels their coroutines and distributed logs one multi-line WARNING per task
+    ("Async instruction for <Task cancelled ...> ended with CancelledError"). That is our own
+    shutdown, not a fault: those records, and only those, are dropped while we close."""
+
+    LOGGER = "distributed.worker.state_machine"
+
+    def filter(self, record) -> bool:
+        return not record.getMessage().endswith("ended with CancelledError")
+
+
+def _close_own(cl, cluster):
+    """Close the client (and the cluster) msp_reduce started, without distributed's
+    cancellation warnings for tasks still running (an interrupted run)."""
+    import logging
+
+    log, drop = logging.getLogger(_DropCancelledInstructions.LOGGER), _DropCancelledInstructions()
+    log.addFilter(drop)
+    try:
+        cl.close()
+        if cluster is not None:
+            cluster.close()
+    finally:
+        log.removeFilter(drop)
 
 
 def _get_client(client):
@@ -244,7 +272,10 @@ def msp_reduce(process, depth: int, reductions: Sequence = ("entropy",), *, clie
         shards: number of shards (default 64, or the number of level-k prefixes); the results
             of the built-in reductions do not depend on it (nor on workers or ``max_nodes``).
         store: a Zarr group path recording finished shards and their partial results: an
-            interrupted call (Ctrl-C, lost cluster) rerun with the same arguments resumes.
+            interrupted call (Ctrl-C, lost cluster) rerun with the same arguments resumes. A
+            store holding a finished run that differs only in a smaller ``depth`` is extended
+            (its written levels are kept; ``info["extended_from"]``); any other run there is
+            refused with a ``ValueError`` naming what it holds.
         zarr: also write every level (beliefs, probs, parent, token, as ``cm.msp_tree``) into
             ``store`` under ``levels/<d>/``, in parallel from the tasks; read them back with
             :func:`load_tree` or :func:`open_levels`.
@@ -273,7 +304,9 @@ def msp_reduce(process, depth: int, reductions: Sequence = ("entropy",), *, clie
                                 "w": proc.w.tolist() if proc.is_generalized else None},
                     "initial": plan.top.level(0).beliefs[0].tolist(), "zarr_chunk": zarr_chunk,
                     "reductions": [r.name for r in reds], "levels_written": bool(zarr), "levels_complete": False}
-        st = _Store(store, _run_key(proc, depth, min_prob, plan, reds, initial) + ("z" if zarr else ""), manifest)
+        st = _Store(store, _run_key(proc, depth, min_prob, plan, reds, initial, zarr), manifest,
+                    _family_key(proc, min_prob, plan, reds, initial, zarr),
+                    _legacy_run_key(proc, depth, min_prob, plan, reds, initial, zarr))
     t0 = time.perf_counter()
     cl, own = _get_client(client)
     try:
@@ -318,14 +351,12 @@ def msp_reduce(process, depth: int, reductions: Sequence = ("entropy",), *, clie
             st.g.attrs.update({"complete": True, "levels_complete": bool(zarr), "level_sizes": entropy.nodes.tolist(),
                                "H_bits": entropy.H.tolist(), "total_prob": entropy.total_prob.tolist()})
         info = {"split_level": k, "shards": plan.n_shards, "shards_run": ran, "nodes": int(entropy.nodes.sum()),
+                "extended_from": st.extended_from if st else None, "levels_kept": st.levels_kept if st else 0,
                 "seconds_entropy": t_entropy, "seconds": time.perf_counter() - t0}
         return MSPReduceResult(entropy, out, info)
     finally:
         if own:
-            cluster = cl.cluster if client is None else None
-            cl.close()
-            if cluster is not None:
-                cluster.close()
+            _close_own(cl, cl.cluster if client is None else None)
 
 
 def _chunk_phase(cl, st, proc, plan, reds, N, max_nodes, min_prob, zarr, zarr_chunk, entropy, shard_counts, progress,
@@ -349,7 +380,7 @@ def _chunk_phase(cl, st, proc, plan, reds, N, max_nodes, min_prob, zarr, zarr_ch
         sub = MSPLevel(k, roots.beliefs[a:b], roots.probs[a:b], roots.parent[a:b], roots.token[a:b], proc)
         items.append((i, (proc, sub, roots_seq[a:b], k, N, max_nodes, min_prob, reds, store_path,
                           starts[i] if zarr else None, ends[i] if zarr else None, a, zarr_chunk,
-                          entropy.nodes.tolist())))
+                          entropy.nodes.tolist(), st.levels_kept if zarr else 0)))
     pending: dict = {}
     boundary_buf: dict = {}  # level -> [(row0, cols)] of shards not yet marked done
     waiting: list = []

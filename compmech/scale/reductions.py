@@ -28,6 +28,12 @@ class Reduction:
     def __init__(self, depths=None):
         self._depths = None if depths is None else sorted({int(d) for d in np.atleast_1d(depths)})
 
+    def key(self) -> list:
+        """What a stored partial depends on (a store's run identity): a rerun with other
+        parameters must not merge with partials saved under these. A user reduction's
+        functions cannot be compared: its name stands for them."""
+        return [self.name, self._depths]
+
     def depths(self, depth: int) -> list[int]:
         ds = [depth] if self._depths is None else self._depths
         bad = [d for d in ds if not 1 <= d <= depth]
@@ -103,6 +109,9 @@ class BeliefHistogram(Reduction):
         if self.bins < 1:
             raise ValueError("histogram bins must be >= 1")
 
+    def key(self) -> list:
+        return super().key() + [self.bins]
+
     def _cells(self, beliefs: np.ndarray) -> np.ndarray:
         S = beliefs.shape[1]
         if self.bins ** max(S - 1, 0) > 1 << 26:
@@ -163,6 +172,9 @@ class DistinctBeliefs(Reduction):
         self.buckets = int(buckets)
         if not self.tol > 0 or self.buckets < 1:
             raise ValueError("distinct: tol must be > 0 and buckets >= 1")
+
+    def key(self) -> list:
+        return super().key() + [self.tol, self.buckets]
 
     def depths(self, depth):
         return list(range(1, depth + 1)) if self._depths is None else super().depths(depth)

@@ -16,34 +16,90 @@ from ..msp_tree import MSPTree, chain_levels
 FORMAT = "compmech.msp_store/1"
 
 
-def _run_key(proc, depth, min_prob, plan, reductions, initial) -> str:
+def _run_key(proc, depth, min_prob, plan, reductions, initial, zarr: bool = False) -> str:
+    """Identity of a run: everything its results depend on."""
+    return _family_key(proc, min_prob, plan, reductions, initial, zarr) + f"-d{int(depth)}"
+
+
+def _family_key(proc, min_prob, plan, reductions, initial, zarr: bool = False) -> str:
+    """A run's identity without its depth: runs of one family differ only in depth, and the
+    levels and sums of the shallower are exactly those of the deeper (same split, same shards)."""
     h = hashlib.sha256()
     for a in (proc.T, proc.w if proc.is_generalized else np.ones(0), plan.top.level(0).beliefs):
         h.update(np.ascontiguousarray(a, np.float64).tobytes())
-    h.update(json.dumps([depth, float(min_prob), plan.k, plan.bounds,
-                         sorted(r.name for r in reductions)]).encode())
+    h.update(json.dumps([float(min_prob), plan.k, plan.bounds, sorted(r.key() for r in reductions),
+                         bool(zarr)]).encode())
     return h.hexdigest()[:16]
+
+
+def _legacy_run_key(proc, depth, min_prob, plan, reductions, initial, zarr: bool = False) -> str:
+    """The run key of stores written before family keys (0.2.0): still the same run."""
+    h = hashlib.sha256()
+    for a in (proc.T, proc.w if proc.is_generalized else np.ones(0), plan.top.level(0).beliefs):
+        h.update(np.ascontiguousarray(a, np.float64).tobytes())
+    h.update(json.dumps([depth, float(min_prob), plan.k, plan.bounds, sorted(r.name for r in reductions)]).encode())
+    return h.hexdigest()[:16] + ("z" if zarr else "")
+
+
+# Totals of a finished run: stale (and removed) once a deeper run takes over its store.
+_RESULT_ATTRS = ("level_sizes", "H_bits", "total_prob")
 
 
 class _Store:
     """Run state in a Zarr group: attrs are the manifest (run key, plan, finished shards);
-    arrays under ``progress/`` hold each finished shard's partial results."""
+    arrays under ``progress/`` hold each finished shard's partial results.
 
-    def __init__(self, path: str, key: str, manifest: dict):
+    A finished run of the same family (same process, options and shard plan) to a smaller
+    depth is extended in place: its levels already written stay (``levels_kept``; they are
+    exactly the deeper run's), its per-shard sums are redone (a shard's walk to the new depth
+    passes every node above it anyway, so keeping them would save no work). Any other run in
+    the store is refused, an unfinished one with the depth that resumes it."""
+
+    def __init__(self, path: str, key: str, manifest: dict, family: str | None = None, legacy: str | None = None):
         import zarr
 
         self.path = path
+        self.extended_from, self.levels_kept = None, 0  # set when a shallower run is extended
         if os.path.exists(path):
             self.g = zarr.open_group(path, mode="r+")
             old = self.g.attrs.get("run_key")
-            if old is not None and old != key:
-                raise ValueError(f"{path} holds a different MSP run (other process, depth, options or "
-                                 f"reductions); use another path or delete it")
+            if old is not None and old == legacy:  # this run, recorded by an older version
+                self.g.attrs.update({"run_key": key, "family_key": family})
+            elif old is not None and old != key:
+                a = self.g.attrs
+                same = family is not None and a.get("family_key") == family
+                if same and a.get("complete") and a["depth"] < manifest["depth"]:
+                    self._take_over(a["depth"])
+                elif same and not a.get("complete"):
+                    raise ValueError(f"{path} holds an unfinished depth-{a['depth']} run of this process: rerun "
+                                     f"with depth {a['depth']} to finish it, or use another path or delete it")
+                elif same:
+                    raise ValueError(f"{path} holds the finished depth-{a['depth']} run of this process, deeper "
+                                     f"than depth {manifest['depth']}; use another path or delete it")
+                else:
+                    raise ValueError(f"{path} holds a different MSP run (other process, options, shards or "
+                                     f"reductions); use another path or delete it")
         else:
             self.g = zarr.open_group(path, mode="w")
         if self.g.attrs.get("run_key") is None:
-            self.g.attrs.update({"format": FORMAT, "run_key": key, **manifest, "done_entropy": [],
-                                 "done_chunks": [], "complete": False})
+            self.g.attrs.update({"format": FORMAT, "run_key": key, "family_key": family, **manifest,
+                                 "done_entropy": [], "done_chunks": [], "complete": False,
+                                 "levels_kept": self.levels_kept})
+        self.levels_kept = int(self.g.attrs.get("levels_kept", 0))  # also when resuming an extension
+
+    def _take_over(self, old_depth: int):
+        """Make a finished shallower run of the same family into a fresh deeper one."""
+        kept = old_depth if self.g.attrs.get("levels_complete") else 0
+        if "progress" in self.g:  # per-shard sums to the old depth: their shapes change
+            del self.g["progress"]
+        for name in list(self.g["levels"].group_keys()) if "levels" in self.g else []:
+            if int(name) > kept:  # a partly written level of an unfinished write
+                del self.g[f"levels/{name}"]
+        a = self.g.attrs.asdict()
+        for k in ("run_key",) + _RESULT_ATTRS:
+            a.pop(k, None)
+        self.g.attrs.put(a)  # no run key: __init__ writes the new run's manifest
+        self.extended_from, self.levels_kept = old_depth, kept
 
     def done(self, phase: str) -> set:
         return set(self.g.attrs.get(f"done_{phase}", []))
