@@ -425,81 +425,150 @@ def _moments_t(X, Y, w):
     return _Moments(float(w.sum()), wX.sum(0).numpy(), (w @ Y).numpy(), (X.T @ wX).numpy(), (wX.T @ Y).numpy())
 
 
-def _fit_block(Xs, Y, weights, members, perms, rcond, slices):
-    """Fit every design ``slices: name -> (lo, hi)`` (column ranges of ``Xs``) under each row
+#: float64 elements in one gathered row chunk (4 MiB): enough rows for full-speed GEMMs, small
+#: beside the activations. The fits never hold a float64 copy of a whole design.
+_CHUNK_ELEMS = 1 << 19
+
+
+def _chunks(rows, width):
+    """``rows`` in consecutive pieces of about ``_CHUNK_ELEMS / width`` rows."""
+    step = max(64, _CHUNK_ELEMS // max(int(width), 1))
+    for i in range(0, len(rows), step):
+        yield rows[i:i + step]
+
+
+class _Columns:
+    """One design: activation arrays ``(R_all, d_i)`` side by side, read in float64 row chunks
+    minus ``shift`` (the columns' mean over the kept rows; any shift gives the same fit, this one
+    keeps the moments well scaled). Row ``i`` of the design is row ``kept[i]`` of the arrays, so
+    neither the concatenation nor the float64 upcast of the whole design is ever materialised."""
+
+    def __init__(self, arrays, shifts, kept):
+        self.arrays, self.kept = arrays, kept
+        self.shift = np.concatenate(shifts)
+        self.D = len(self.shift)
+
+    def rows(self, idx):
+        src = self.kept[idx]
+        out = np.empty((len(idx), self.D))
+        lo = 0
+        for a in self.arrays:
+            out[:, lo:lo + a.shape[1]] = a[src]
+            lo += a.shape[1]
+        out -= self.shift
+        return out
+
+
+def _column_mean(name, a, kept):
+    """float64 column means of ``a[kept]`` by row chunks; non-finite values are refused here (the
+    float64 sums of finite float32 values cannot overflow), naming the first bad row."""
+    total = np.zeros(a.shape[1])
+    for idx in _chunks(kept, a.shape[1]):
+        total += np.add.reduce(a[idx], axis=0, dtype=np.float64)
+    if not np.isfinite(total).all():
+        n_bad, first = 0, None
+        for idx in _chunks(kept, a.shape[1]):
+            bad = ~np.isfinite(a[idx]).all(1)
+            n_bad += int(bad.sum())
+            if first is None and bad.any():
+                first = int(idx[np.argmax(bad)])
+        raise ValueError(f"activations {name!r} contain {n_bad} rows with NaN or infinite values (first: row "
+                         f"{first}); the model has diverged or overflowed")
+    return total / len(kept)
+
+
+def _fit_block(src: _Columns, Y, weights, members, perms, rcond, slices):
+    """Fit every design ``slices: name -> (lo, hi)`` (column ranges of ``src``) under each row
     weighting ``weights: name -> (R,)``, with CV (fold memberships ``members[w] (R, k)``) and
-    the shuffle control ``perms``. Moments are computed once per fold for the whole block (the
-    rows of a fold are gathered once for all weightings); sub-designs use their sub-blocks.
+    the shuffle control ``perms``. Three passes over the rows in chunks: the moments of every
+    fold under every weighting (sub-designs use their sub-blocks), then the predictions and the
+    shuffled targets' cross-moments, then the held-out errors; extra memory is O(D^2) plus one
+    chunk, whatever the number of rows, folds or shuffles.
     Returns ``name -> weighting -> (metrics, (coef, intercept), predictions)``."""
     import torch
 
-    S = Y.shape[1]
+    S, R, D = Y.shape[1], len(Y), src.D
     k = next(iter(members.values())).shape[1]
-    Yt = torch.from_numpy(Y)
-    # Rows of each fold (nonzero membership under any weighting), gathered once.
+    names = list(slices)
+    nS = len(names)
+    # Rows of each fold (nonzero membership under any weighting).
     fold_rows = []
     for f in range(k):
-        nz = np.zeros(len(Y), bool)
+        nz = np.zeros(R, bool)
         for M in members.values():
             nz |= M[:, f] > 0
         fold_rows.append(np.flatnonzero(nz))
     fold_m = {wn: [] for wn in weights}
-    fold_X = []
     for f, rows in enumerate(fold_rows):
-        ri = torch.from_numpy(rows)
-        Xf, Yf = Xs.index_select(0, ri), Yt.index_select(0, ri)
-        fold_X.append(Xf)
-        for wn, w in weights.items():
-            fold_m[wn].append(_moments_t(Xf, Yf, torch.from_numpy(w[rows] * members[wn][rows, f])))
-    Yp = np.concatenate([Y[p] for p in perms], 1) if perms else None  # (R, S * n)
-    out = {n: {} for n in slices}
-    for wn, w in weights.items():
-        M = members[wn]
+        acc = {wn: _Moments(0.0, np.zeros(D), np.zeros(S), np.zeros((D, D)), np.zeros((D, S))) for wn in weights}
+        for idx in _chunks(rows, D):
+            Xc, Yc = torch.from_numpy(src.rows(idx)), torch.from_numpy(Y[idx])
+            for wn, w in weights.items():
+                acc[wn] = acc[wn] + _moments_t(Xc, Yc, torch.from_numpy(w[idx] * members[wn][idx, f]))
+        for wn in weights:
+            fold_m[wn].append(acc[wn])
+    # Solves: full fit and the k leave-one-fold-out fits of every design, as block-structured
+    # coefficient matrices so that all designs predict in one GEMM.
+    fit = {}
+    for wn in weights:
         tot = fold_m[wn][0]
         for m in fold_m[wn][1:]:
             tot = tot + m
-        sst = float(w @ ((Y - (w @ Y) / w.sum()) ** 2).sum(1))
-        if perms:
-            Sxy_p = (Xs.T @ (torch.from_numpy(w)[:, None] * torch.from_numpy(Yp))).numpy()
-            my_p = (w @ Yp) / tot.sw
-            sst_p = (w @ (Yp - my_p) ** 2).reshape(len(perms), S).sum(1)
-        names = list(slices)
-        D, nS = Xs.shape[1], len(names)
-        C_full = np.zeros((D, nS * S))
-        b_full = np.zeros(nS * S)
-        C_cv = np.zeros((k, D, nS * S))
-        b_cv = np.zeros((k, nS * S))
+        C_full, b_full = np.zeros((D, nS * S)), np.zeros(nS * S)
+        C_cv, b_cv = np.zeros((k, D, nS * S)), np.zeros((k, nS * S))
         subs = {}
         for j, name in enumerate(names):
             lo, hi = slices[name]
             sub = lambda m: _Moments(m.sw, m.sx[lo:hi], m.sy, m.Sxx[lo:hi, lo:hi], m.Sxy[lo:hi])
-            T = sub(tot)
-            subs[name] = T
+            subs[name] = T = sub(tot)
             cols = slice(j * S, (j + 1) * S)
             C_full[lo:hi, cols], b_full[cols] = _solve(T, rcond)
             for f in range(k):
                 C_cv[f, lo:hi, cols], b_cv[f, cols] = _solve(T - sub(fold_m[wn][f]), rcond)
-        # All designs' predictions in one GEMM (block-structured coefficients).
-        P_all = (Xs @ torch.from_numpy(C_full)).numpy() + b_full
-        cv_sse = np.zeros(nS)
-        for f, rows in enumerate(fold_rows):
-            Pf = (fold_X[f] @ torch.from_numpy(C_cv[f])).numpy() + b_cv[f]
-            err = ((Pf - np.tile(Y[rows], nS)) ** 2).reshape(len(rows), nS, S).sum(2)
-            cv_sse += (w[rows] * M[rows, f]) @ err
+        fit[wn] = (tot, subs, torch.from_numpy(C_full), b_full, C_cv, b_cv)
+    # Predictions of every design and the shuffled targets' cross-moments X^T diag(w) Y[perm].
+    P_all = {wn: np.empty((R, nS * S)) for wn in weights}
+    Sxy_p = {wn: np.zeros((D, S * len(perms))) for wn in weights}
+    for idx in _chunks(np.arange(R), D):
+        Xc = torch.from_numpy(src.rows(idx))
+        Yp = torch.from_numpy(np.concatenate([Y[p[idx]] for p in perms], 1)) if perms else None
+        for wn, w in weights.items():
+            _, _, C_full, b_full, _, _ = fit[wn]
+            P_all[wn][idx] = (Xc @ C_full).numpy() + b_full
+            if perms:
+                Sxy_p[wn] += (Xc.T @ (torch.from_numpy(w[idx])[:, None] * Yp)).numpy()
+    # Held-out errors of every design, fold by fold.
+    cv_sse = {wn: np.zeros(nS) for wn in weights}
+    for f, rows in enumerate(fold_rows):
+        for idx in _chunks(rows, D):
+            Xc, Yt = torch.from_numpy(src.rows(idx)), np.tile(Y[idx], nS)
+            for wn, w in weights.items():
+                _, _, _, _, C_cv, b_cv = fit[wn]
+                Pf = (Xc @ torch.from_numpy(C_cv[f])).numpy() + b_cv[f]
+                err = ((Pf - Yt) ** 2).reshape(len(idx), nS, S).sum(2)
+                cv_sse[wn] += (w[idx] * members[wn][idx, f]) @ err
+    out = {n: {} for n in slices}
+    for wn, w in weights.items():
+        tot, subs, _, _, _, _ = fit[wn]
+        sst = float(w @ ((Y - (w @ Y) / w.sum()) ** 2).sum(1))
+        if perms:  # the shuffled targets' means and total sums of squares, one permutation at a time
+            my_p = np.concatenate([(w @ Y[p]) / tot.sw for p in perms])
+            sst_p = np.array([(w @ (Y[p] - my_p[i * S:(i + 1) * S]) ** 2).sum() for i, p in enumerate(perms)])
         for j, name in enumerate(names):
             lo, hi = slices[name]
             T = subs[name]
             cols = slice(j * S, (j + 1) * S)
-            coef, icpt = C_full[lo:hi, cols], b_full[cols]
-            P = P_all[:, cols]
+            C_full = fit[wn][2].numpy()
+            coef, icpt = C_full[lo:hi, cols], fit[wn][3][cols]
+            P = P_all[wn][:, cols]
             res = {"dims": int(hi - lo), "mse": _mse(Y, P, w), "r2": _r2(Y, P, w)}
             res["rmse"] = float(np.sqrt(res["mse"]))
-            res["cv_mse"] = float(cv_sse[j]) / tot.sw / S
-            res["cv_r2"] = 1.0 - float(cv_sse[j]) / sst if sst > 0 else float("nan")
+            res["cv_mse"] = float(cv_sse[wn][j]) / tot.sw / S
+            res["cv_r2"] = 1.0 - float(cv_sse[wn][j]) / sst if sst > 0 else float("nan")
             res["cv_ratio"] = res["cv_mse"] / res["mse"] if res["mse"] > 0 else float("inf")
             if perms:
                 G = T.Sxx - np.outer(T.sx, T.sx / T.sw)
-                B = Sxy_p[lo:hi] - np.outer(T.sx, my_p)
+                B = Sxy_p[wn][lo:hi] - np.outer(T.sx, my_p)
                 explained = ((_pinv_psd(G, rcond) @ B) * B).sum(0).reshape(len(perms), S).sum(1)
                 sse_p = np.maximum(sst_p - explained, 0.0)
                 mse_p = sse_p / tot.sw / S
@@ -550,21 +619,26 @@ class _single_threaded_lapack:
         return False
 
 
+def _activation_rows(name, a, n_rows):
+    """``a`` as a 2-D numpy array of ``n_rows`` rows, without copying a numpy array."""
+    a = np.asarray(a)
+    if a.ndim != 2 or a.shape[0] != n_rows:
+        raise ValueError(f"activations {name!r} must have shape ({n_rows}, d) (one row per prefix), got {a.shape}")
+    return a
+
+
 def _probe_activations(acts, prefixes, *, concat, concat_name, cv_folds, shuffles, seed, weightings, rcond,
                        final_layer, min_length):
-    import torch
-
     t0 = time.perf_counter()
     keep = prefixes.length >= min_length
+    kept = np.flatnonzero(keep)
     Y = np.ascontiguousarray(prefixes.beliefs[keep], dtype=np.float64)
     if not np.isfinite(Y).all():
         raise ValueError("probe targets (the prefixes' beliefs) contain NaN or infinite values")
-    for n, a in acts.items():  # a diverged model must not give NaN metrics silently
-        bad = ~np.isfinite(np.asarray(a)[keep])
-        if bad.any():
-            r = int(np.argwhere(bad)[0][0])
-            raise ValueError(f"activations {n!r} contain {int(bad.any(1).sum())} rows with NaN or infinite "
-                             f"values (first: row {r}); the model has diverged or overflowed")
+    arrays = {n: _activation_rows(n, a, len(prefixes)) for n, a in acts.items()}
+    # Column means of every layer, in one chunked pass that also refuses non-finite activations
+    # (a diverged model must not give NaN metrics silently).
+    means = {n: _column_mean(n, a, kept) for n, a in arrays.items()}
     weights = {}
     for wn in weightings:
         w = prefixes.weights(wn)[keep]
@@ -575,40 +649,35 @@ def _probe_activations(acts, prefixes, *, concat, concat_name, cv_folds, shuffle
     if concat is None:
         concat = [n for n in acts if n == "embed" or n.endswith("hook_resid_post")]
     concat = list(concat) if concat and len(concat) > 1 else []
-    blocks = []  # (Xs, slices)
+    missing = [n for n in concat if n not in arrays]
+    if missing:
+        raise ValueError(f"concat names {missing} are not among the activations {list(arrays)}")
+    blocks = []  # (design, slices: name -> column range)
     if concat:
-        X = torch.from_numpy(np.concatenate([np.asarray(acts[n])[keep] for n in concat], 1)).double()
         slices, lo = {}, 0
         for n in concat:
-            d = acts[n].shape[1]
-            slices[n] = (lo, lo + d)
-            lo += d
+            slices[n] = (lo, lo + arrays[n].shape[1])
+            lo += arrays[n].shape[1]
         slices[concat_name] = (0, lo)
-        blocks.append((X, slices))
-    for n, a in acts.items():
+        blocks.append((_Columns([arrays[n] for n in concat], [means[n] for n in concat], kept), slices))
+    for n, a in arrays.items():
         if n not in concat:
-            blocks.append((torch.from_numpy(np.asarray(a)[keep]).double(), {n: (0, a.shape[1])}))
+            blocks.append((_Columns([a], [means[n]], kept), {n: (0, a.shape[1])}))
     layers = {n: {} for n in acts}
     if concat:
         layers[concat_name] = {}
     coefs = {n: {} for n in layers}
     preds = {n: {} for n in layers}
-    for X, slices in blocks:
-        X -= X.mean(0)  # any shift: moments are centred algebraically; this keeps them well scaled
-        res = _fit_block(X, Y, weights, members, perms, rcond, slices)
+    for src, slices in blocks:
+        res = _fit_block(src, Y, weights, members, perms, rcond, slices)
         for n, per_w in res.items():
+            lo, hi = slices[n]
             for wn, (r, (c, b), P) in per_w.items():
                 layers[n][wn] = r
-                coefs[n][wn] = (c, b)
+                coefs[n][wn] = (c, b - src.shift[lo:hi] @ c)  # intercept in the original (unshifted) frame
                 preds[n][wn] = P
-        del X
-    # Recover intercepts in the original (unshifted) frame and cross-weighting MSEs.
-    for n in layers:
-        a = np.concatenate([np.asarray(acts[m])[keep] for m in concat], 1) if n == concat_name else None
-        mean = (a if a is not None else np.asarray(acts[n])[keep]).mean(0, dtype=np.float64)
+    for n in layers:  # every fit scored under every weighting
         for wn in weights:
-            c, b = coefs[n][wn]
-            coefs[n][wn] = (c, b - mean @ c)
             for other, wo in weights.items():
                 layers[n][wn][f"mse_{other}"] = _mse(Y, preds[n][wn], wo)
     if final_layer is None:
