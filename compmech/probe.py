@@ -251,20 +251,25 @@ def _resolve(model, names):
     return want, mods
 
 
-def _run_hooks(model, x, want, mods):
-    """Forward ``x`` once, capturing the output of each named submodule with a forward hook
-    (compmech and TransformerLens hook points are identity modules, so this reads them too)."""
+def _run_hooks(model, x, want, mods, take):
+    """Forward ``x`` once, capturing ``take(name, output)`` of each named submodule with a
+    forward hook (compmech and TransformerLens hook points are identity modules, so this reads
+    them too). ``take`` keeps only the rows wanted, so no full ``(B, L, d)`` activation outlives
+    the layer that made it."""
+    first = {}  # one hook per module, under the first name that wants it
+    for n, m in want.items():
+        first.setdefault(m, n)
     store, handles = {}, []
-    for m in set(want.values()):
-        def hook(_m, _inp, out, m=m):
-            store[m] = out[0] if isinstance(out, (tuple, list)) else out
+    for m, n in first.items():
+        def hook(_m, _inp, out, n=n):
+            store[n] = take(n, out[0] if isinstance(out, (tuple, list)) else out)
         handles.append(mods[m].register_forward_hook(hook))
     try:
         model(x)
     finally:
         for h in handles:
             h.remove()
-    return {n: store[m] for n, m in want.items()}
+    return {n: store[first[m]] for n, m in want.items()}
 
 
 class _eval_mode:
@@ -280,6 +285,54 @@ class _eval_mode:
         return False
 
 
+#: Memory one sub-walk of :func:`tree_forward` may use beyond the activations it returns (at
+#: least; an eighth of the activations when that is more, so that huge sets need fewer sub-walks).
+_TREE_CHUNK_BYTES = 64 << 20
+#: Fewest subtree roots per sub-walk: every level of a sub-walk then has enough rows that its
+#: matrix products give each row the same bits as the single walk (seen: >= 12; small levels of
+#: a few rows take other BLAS paths).
+_TREE_MIN_ROOTS = 64
+
+
+def _tree_row_bytes(cfg, n_out, logits):
+    """Bytes one row of a ``forward_tree`` walk costs: its outputs, its key/value cache entries
+    and the per-row intermediates of a level (attention over ``ctx`` ancestors, MLP)."""
+    hd = cfg.n_heads * cfg.d_head
+    out = 4 * (n_out * cfg.d_model + (cfg.out_vocab_size if logits else 0))
+    kv = 2 * cfg.n_layers * hd * 4
+    level = 4 * (2 * cfg.ctx * hd + 3 * hd + 2 * cfg.d_mlp + 6 * cfg.d_model + cfg.out_vocab_size)
+    return out + kv + level
+
+
+def _tree_parts(prefixes: PrefixSet, row_bytes: int, out_bytes: int):
+    """Row sets of the sub-walks that cover ``prefixes``: every row shallower than a split level
+    ``p`` (shared, recomputed by each sub-walk) plus the subtrees of a run of level-``p`` rows.
+    One part (the whole tree) when it fits the budget or no level has enough roots to split."""
+    R = len(prefixes)
+    budget = max(_TREE_CHUNK_BYTES, out_bytes // 8)
+    n_parts = -(-R * row_bytes // budget)
+    pos, parent = prefixes.position, prefixes.parent
+    sizes = np.bincount(pos)
+    ok = np.flatnonzero(sizes >= _TREE_MIN_ROOTS * n_parts)
+    if n_parts <= 1 or ok.size == 0:
+        return [np.arange(R)]
+    p = int(ok[0])
+    root = np.where(pos == p, np.arange(R), -1)  # the level-p ancestor of every deeper row
+    for q in range(p + 1, len(sizes)):
+        rows = np.flatnonzero(pos == q)
+        root[rows] = root[parent[rows]]
+    shallow = np.flatnonzero(pos < p)
+    # Contiguous runs of roots with about equal numbers of rows below them.
+    roots = np.flatnonzero(pos == p)
+    below = np.bincount(root[root >= 0], minlength=R)[roots]
+    cut = np.searchsorted(np.cumsum(below), np.arange(1, n_parts) * below.sum() / n_parts)
+    part_of_root = np.zeros(R, np.int64)
+    part_of_root[roots] = np.searchsorted(cut, np.arange(len(roots)), side="right")
+    deep = np.flatnonzero(root >= 0)
+    by_part = part_of_root[root[deep]]
+    return [np.concatenate([shallow, deep[by_part == j]]) for j in range(n_parts) if (by_part == j).any()]
+
+
 def tree_forward(model, prefixes: PrefixSet, names=None, *, return_logits: bool = False, device=None):
     """Activations (and optionally logits) of a model with a ``forward_tree`` method (a compmech
     :class:`~compmech.model.Transformer`) at every row of ``prefixes``, computing each distinct
@@ -288,15 +341,52 @@ def tree_forward(model, prefixes: PrefixSet, names=None, *, return_logits: bool 
     context 10). Identical to running every input through the model and reading each prefix's
     last position. Runs on the model's device (``device`` is accepted for compatibility).
 
+    Memory: the returned arrays are allocated once and filled by sub-walks over groups of
+    subtrees (each with its own key/value cache, freed after it), so the walk costs at most
+    ``max(64 MiB, activations / 8)`` beyond its output; the few rows above the split level are
+    recomputed by every sub-walk. The rows come out with the same bits as one walk of the
+    whole tree.
+
     Returns ``(acts: name -> (R, d_model) float32 numpy, logits (R, V_out) or None)``."""
     if names is None:
         names = default_layers(model)
     want, _ = _resolve(model, list(names))
+    mods = sorted(set(want.values()))
+    cfg = getattr(model, "cfg", None)
+    R = len(prefixes)
+    if cfg is not None and hasattr(cfg, "d_mlp"):
+        out_bytes = 4 * R * (len(mods) * cfg.d_model + (cfg.out_vocab_size if return_logits else 0))
+        parts = _tree_parts(prefixes, _tree_row_bytes(cfg, len(mods), return_logits), out_bytes)
+    else:  # unknown sizes: one walk
+        parts = [np.arange(R)]
+    acts, logits = {}, None
+    local = np.full(R, -1, np.int64)
     with _eval_mode(model):
-        logits, acts = model.forward_tree(prefixes.token, prefixes.parent, prefixes.position,
-                                          sorted(set(want.values())), return_logits=return_logits)
-    out = {n: acts[m].cpu().numpy() for n, m in want.items()}
-    return out, None if logits is None else logits.cpu().numpy()
+        for rows in parts:
+            local[rows] = np.arange(len(rows))
+            par = prefixes.parent[rows]
+            par = np.where(par >= 0, local[np.maximum(par, 0)], -1)
+            lg, a = model.forward_tree(prefixes.token[rows], par, prefixes.position[rows], mods,
+                                       return_logits=return_logits)
+            local[rows] = -1
+            for m in mods:
+                x = a.pop(m).cpu().numpy()
+                if len(parts) == 1:
+                    acts[m] = x
+                    continue
+                if m not in acts:
+                    acts[m] = np.empty((R, x.shape[1]), x.dtype)
+                acts[m][rows] = x
+            if lg is not None:
+                lg = lg.cpu().numpy()
+                if len(parts) == 1:
+                    logits = lg
+                else:
+                    if logits is None:
+                        logits = np.empty((R, lg.shape[1]), lg.dtype)
+                    logits[rows] = lg
+            del a, lg
+    return {n: acts[m] for n, m in want.items()}, logits
 
 
 def collect_activations(model, prefixes: PrefixSet, names=None, *, device=None, batch_size: int = 16384,
@@ -336,14 +426,15 @@ def collect_activations(model, prefixes: PrefixSet, names=None, *, device=None, 
             if hi == lo:
                 continue
             x = torch.from_numpy(prefixes.inputs[i:i + batch_size]).to(device)
-            cache = _run_hooks(model, x, want, mods)
             r_seq = torch.from_numpy(sidx[lo:hi] - i).to(device)
             r_pos = torch.from_numpy(pos[lo:hi]).to(device)
-            for n in names:
-                a = cache[n]
+
+            def take(n, a):
                 if a.ndim != 3:
                     raise ValueError(f"activation {n!r} has shape {tuple(a.shape)}, expected (B, L, d)")
-                rows = a[r_seq, r_pos].float().cpu().numpy()
+                return a[r_seq, r_pos].float().cpu().numpy()
+
+            for n, rows in _run_hooks(model, x, want, mods, take).items():
                 if n not in out:
                     out[n] = np.empty((len(order), rows.shape[1]), dtype=dtype)
                 out[n][order[lo:hi]] = rows
