@@ -55,6 +55,10 @@ class _Moments:
         self.sw, self.sx, self.sy, self.Sxx, self.Sxy = sw, sx, sy, Sxx, Sxy
 
     @classmethod
+    def zeros(cls, D, S):
+        return cls(0.0, np.zeros(D), np.zeros(S), np.zeros((D, D)), np.zeros((D, S)))
+
+    @classmethod
     def of(cls, X, Y, w):
         wX = X * w[:, None]
         return cls(w.sum(), wX.sum(0), w @ Y, X.T @ wX, wX.T @ Y)
@@ -96,6 +100,62 @@ def _solve(m: _Moments, rcond, fit_intercept=True, Sxy=None, sy=None, ridge: flo
     return coef, my - mx @ coef
 
 
+#: float64 elements in one gathered row chunk (4 MiB): enough rows for full-speed GEMMs, small
+#: beside the activations. The fits never hold a float64 copy of a whole design.
+_CHUNK_ELEMS = 1 << 19
+
+
+def _chunks(rows, width):
+    """``rows`` in consecutive pieces of about ``_CHUNK_ELEMS / width`` rows."""
+    step = max(64, _CHUNK_ELEMS // max(int(width), 1))
+    for i in range(0, len(rows), step):
+        yield rows[i:i + step]
+
+
+class _Columns:
+    """One design: activation arrays ``(R_all, d_i)`` side by side, read in float64 row chunks
+    minus ``shift`` (the columns' mean over the kept rows; any shift gives the same fit, this one
+    keeps the moments well scaled). Row ``i`` of the design is row ``kept[i]`` of the arrays, so
+    neither the concatenation nor the float64 upcast of the whole design is ever materialised."""
+
+    def __init__(self, arrays, kept, shifts=None):
+        self.arrays, self.kept = arrays, kept
+        self.D = sum(a.shape[1] for a in arrays)
+        self.shift = np.zeros(self.D) if shifts is None else np.concatenate(shifts)
+
+    def chunks(self, rows=None):
+        """Row chunks of ``rows`` (default: all rows of the design)."""
+        return _chunks(np.arange(len(self.kept)) if rows is None else rows, self.D)
+
+    def rows(self, idx):
+        src = self.kept[idx]
+        out = np.empty((len(idx), self.D))
+        lo = 0
+        for a in self.arrays:
+            out[:, lo:lo + a.shape[1]] = a[src]
+            lo += a.shape[1]
+        out -= self.shift
+        return out
+
+
+def _column_mean(name, a, kept):
+    """float64 column means of ``a[kept]`` by row chunks; non-finite values are refused here (the
+    float64 sums of finite float32 values cannot overflow), naming the first bad row."""
+    total = np.zeros(a.shape[1])
+    for idx in _chunks(kept, a.shape[1]):
+        total += np.add.reduce(a[idx], axis=0, dtype=np.float64)
+    if not np.isfinite(total).all():
+        n_bad, first = 0, None
+        for idx in _chunks(kept, a.shape[1]):
+            bad = ~np.isfinite(a[idx]).all(1)
+            n_bad += int(bad.sum())
+            if first is None and bad.any():
+                first = int(idx[np.argmax(bad)])
+        raise ValueError(f"activations {name!r} contain {n_bad} rows with NaN or infinite values (first: row "
+                         f"{first}); the model has diverged or overflowed")
+    return total / len(kept)
+
+
 # ---------------------------------------------------------------------------------------------
 # Estimator
 # ---------------------------------------------------------------------------------------------
@@ -129,7 +189,8 @@ class BeliefProbe(MultiOutputMixin, RegressorMixin, BaseEstimator):
         if len(shape) != 2:
             raise ValueError(f"X must have shape (N, D), got {shape}. Reshape your data with X.reshape(-1, 1) "
                              f"for one feature or X.reshape(1, -1) for one sample")
-        return check_array(X, dtype=np.float64)  # real, finite, non-empty
+        # real, finite, non-empty; float32 stays float32 (read in float64 row chunks, never copied whole)
+        return check_array(X, dtype=(np.float64, np.float32))
 
     def _check(self, X, y, sample_weight=None):
         X = self._check_X(X)
@@ -168,9 +229,14 @@ class BeliefProbe(MultiOutputMixin, RegressorMixin, BaseEstimator):
         X, Y, w = self._check(X, y, sample_weight)
         if not w.sum() > 0:
             raise ValueError("probe fit needs a positive total sample weight (all sample weights are zero)")
-        shift = (w @ X) / w.sum() if self.fit_intercept else np.zeros(X.shape[1])
-        m = _Moments.of(X - shift, Y, w)
+        src = _Columns([X], np.arange(len(X)))
+        if self.fit_intercept:
+            src.shift = sum(w[idx] @ src.rows(idx) for idx in src.chunks()) / w.sum()
+        m = _Moments.zeros(src.D, Y.shape[1])
+        for idx in src.chunks():
+            m = m + _Moments.of(src.rows(idx), Y[idx], w[idx])
         coef, icpt = _solve(m, self.rcond, self.fit_intercept)
+        shift = src.shift
         self.coef_ = coef                          # (D, S)
         self.intercept_ = icpt - shift @ coef      # (S,)
         self.n_features_in_ = X.shape[1]
@@ -184,7 +250,9 @@ class BeliefProbe(MultiOutputMixin, RegressorMixin, BaseEstimator):
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, but BeliefProbe is expecting "
                              f"{self.n_features_in_} features as input")
-        P = X @ self.coef_ + self.intercept_
+        P = np.empty((len(X), self.coef_.shape[1]))
+        for idx in _chunks(np.arange(len(X)), X.shape[1]):
+            P[idx] = X[idx] @ self.coef_ + self.intercept_
         return P[:, 0] if getattr(self, "_single_target", False) else P
 
     def _predict_2d(self, X):
@@ -516,58 +584,6 @@ def _moments_t(X, Y, w):
     return _Moments(float(w.sum()), wX.sum(0).numpy(), (w @ Y).numpy(), (X.T @ wX).numpy(), (wX.T @ Y).numpy())
 
 
-#: float64 elements in one gathered row chunk (4 MiB): enough rows for full-speed GEMMs, small
-#: beside the activations. The fits never hold a float64 copy of a whole design.
-_CHUNK_ELEMS = 1 << 19
-
-
-def _chunks(rows, width):
-    """``rows`` in consecutive pieces of about ``_CHUNK_ELEMS / width`` rows."""
-    step = max(64, _CHUNK_ELEMS // max(int(width), 1))
-    for i in range(0, len(rows), step):
-        yield rows[i:i + step]
-
-
-class _Columns:
-    """One design: activation arrays ``(R_all, d_i)`` side by side, read in float64 row chunks
-    minus ``shift`` (the columns' mean over the kept rows; any shift gives the same fit, this one
-    keeps the moments well scaled). Row ``i`` of the design is row ``kept[i]`` of the arrays, so
-    neither the concatenation nor the float64 upcast of the whole design is ever materialised."""
-
-    def __init__(self, arrays, shifts, kept):
-        self.arrays, self.kept = arrays, kept
-        self.shift = np.concatenate(shifts)
-        self.D = len(self.shift)
-
-    def rows(self, idx):
-        src = self.kept[idx]
-        out = np.empty((len(idx), self.D))
-        lo = 0
-        for a in self.arrays:
-            out[:, lo:lo + a.shape[1]] = a[src]
-            lo += a.shape[1]
-        out -= self.shift
-        return out
-
-
-def _column_mean(name, a, kept):
-    """float64 column means of ``a[kept]`` by row chunks; non-finite values are refused here (the
-    float64 sums of finite float32 values cannot overflow), naming the first bad row."""
-    total = np.zeros(a.shape[1])
-    for idx in _chunks(kept, a.shape[1]):
-        total += np.add.reduce(a[idx], axis=0, dtype=np.float64)
-    if not np.isfinite(total).all():
-        n_bad, first = 0, None
-        for idx in _chunks(kept, a.shape[1]):
-            bad = ~np.isfinite(a[idx]).all(1)
-            n_bad += int(bad.sum())
-            if first is None and bad.any():
-                first = int(idx[np.argmax(bad)])
-        raise ValueError(f"activations {name!r} contain {n_bad} rows with NaN or infinite values (first: row "
-                         f"{first}); the model has diverged or overflowed")
-    return total / len(kept)
-
-
 def _fit_block(src: _Columns, Y, weights, members, perms, rcond, slices):
     """Fit every design ``slices: name -> (lo, hi)`` (column ranges of ``src``) under each row
     weighting ``weights: name -> (R,)``, with CV (fold memberships ``members[w] (R, k)``) and
@@ -591,8 +607,8 @@ def _fit_block(src: _Columns, Y, weights, members, perms, rcond, slices):
         fold_rows.append(np.flatnonzero(nz))
     fold_m = {wn: [] for wn in weights}
     for f, rows in enumerate(fold_rows):
-        acc = {wn: _Moments(0.0, np.zeros(D), np.zeros(S), np.zeros((D, D)), np.zeros((D, S))) for wn in weights}
-        for idx in _chunks(rows, D):
+        acc = {wn: _Moments.zeros(D, S) for wn in weights}
+        for idx in src.chunks(rows):
             Xc, Yc = torch.from_numpy(src.rows(idx)), torch.from_numpy(Y[idx])
             for wn, w in weights.items():
                 acc[wn] = acc[wn] + _moments_t(Xc, Yc, torch.from_numpy(w[idx] * members[wn][idx, f]))
@@ -616,31 +632,29 @@ def _fit_block(src: _Columns, Y, weights, members, perms, rcond, slices):
             C_full[lo:hi, cols], b_full[cols] = _solve(T, rcond)
             for f in range(k):
                 C_cv[f, lo:hi, cols], b_cv[f, cols] = _solve(T - sub(fold_m[wn][f]), rcond)
-        fit[wn] = (tot, subs, torch.from_numpy(C_full), b_full, C_cv, b_cv)
+        fit[wn] = {"tot": tot, "subs": subs, "C": C_full, "b": b_full, "C_cv": C_cv, "b_cv": b_cv}
     # Predictions of every design and the shuffled targets' cross-moments X^T diag(w) Y[perm].
     P_all = {wn: np.empty((R, nS * S)) for wn in weights}
     Sxy_p = {wn: np.zeros((D, S * len(perms))) for wn in weights}
-    for idx in _chunks(np.arange(R), D):
+    for idx in src.chunks():
         Xc = torch.from_numpy(src.rows(idx))
         Yp = torch.from_numpy(np.concatenate([Y[p[idx]] for p in perms], 1)) if perms else None
         for wn, w in weights.items():
-            _, _, C_full, b_full, _, _ = fit[wn]
-            P_all[wn][idx] = (Xc @ C_full).numpy() + b_full
+            P_all[wn][idx] = (Xc @ torch.from_numpy(fit[wn]["C"])).numpy() + fit[wn]["b"]
             if perms:
                 Sxy_p[wn] += (Xc.T @ (torch.from_numpy(w[idx])[:, None] * Yp)).numpy()
     # Held-out errors of every design, fold by fold.
     cv_sse = {wn: np.zeros(nS) for wn in weights}
     for f, rows in enumerate(fold_rows):
-        for idx in _chunks(rows, D):
+        for idx in src.chunks(rows):
             Xc, Yt = torch.from_numpy(src.rows(idx)), np.tile(Y[idx], nS)
             for wn, w in weights.items():
-                _, _, _, _, C_cv, b_cv = fit[wn]
-                Pf = (Xc @ torch.from_numpy(C_cv[f])).numpy() + b_cv[f]
+                Pf = (Xc @ torch.from_numpy(fit[wn]["C_cv"][f])).numpy() + fit[wn]["b_cv"][f]
                 err = ((Pf - Yt) ** 2).reshape(len(idx), nS, S).sum(2)
                 cv_sse[wn] += (w[idx] * members[wn][idx, f]) @ err
     out = {n: {} for n in slices}
     for wn, w in weights.items():
-        tot, subs, _, _, _, _ = fit[wn]
+        tot, subs = fit[wn]["tot"], fit[wn]["subs"]
         sst = float(w @ ((Y - (w @ Y) / w.sum()) ** 2).sum(1))
         if perms:  # the shuffled targets' means and total sums of squares, one permutation at a time
             my_p = np.concatenate([(w @ Y[p]) / tot.sw for p in perms])
@@ -649,8 +663,7 @@ def _fit_block(src: _Columns, Y, weights, members, perms, rcond, slices):
             lo, hi = slices[name]
             T = subs[name]
             cols = slice(j * S, (j + 1) * S)
-            C_full = fit[wn][2].numpy()
-            coef, icpt = C_full[lo:hi, cols], fit[wn][3][cols]
+            coef, icpt = fit[wn]["C"][lo:hi, cols], fit[wn]["b"][cols]
             P = P_all[wn][:, cols]
             res = {"dims": int(hi - lo), "mse": _mse(Y, P, w), "r2": _r2(Y, P, w)}
             res["rmse"] = float(np.sqrt(res["mse"]))
@@ -750,10 +763,10 @@ def _probe_activations(acts, prefixes, *, concat, concat_name, cv_folds, shuffle
             slices[n] = (lo, lo + arrays[n].shape[1])
             lo += arrays[n].shape[1]
         slices[concat_name] = (0, lo)
-        blocks.append((_Columns([arrays[n] for n in concat], [means[n] for n in concat], kept), slices))
+        blocks.append((_Columns([arrays[n] for n in concat], kept, [means[n] for n in concat]), slices))
     for n, a in arrays.items():
         if n not in concat:
-            blocks.append((_Columns([a], [means[n]], kept), {n: (0, a.shape[1])}))
+            blocks.append((_Columns([a], kept, [means[n]]), {n: (0, a.shape[1])}))
     layers = {n: {} for n in acts}
     if concat:
         layers[concat_name] = {}
