@@ -122,14 +122,19 @@ class _Columns:
         self.arrays, self.kept = arrays, kept
         self.D = sum(a.shape[1] for a in arrays)
         self.shift = np.zeros(self.D) if shifts is None else np.concatenate(shifts)
+        self._buf = None
 
     def chunks(self, rows=None):
         """Row chunks of ``rows`` (default: all rows of the design)."""
         return _chunks(np.arange(len(self.kept)) if rows is None else rows, self.D)
 
     def rows(self, idx):
+        """float64 rows ``idx`` minus the shift, in a buffer reused by the next call (so the
+        chunks cost one allocation, not one per chunk)."""
         src = self.kept[idx]
-        out = np.empty((len(idx), self.D))
+        if self._buf is None or len(self._buf) < len(idx):
+            self._buf = np.empty((len(idx), self.D))
+        out = self._buf[:len(idx)]
         lo = 0
         for a in self.arrays:
             out[:, lo:lo + a.shape[1]] = a[src]
