@@ -241,9 +241,8 @@ class BeliefProbe(MultiOutputMixin, RegressorMixin, BaseEstimator):
         for idx in src.chunks():
             m = m + _Moments.of(src.rows(idx), Y[idx], w[idx])
         coef, icpt = _solve(m, self.rcond, self.fit_intercept)
-        shift = src.shift
         self.coef_ = coef                          # (D, S)
-        self.intercept_ = icpt - shift @ coef      # (S,)
+        self.intercept_ = icpt - src.shift @ coef  # (S,)
         self.n_features_in_ = X.shape[1]
         self._single_target = np.asarray(y).ndim == 1
         return self
@@ -358,8 +357,8 @@ class _eval_mode:
         return False
 
 
-#: Memory one sub-walk of :func:`tree_forward` may use beyond the activations it returns (at
-#: least; an eighth of the activations when that is more, so that huge sets need fewer sub-walks).
+#: Memory budget of one sub-walk of :func:`tree_forward` (its outputs, cache and intermediates);
+#: an eighth of all the activations where that is more, so that huge sets need fewer sub-walks.
 _TREE_CHUNK_BYTES = 64 << 20
 #: Fewest subtree roots per sub-walk: every level of a sub-walk then has enough rows that its
 #: matrix products give each row the same bits as the single walk (seen: >= 12; small levels of
@@ -395,15 +394,13 @@ def _tree_parts(prefixes: PrefixSet, row_bytes: int, out_bytes: int):
         rows = np.flatnonzero(pos == q)
         root[rows] = root[parent[rows]]
     shallow = np.flatnonzero(pos < p)
-    # Contiguous runs of roots with about equal numbers of rows below them.
+    # Contiguous runs of equally many roots (at least _TREE_MIN_ROOTS each, whatever the shape).
     roots = np.flatnonzero(pos == p)
-    below = np.bincount(root[root >= 0], minlength=R)[roots]
-    cut = np.searchsorted(np.cumsum(below), np.arange(1, n_parts) * below.sum() / n_parts)
     part_of_root = np.zeros(R, np.int64)
-    part_of_root[roots] = np.searchsorted(cut, np.arange(len(roots)), side="right")
+    part_of_root[roots] = np.arange(len(roots)) * n_parts // len(roots)
     deep = np.flatnonzero(root >= 0)
     by_part = part_of_root[root[deep]]
-    return [np.concatenate([shallow, deep[by_part == j]]) for j in range(n_parts) if (by_part == j).any()]
+    return [np.concatenate([shallow, deep[by_part == j]]) for j in range(n_parts)]
 
 
 def tree_forward(model, prefixes: PrefixSet, names=None, *, return_logits: bool = False, device=None):
@@ -415,7 +412,7 @@ def tree_forward(model, prefixes: PrefixSet, names=None, *, return_logits: bool 
     last position. Runs on the model's device (``device`` is accepted for compatibility).
 
     Memory: the returned arrays are allocated once and filled by sub-walks over groups of
-    subtrees (each with its own key/value cache, freed after it), so the walk costs at most
+    subtrees (each with its own key/value cache, freed after it), so the walk costs about
     ``max(64 MiB, activations / 8)`` beyond its output; the few rows above the split level are
     recomputed by every sub-walk. The rows come out with the same bits as one walk of the
     whole tree.
@@ -741,6 +738,8 @@ def _probe_activations(acts, prefixes, *, concat, concat_name, cv_folds, shuffle
     t0 = time.perf_counter()
     keep = prefixes.length >= min_length
     kept = np.flatnonzero(keep)
+    if kept.size == 0:
+        raise ValueError(f"no prefix has at least min_length={min_length} process tokens; nothing to fit")
     Y = np.ascontiguousarray(prefixes.beliefs[keep], dtype=np.float64)
     if not np.isfinite(Y).all():
         raise ValueError("probe targets (the prefixes' beliefs) contain NaN or infinite values")
