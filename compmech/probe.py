@@ -379,14 +379,21 @@ def _tree_row_bytes(cfg, n_out, logits):
 def _tree_parts(prefixes: PrefixSet, row_bytes: int, out_bytes: int):
     """Row sets of the sub-walks that cover ``prefixes``: every row shallower than a split level
     ``p`` (shared, recomputed by each sub-walk) plus the subtrees of a run of level-``p`` rows.
-    One part (the whole tree) when it fits the budget or no level has enough roots to split."""
+    One part (the whole tree) when it fits the budget or no level has enough roots to split
+    cheaply."""
     R = len(prefixes)
-    budget = max(_TREE_CHUNK_BYTES, out_bytes // 8)
-    n_parts = -(-R * row_bytes // budget)
     pos, parent = prefixes.position, prefixes.parent
     sizes = np.bincount(pos)
-    ok = np.flatnonzero(sizes >= _TREE_MIN_ROOTS * n_parts)
-    if n_parts <= 1 or ok.size == 0:
+    above = np.concatenate([[0], np.cumsum(sizes)])  # rows shallower than each level
+    n_parts = int(-(-R * row_bytes // max(_TREE_CHUNK_BYTES, out_bytes // 8)))
+    # Fewer parts where the split level would be so deep that recomputing the rows above it in
+    # every part costs more than a quarter of the walk.
+    while n_parts > 1:
+        ok = np.flatnonzero(sizes >= _TREE_MIN_ROOTS * n_parts)
+        if ok.size and (n_parts - 1) * above[ok[0]] <= R // 4:
+            break
+        n_parts -= 1
+    if n_parts <= 1:
         return [np.arange(R)]
     p = int(ok[0])
     root = np.where(pos == p, np.arange(R), -1)  # the level-p ancestor of every deeper row
