@@ -113,7 +113,8 @@ from compmech.probe import collect_activations, default_layers, probe_activation
 from compmech.train import default_threads
 
 def rss():
-    d = {l.split(":")[0]: int(l.split()[1]) << 10 for l in open("/proc/self/status") if l.startswith(("VmRSS", "VmHWM"))}
+    d = {l.split(":")[0]: int(l.split()[1]) << 10 for l in open("/proc/self/status")
+         if l.startswith(("VmRSS", "VmHWM"))}
     return d["VmRSS"], d["VmHWM"]
 
 def phase(fn):
@@ -128,7 +129,8 @@ torch.set_num_threads(default_threads())
 torch.manual_seed(0)
 model = build_model(ModelConfig())
 ps = PrefixSet.build(cm.processes.mess3(), 10)
-probe_activations(collect_activations(model, PrefixSet.build(cm.processes.mess3(), 4)), PrefixSet.build(cm.processes.mess3(), 4))
+small = PrefixSet.build(cm.processes.mess3(), 4)
+probe_activations(collect_activations(model, small), small)  # lazy imports outside the measurement
 acts, collect_extra, collect_s = phase(lambda: collect_activations(model, ps, default_layers(model)))
 rep, fit_extra, fit_s = phase(lambda: probe_activations(acts, ps, shuffles=10, cv_folds=5))
 print(json.dumps({"acts": sum(a.nbytes for a in acts.values()), "collect": collect_extra, "fit": fit_extra,
@@ -139,7 +141,8 @@ print(json.dumps({"acts": sum(a.nbytes for a in acts.values()), "collect": colle
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_probe_memory():
-    for label, extra_env in (("glibc default", {}), ("MALLOC_MMAP_THRESHOLD_=131072", {"MALLOC_MMAP_THRESHOLD_": "131072"})):
+    for label, extra_env in (("glibc default", {}),
+                             ("MALLOC_MMAP_THRESHOLD_=131072", {"MALLOC_MMAP_THRESHOLD_": "131072"})):
         r = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT], capture_output=True, text=True,
                            env=dict(os.environ, **extra_env), timeout=600)
         assert r.returncode == 0, r.stderr[-2000:]

@@ -385,7 +385,7 @@ def _tree_parts(prefixes: PrefixSet, row_bytes: int, out_bytes: int):
     pos, parent = prefixes.position, prefixes.parent
     sizes = np.bincount(pos)
     above = np.concatenate([[0], np.cumsum(sizes)])  # rows shallower than each level
-    n_parts = int(-(-R * row_bytes // max(_TREE_CHUNK_BYTES, out_bytes // 8)))
+    n_parts = min(int(-(-R * row_bytes // max(_TREE_CHUNK_BYTES, out_bytes // 8))), int(sizes.max()) // _TREE_MIN_ROOTS)
     # Fewer parts where the split level would be so deep that recomputing the rows above it in
     # every part costs more than a quarter of the walk.
     while n_parts > 1:
