@@ -206,5 +206,5 @@ def test_collection_peak_rss_is_close_to_the_activations():
     assert r.returncode == 0, r.stderr[-2000:]
     acts, extra = map(int, r.stdout.split())
     assert acts > 70e6  # 10 layers x 29,523 rows x 64 floats
-    # One walk of the whole tree peaked at 1.8x; sub-walks of 8 MiB leave the arrays themselves.
-    assert extra < 1.2 * acts, extra / acts
+    # One walk of the whole tree peaked at 1.76x; sub-walks of about 9 MB measured 1.14-1.15x.
+    assert extra < 1.3 * acts, extra / acts
