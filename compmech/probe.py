@@ -466,7 +466,12 @@ def tree_forward(model, prefixes: PrefixSet, names=None, *, return_logits: bool 
     return {n: acts[m] for n, m in want.items()}, logits
 
 
-def collect_activations(model, prefixes: PrefixSet, names=None, *, device=None, batch_size: int = 16384,
+#: Model positions per batch of :func:`collect_activations`'s batched path by default: the forward
+#: pass's intermediates scale with it, and smaller batches gave the same bits, faster.
+_BATCH_POSITIONS = 1 << 13
+
+
+def collect_activations(model, prefixes: PrefixSet, names=None, *, device=None, batch_size: int | None = None,
                         dtype=np.float32, tree: bool = True) -> dict:
     """Activations at every row of ``prefixes``: ``name → (R, d)`` numpy arrays.
 
@@ -474,9 +479,9 @@ def collect_activations(model, prefixes: PrefixSet, names=None, *, device=None, 
     ``(B, L, d)``, read with forward hooks: the hook points of a :mod:`compmech.model` model
     (:func:`compmech.model.hook_names`) or of a TransformerLens ``HookedTransformer``, or any
     submodule of any ``torch.nn.Module`` taking ``(B, L)`` token ids; ``"embed"`` means token +
-    position embedding. Inputs are run in batches of ``batch_size`` under
-    ``torch.inference_mode``; only the rows of ``prefixes`` are kept, so memory is ``R x d`` per
-    name. A model with ``forward_tree`` (a compmech transformer) computes each distinct prefix
+    position embedding. Inputs are run in batches of ``batch_size`` (default: 8,192 positions,
+    ``8192 // ctx`` inputs) under ``torch.inference_mode``; only the rows of ``prefixes`` are
+    kept, so memory is ``R x d`` per name plus one batch's forward pass. A model with ``forward_tree`` (a compmech transformer) computes each distinct prefix
     once instead (``tree=True``, :func:`tree_forward`)."""
     import torch
 
@@ -496,6 +501,8 @@ def collect_activations(model, prefixes: PrefixSet, names=None, *, device=None, 
     sidx = prefixes.seq_index[order]
     pos = prefixes.position[order]
     N = prefixes.inputs.shape[0]
+    if batch_size is None:
+        batch_size = max(1, _BATCH_POSITIONS // prefixes.inputs.shape[1])
     out = {}
     with _eval_mode(model), torch.inference_mode():
         for i in range(0, N, batch_size):
