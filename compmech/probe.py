@@ -55,6 +55,10 @@ class _Moments:
         self.sw, self.sx, self.sy, self.Sxx, self.Sxy = sw, sx, sy, Sxx, Sxy
 
     @classmethod
+    def zeros(cls, D, S):
+        return cls(0.0, np.zeros(D), np.zeros(S), np.zeros((D, D)), np.zeros((D, S)))
+
+    @classmethod
     def of(cls, X, Y, w):
         wX = X * w[:, None]
         return cls(w.sum(), wX.sum(0), w @ Y, X.T @ wX, wX.T @ Y)
@@ -96,6 +100,67 @@ def _solve(m: _Moments, rcond, fit_intercept=True, Sxy=None, sy=None, ridge: flo
     return coef, my - mx @ coef
 
 
+#: float64 elements in one gathered row chunk (4 MiB): enough rows for full-speed GEMMs, small
+#: beside the activations. The fits never hold a float64 copy of a whole design.
+_CHUNK_ELEMS = 1 << 19
+
+
+def _chunks(rows, width):
+    """``rows`` in consecutive pieces of about ``_CHUNK_ELEMS / width`` rows."""
+    step = max(64, _CHUNK_ELEMS // max(int(width), 1))
+    for i in range(0, len(rows), step):
+        yield rows[i:i + step]
+
+
+class _Columns:
+    """One design: activation arrays ``(R_all, d_i)`` side by side, read in float64 row chunks
+    minus ``shift`` (the columns' mean over the kept rows; any shift gives the same fit, this one
+    keeps the moments well scaled). Row ``i`` of the design is row ``kept[i]`` of the arrays, so
+    neither the concatenation nor the float64 upcast of the whole design is ever materialised."""
+
+    def __init__(self, arrays, kept, shifts=None):
+        self.arrays, self.kept = arrays, kept
+        self.D = sum(a.shape[1] for a in arrays)
+        self.shift = np.zeros(self.D) if shifts is None else np.concatenate(shifts)
+        self._buf = None
+
+    def chunks(self, rows=None):
+        """Row chunks of ``rows`` (default: all rows of the design)."""
+        return _chunks(np.arange(len(self.kept)) if rows is None else rows, self.D)
+
+    def rows(self, idx):
+        """float64 rows ``idx`` minus the shift, in a buffer reused by the next call (so the
+        chunks cost one allocation, not one per chunk)."""
+        src = self.kept[idx]
+        if self._buf is None or len(self._buf) < len(idx):
+            self._buf = np.empty((len(idx), self.D))
+        out = self._buf[:len(idx)]
+        lo = 0
+        for a in self.arrays:
+            out[:, lo:lo + a.shape[1]] = a[src]
+            lo += a.shape[1]
+        out -= self.shift
+        return out
+
+
+def _column_mean(name, a, kept):
+    """float64 column means of ``a[kept]`` by row chunks; non-finite values are refused here (the
+    float64 sums of finite float32 values cannot overflow), naming the first bad row."""
+    total = np.zeros(a.shape[1])
+    for idx in _chunks(kept, a.shape[1]):
+        total += np.add.reduce(a[idx], axis=0, dtype=np.float64)
+    if not np.isfinite(total).all():
+        n_bad, first = 0, None
+        for idx in _chunks(kept, a.shape[1]):
+            bad = ~np.isfinite(a[idx]).all(1)
+            n_bad += int(bad.sum())
+            if first is None and bad.any():
+                first = int(idx[np.argmax(bad)])
+        raise ValueError(f"activations {name!r} contain {n_bad} rows with NaN or infinite values (first: row "
+                         f"{first}); the model has diverged or overflowed")
+    return total / len(kept)
+
+
 # ---------------------------------------------------------------------------------------------
 # Estimator
 # ---------------------------------------------------------------------------------------------
@@ -129,7 +194,8 @@ class BeliefProbe(MultiOutputMixin, RegressorMixin, BaseEstimator):
         if len(shape) != 2:
             raise ValueError(f"X must have shape (N, D), got {shape}. Reshape your data with X.reshape(-1, 1) "
                              f"for one feature or X.reshape(1, -1) for one sample")
-        return check_array(X, dtype=np.float64)  # real, finite, non-empty
+        # real, finite, non-empty; float32 stays float32 (read in float64 row chunks, never copied whole)
+        return check_array(X, dtype=(np.float64, np.float32))
 
     def _check(self, X, y, sample_weight=None):
         X = self._check_X(X)
@@ -168,11 +234,15 @@ class BeliefProbe(MultiOutputMixin, RegressorMixin, BaseEstimator):
         X, Y, w = self._check(X, y, sample_weight)
         if not w.sum() > 0:
             raise ValueError("probe fit needs a positive total sample weight (all sample weights are zero)")
-        shift = (w @ X) / w.sum() if self.fit_intercept else np.zeros(X.shape[1])
-        m = _Moments.of(X - shift, Y, w)
+        src = _Columns([X], np.arange(len(X)))
+        if self.fit_intercept:
+            src.shift = sum(w[idx] @ src.rows(idx) for idx in src.chunks()) / w.sum()
+        m = _Moments.zeros(src.D, Y.shape[1])
+        for idx in src.chunks():
+            m = m + _Moments.of(src.rows(idx), Y[idx], w[idx])
         coef, icpt = _solve(m, self.rcond, self.fit_intercept)
         self.coef_ = coef                          # (D, S)
-        self.intercept_ = icpt - shift @ coef      # (S,)
+        self.intercept_ = icpt - src.shift @ coef  # (S,)
         self.n_features_in_ = X.shape[1]
         self._single_target = np.asarray(y).ndim == 1
         return self
@@ -184,7 +254,9 @@ class BeliefProbe(MultiOutputMixin, RegressorMixin, BaseEstimator):
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, but BeliefProbe is expecting "
                              f"{self.n_features_in_} features as input")
-        P = X @ self.coef_ + self.intercept_
+        P = np.empty((len(X), self.coef_.shape[1]))
+        for idx in _chunks(np.arange(len(X)), X.shape[1]):
+            P[idx] = X[idx] @ self.coef_ + self.intercept_
         return P[:, 0] if getattr(self, "_single_target", False) else P
 
     def _predict_2d(self, X):
@@ -251,20 +323,25 @@ def _resolve(model, names):
     return want, mods
 
 
-def _run_hooks(model, x, want, mods):
-    """Forward ``x`` once, capturing the output of each named submodule with a forward hook
-    (compmech and TransformerLens hook points are identity modules, so this reads them too)."""
+def _run_hooks(model, x, want, mods, take):
+    """Forward ``x`` once, capturing ``take(name, output)`` of each named submodule with a
+    forward hook (compmech and TransformerLens hook points are identity modules, so this reads
+    them too). ``take`` keeps only the rows wanted, so no full ``(B, L, d)`` activation outlives
+    the layer that made it."""
+    first = {}  # one hook per module, under the first name that wants it
+    for n, m in want.items():
+        first.setdefault(m, n)
     store, handles = {}, []
-    for m in set(want.values()):
-        def hook(_m, _inp, out, m=m):
-            store[m] = out[0] if isinstance(out, (tuple, list)) else out
+    for m, n in first.items():
+        def hook(_m, _inp, out, n=n):
+            store[n] = take(n, out[0] if isinstance(out, (tuple, list)) else out)
         handles.append(mods[m].register_forward_hook(hook))
     try:
         model(x)
     finally:
         for h in handles:
             h.remove()
-    return {n: store[m] for n, m in want.items()}
+    return {n: store[first[m]] for n, m in want.items()}
 
 
 class _eval_mode:
@@ -280,6 +357,59 @@ class _eval_mode:
         return False
 
 
+#: Memory budget of one sub-walk of :func:`tree_forward` (its outputs, cache and intermediates);
+#: an eighth of all the activations where that is more, so that huge sets need fewer sub-walks.
+_TREE_CHUNK_BYTES = 64 << 20
+#: Fewest subtree roots per sub-walk: every level of a sub-walk then has enough rows that its
+#: matrix products give each row the same bits as the single walk (seen: >= 12; small levels of
+#: a few rows take other BLAS paths).
+_TREE_MIN_ROOTS = 64
+
+
+def _tree_row_bytes(cfg, n_out, logits):
+    """Bytes one row of a ``forward_tree`` walk costs: its outputs, its key/value cache entries
+    and the per-row intermediates of a level (attention over ``ctx`` ancestors, MLP)."""
+    hd = cfg.n_heads * cfg.d_head
+    out = 4 * (n_out * cfg.d_model + (cfg.out_vocab_size if logits else 0))
+    kv = 2 * cfg.n_layers * hd * 4
+    level = 4 * (2 * cfg.ctx * hd + 3 * hd + 2 * cfg.d_mlp + 6 * cfg.d_model + cfg.out_vocab_size)
+    return out + kv + level
+
+
+def _tree_parts(prefixes: PrefixSet, row_bytes: int, out_bytes: int):
+    """Row sets of the sub-walks that cover ``prefixes``: every row shallower than a split level
+    ``p`` (shared, recomputed by each sub-walk) plus the subtrees of a run of level-``p`` rows.
+    One part (the whole tree) when it fits the budget or no level has enough roots to split
+    cheaply."""
+    R = len(prefixes)
+    pos, parent = prefixes.position, prefixes.parent
+    sizes = np.bincount(pos)
+    above = np.concatenate([[0], np.cumsum(sizes)])  # rows shallower than each level
+    n_parts = min(int(-(-R * row_bytes // max(_TREE_CHUNK_BYTES, out_bytes // 8))), int(sizes.max()) // _TREE_MIN_ROOTS)
+    # Fewer parts where the split level would be so deep that recomputing the rows above it in
+    # every part costs more than a quarter of the walk.
+    while n_parts > 1:
+        ok = np.flatnonzero(sizes >= _TREE_MIN_ROOTS * n_parts)
+        if ok.size and (n_parts - 1) * above[ok[0]] <= R // 4:
+            break
+        n_parts -= 1
+    if n_parts <= 1:
+        return [np.arange(R)]
+    p = int(ok[0])
+    root = np.where(pos == p, np.arange(R), -1)  # the level-p ancestor of every deeper row
+    for q in range(p + 1, len(sizes)):
+        rows = np.flatnonzero(pos == q)
+        root[rows] = root[parent[rows]]
+    shallow = np.flatnonzero(pos < p)
+    # Contiguous runs of equally many roots (at least _TREE_MIN_ROOTS each, whatever the shape).
+    roots = np.flatnonzero(pos == p)
+    part_of_root = np.zeros(R, np.int64)
+    part_of_root[roots] = np.arange(len(roots)) * n_parts // len(roots)
+    deep = np.flatnonzero(root >= 0)
+    by_part = part_of_root[root[deep]]
+    return [np.concatenate([shallow, deep[by_part == j]]) for j in range(n_parts)]
+
+
 def tree_forward(model, prefixes: PrefixSet, names=None, *, return_logits: bool = False, device=None):
     """Activations (and optionally logits) of a model with a ``forward_tree`` method (a compmech
     :class:`~compmech.model.Transformer`) at every row of ``prefixes``, computing each distinct
@@ -288,18 +418,60 @@ def tree_forward(model, prefixes: PrefixSet, names=None, *, return_logits: bool 
     context 10). Identical to running every input through the model and reading each prefix's
     last position. Runs on the model's device (``device`` is accepted for compatibility).
 
+    Memory: the returned arrays are allocated once and filled by sub-walks over groups of
+    subtrees (each with its own key/value cache, freed after it), so the walk costs about
+    ``max(64 MiB, activations / 8)`` beyond its output; the few rows above the split level are
+    recomputed by every sub-walk. The rows come out with the same bits as one walk of the
+    whole tree.
+
     Returns ``(acts: name -> (R, d_model) float32 numpy, logits (R, V_out) or None)``."""
     if names is None:
         names = default_layers(model)
     want, _ = _resolve(model, list(names))
+    mods = sorted(set(want.values()))
+    cfg = getattr(model, "cfg", None)
+    R = len(prefixes)
+    if cfg is not None and hasattr(cfg, "d_mlp"):
+        out_bytes = 4 * R * (len(mods) * cfg.d_model + (cfg.out_vocab_size if return_logits else 0))
+        parts = _tree_parts(prefixes, _tree_row_bytes(cfg, len(mods), return_logits), out_bytes)
+    else:  # unknown sizes: one walk
+        parts = [np.arange(R)]
+    acts, logits = {}, None
+    local = np.full(R, -1, np.int64)
     with _eval_mode(model):
-        logits, acts = model.forward_tree(prefixes.token, prefixes.parent, prefixes.position,
-                                          sorted(set(want.values())), return_logits=return_logits)
-    out = {n: acts[m].cpu().numpy() for n, m in want.items()}
-    return out, None if logits is None else logits.cpu().numpy()
+        for rows in parts:
+            local[rows] = np.arange(len(rows))
+            par = prefixes.parent[rows]
+            par = np.where(par >= 0, local[np.maximum(par, 0)], -1)
+            lg, a = model.forward_tree(prefixes.token[rows], par, prefixes.position[rows], mods,
+                                       return_logits=return_logits)
+            local[rows] = -1
+            for m in mods:
+                x = a.pop(m).cpu().numpy()
+                if len(parts) == 1:
+                    acts[m] = x
+                    continue
+                if m not in acts:
+                    acts[m] = np.empty((R, x.shape[1]), x.dtype)
+                acts[m][rows] = x
+            if lg is not None:
+                lg = lg.cpu().numpy()
+                if len(parts) == 1:
+                    logits = lg
+                else:
+                    if logits is None:
+                        logits = np.empty((R, lg.shape[1]), lg.dtype)
+                    logits[rows] = lg
+            del a, lg
+    return {n: acts[m] for n, m in want.items()}, logits
 
 
-def collect_activations(model, prefixes: PrefixSet, names=None, *, device=None, batch_size: int = 16384,
+#: Model positions per batch of :func:`collect_activations`'s batched path by default: the forward
+#: pass's intermediates scale with it, and smaller batches gave the same bits, faster.
+_BATCH_POSITIONS = 1 << 13
+
+
+def collect_activations(model, prefixes: PrefixSet, names=None, *, device=None, batch_size: int | None = None,
                         dtype=np.float32, tree: bool = True) -> dict:
     """Activations at every row of ``prefixes``: ``name → (R, d)`` numpy arrays.
 
@@ -307,9 +479,9 @@ def collect_activations(model, prefixes: PrefixSet, names=None, *, device=None, 
     ``(B, L, d)``, read with forward hooks: the hook points of a :mod:`compmech.model` model
     (:func:`compmech.model.hook_names`) or of a TransformerLens ``HookedTransformer``, or any
     submodule of any ``torch.nn.Module`` taking ``(B, L)`` token ids; ``"embed"`` means token +
-    position embedding. Inputs are run in batches of ``batch_size`` under
-    ``torch.inference_mode``; only the rows of ``prefixes`` are kept, so memory is ``R x d`` per
-    name. A model with ``forward_tree`` (a compmech transformer) computes each distinct prefix
+    position embedding. Inputs are run in batches of ``batch_size`` (default: 8,192 positions,
+    ``8192 // ctx`` inputs) under ``torch.inference_mode``; only the rows of ``prefixes`` are
+    kept, so memory is ``R x d`` per name plus one batch's forward pass. A model with ``forward_tree`` (a compmech transformer) computes each distinct prefix
     once instead (``tree=True``, :func:`tree_forward`)."""
     import torch
 
@@ -329,6 +501,8 @@ def collect_activations(model, prefixes: PrefixSet, names=None, *, device=None, 
     sidx = prefixes.seq_index[order]
     pos = prefixes.position[order]
     N = prefixes.inputs.shape[0]
+    if batch_size is None:
+        batch_size = max(1, _BATCH_POSITIONS // prefixes.inputs.shape[1])
     out = {}
     with _eval_mode(model), torch.inference_mode():
         for i in range(0, N, batch_size):
@@ -336,14 +510,15 @@ def collect_activations(model, prefixes: PrefixSet, names=None, *, device=None, 
             if hi == lo:
                 continue
             x = torch.from_numpy(prefixes.inputs[i:i + batch_size]).to(device)
-            cache = _run_hooks(model, x, want, mods)
             r_seq = torch.from_numpy(sidx[lo:hi] - i).to(device)
             r_pos = torch.from_numpy(pos[lo:hi]).to(device)
-            for n in names:
-                a = cache[n]
+
+            def take(n, a):
                 if a.ndim != 3:
                     raise ValueError(f"activation {n!r} has shape {tuple(a.shape)}, expected (B, L, d)")
-                rows = a[r_seq, r_pos].float().cpu().numpy()
+                return a[r_seq, r_pos].float().cpu().numpy()
+
+            for n, rows in _run_hooks(model, x, want, mods, take).items():
                 if n not in out:
                     out[n] = np.empty((len(order), rows.shape[1]), dtype=dtype)
                 out[n][order[lo:hi]] = rows
@@ -425,81 +600,95 @@ def _moments_t(X, Y, w):
     return _Moments(float(w.sum()), wX.sum(0).numpy(), (w @ Y).numpy(), (X.T @ wX).numpy(), (wX.T @ Y).numpy())
 
 
-def _fit_block(Xs, Y, weights, members, perms, rcond, slices):
-    """Fit every design ``slices: name -> (lo, hi)`` (column ranges of ``Xs``) under each row
+def _fit_block(src: _Columns, Y, weights, members, perms, rcond, slices):
+    """Fit every design ``slices: name -> (lo, hi)`` (column ranges of ``src``) under each row
     weighting ``weights: name -> (R,)``, with CV (fold memberships ``members[w] (R, k)``) and
-    the shuffle control ``perms``. Moments are computed once per fold for the whole block (the
-    rows of a fold are gathered once for all weightings); sub-designs use their sub-blocks.
+    the shuffle control ``perms``. Three passes over the rows in chunks: the moments of every
+    fold under every weighting (sub-designs use their sub-blocks), then the predictions and the
+    shuffled targets' cross-moments, then the held-out errors; extra memory is O(D^2) plus one
+    chunk, whatever the number of rows, folds or shuffles.
     Returns ``name -> weighting -> (metrics, (coef, intercept), predictions)``."""
     import torch
 
-    S = Y.shape[1]
+    S, R, D = Y.shape[1], len(Y), src.D
     k = next(iter(members.values())).shape[1]
-    Yt = torch.from_numpy(Y)
-    # Rows of each fold (nonzero membership under any weighting), gathered once.
+    names = list(slices)
+    nS = len(names)
+    # Rows of each fold (nonzero membership under any weighting).
     fold_rows = []
     for f in range(k):
-        nz = np.zeros(len(Y), bool)
+        nz = np.zeros(R, bool)
         for M in members.values():
             nz |= M[:, f] > 0
         fold_rows.append(np.flatnonzero(nz))
     fold_m = {wn: [] for wn in weights}
-    fold_X = []
     for f, rows in enumerate(fold_rows):
-        ri = torch.from_numpy(rows)
-        Xf, Yf = Xs.index_select(0, ri), Yt.index_select(0, ri)
-        fold_X.append(Xf)
-        for wn, w in weights.items():
-            fold_m[wn].append(_moments_t(Xf, Yf, torch.from_numpy(w[rows] * members[wn][rows, f])))
-    Yp = np.concatenate([Y[p] for p in perms], 1) if perms else None  # (R, S * n)
-    out = {n: {} for n in slices}
-    for wn, w in weights.items():
-        M = members[wn]
+        acc = {wn: _Moments.zeros(D, S) for wn in weights}
+        for idx in src.chunks(rows):
+            Xc, Yc = torch.from_numpy(src.rows(idx)), torch.from_numpy(Y[idx])
+            for wn, w in weights.items():
+                acc[wn] = acc[wn] + _moments_t(Xc, Yc, torch.from_numpy(w[idx] * members[wn][idx, f]))
+        for wn in weights:
+            fold_m[wn].append(acc[wn])
+    # Solves: full fit and the k leave-one-fold-out fits of every design, as block-structured
+    # coefficient matrices so that all designs predict in one GEMM.
+    fit = {}
+    for wn in weights:
         tot = fold_m[wn][0]
         for m in fold_m[wn][1:]:
             tot = tot + m
-        sst = float(w @ ((Y - (w @ Y) / w.sum()) ** 2).sum(1))
-        if perms:
-            Sxy_p = (Xs.T @ (torch.from_numpy(w)[:, None] * torch.from_numpy(Yp))).numpy()
-            my_p = (w @ Yp) / tot.sw
-            sst_p = (w @ (Yp - my_p) ** 2).reshape(len(perms), S).sum(1)
-        names = list(slices)
-        D, nS = Xs.shape[1], len(names)
-        C_full = np.zeros((D, nS * S))
-        b_full = np.zeros(nS * S)
-        C_cv = np.zeros((k, D, nS * S))
-        b_cv = np.zeros((k, nS * S))
+        C_full, b_full = np.zeros((D, nS * S)), np.zeros(nS * S)
+        C_cv, b_cv = np.zeros((k, D, nS * S)), np.zeros((k, nS * S))
         subs = {}
         for j, name in enumerate(names):
             lo, hi = slices[name]
             sub = lambda m: _Moments(m.sw, m.sx[lo:hi], m.sy, m.Sxx[lo:hi, lo:hi], m.Sxy[lo:hi])
-            T = sub(tot)
-            subs[name] = T
+            subs[name] = T = sub(tot)
             cols = slice(j * S, (j + 1) * S)
             C_full[lo:hi, cols], b_full[cols] = _solve(T, rcond)
             for f in range(k):
                 C_cv[f, lo:hi, cols], b_cv[f, cols] = _solve(T - sub(fold_m[wn][f]), rcond)
-        # All designs' predictions in one GEMM (block-structured coefficients).
-        P_all = (Xs @ torch.from_numpy(C_full)).numpy() + b_full
-        cv_sse = np.zeros(nS)
-        for f, rows in enumerate(fold_rows):
-            Pf = (fold_X[f] @ torch.from_numpy(C_cv[f])).numpy() + b_cv[f]
-            err = ((Pf - np.tile(Y[rows], nS)) ** 2).reshape(len(rows), nS, S).sum(2)
-            cv_sse += (w[rows] * M[rows, f]) @ err
+        fit[wn] = {"tot": tot, "subs": subs, "C": C_full, "b": b_full, "C_cv": C_cv, "b_cv": b_cv}
+    # Predictions of every design and the shuffled targets' cross-moments X^T diag(w) Y[perm].
+    P_all = {wn: np.empty((R, nS * S)) for wn in weights}
+    Sxy_p = {wn: np.zeros((D, S * len(perms))) for wn in weights}
+    for idx in src.chunks():
+        Xc = torch.from_numpy(src.rows(idx))
+        Yp = torch.from_numpy(np.concatenate([Y[p[idx]] for p in perms], 1)) if perms else None
+        for wn, w in weights.items():
+            P_all[wn][idx] = (Xc @ torch.from_numpy(fit[wn]["C"])).numpy() + fit[wn]["b"]
+            if perms:
+                Sxy_p[wn] += (Xc.T @ (torch.from_numpy(w[idx])[:, None] * Yp)).numpy()
+    # Held-out errors of every design, fold by fold.
+    cv_sse = {wn: np.zeros(nS) for wn in weights}
+    for f, rows in enumerate(fold_rows):
+        for idx in src.chunks(rows):
+            Xc, Yt = torch.from_numpy(src.rows(idx)), np.tile(Y[idx], nS)
+            for wn, w in weights.items():
+                Pf = (Xc @ torch.from_numpy(fit[wn]["C_cv"][f])).numpy() + fit[wn]["b_cv"][f]
+                err = ((Pf - Yt) ** 2).reshape(len(idx), nS, S).sum(2)
+                cv_sse[wn] += (w[idx] * members[wn][idx, f]) @ err
+    out = {n: {} for n in slices}
+    for wn, w in weights.items():
+        tot, subs = fit[wn]["tot"], fit[wn]["subs"]
+        sst = float(w @ ((Y - (w @ Y) / w.sum()) ** 2).sum(1))
+        if perms:  # the shuffled targets' means and total sums of squares, one permutation at a time
+            my_p = np.concatenate([(w @ Y[p]) / tot.sw for p in perms])
+            sst_p = np.array([(w @ (Y[p] - my_p[i * S:(i + 1) * S]) ** 2).sum() for i, p in enumerate(perms)])
         for j, name in enumerate(names):
             lo, hi = slices[name]
             T = subs[name]
             cols = slice(j * S, (j + 1) * S)
-            coef, icpt = C_full[lo:hi, cols], b_full[cols]
-            P = P_all[:, cols]
+            coef, icpt = fit[wn]["C"][lo:hi, cols], fit[wn]["b"][cols]
+            P = P_all[wn][:, cols]
             res = {"dims": int(hi - lo), "mse": _mse(Y, P, w), "r2": _r2(Y, P, w)}
             res["rmse"] = float(np.sqrt(res["mse"]))
-            res["cv_mse"] = float(cv_sse[j]) / tot.sw / S
-            res["cv_r2"] = 1.0 - float(cv_sse[j]) / sst if sst > 0 else float("nan")
+            res["cv_mse"] = float(cv_sse[wn][j]) / tot.sw / S
+            res["cv_r2"] = 1.0 - float(cv_sse[wn][j]) / sst if sst > 0 else float("nan")
             res["cv_ratio"] = res["cv_mse"] / res["mse"] if res["mse"] > 0 else float("inf")
             if perms:
                 G = T.Sxx - np.outer(T.sx, T.sx / T.sw)
-                B = Sxy_p[lo:hi] - np.outer(T.sx, my_p)
+                B = Sxy_p[wn][lo:hi] - np.outer(T.sx, my_p)
                 explained = ((_pinv_psd(G, rcond) @ B) * B).sum(0).reshape(len(perms), S).sum(1)
                 sse_p = np.maximum(sst_p - explained, 0.0)
                 mse_p = sse_p / tot.sw / S
@@ -550,21 +739,28 @@ class _single_threaded_lapack:
         return False
 
 
+def _activation_rows(name, a, n_rows):
+    """``a`` as a 2-D numpy array of ``n_rows`` rows, without copying a numpy array."""
+    a = np.asarray(a)
+    if a.ndim != 2 or a.shape[0] != n_rows:
+        raise ValueError(f"activations {name!r} must have shape ({n_rows}, d) (one row per prefix), got {a.shape}")
+    return a
+
+
 def _probe_activations(acts, prefixes, *, concat, concat_name, cv_folds, shuffles, seed, weightings, rcond,
                        final_layer, min_length):
-    import torch
-
     t0 = time.perf_counter()
     keep = prefixes.length >= min_length
+    kept = np.flatnonzero(keep)
+    if kept.size == 0:
+        raise ValueError(f"no prefix has at least min_length={min_length} process tokens; nothing to fit")
     Y = np.ascontiguousarray(prefixes.beliefs[keep], dtype=np.float64)
     if not np.isfinite(Y).all():
         raise ValueError("probe targets (the prefixes' beliefs) contain NaN or infinite values")
-    for n, a in acts.items():  # a diverged model must not give NaN metrics silently
-        bad = ~np.isfinite(np.asarray(a)[keep])
-        if bad.any():
-            r = int(np.argwhere(bad)[0][0])
-            raise ValueError(f"activations {n!r} contain {int(bad.any(1).sum())} rows with NaN or infinite "
-                             f"values (first: row {r}); the model has diverged or overflowed")
+    arrays = {n: _activation_rows(n, a, len(prefixes)) for n, a in acts.items()}
+    # Column means of every layer, in one chunked pass that also refuses non-finite activations
+    # (a diverged model must not give NaN metrics silently).
+    means = {n: _column_mean(n, a, kept) for n, a in arrays.items()}
     weights = {}
     for wn in weightings:
         w = prefixes.weights(wn)[keep]
@@ -575,40 +771,35 @@ def _probe_activations(acts, prefixes, *, concat, concat_name, cv_folds, shuffle
     if concat is None:
         concat = [n for n in acts if n == "embed" or n.endswith("hook_resid_post")]
     concat = list(concat) if concat and len(concat) > 1 else []
-    blocks = []  # (Xs, slices)
+    missing = [n for n in concat if n not in arrays]
+    if missing:
+        raise ValueError(f"concat names {missing} are not among the activations {list(arrays)}")
+    blocks = []  # (design, slices: name -> column range)
     if concat:
-        X = torch.from_numpy(np.concatenate([np.asarray(acts[n])[keep] for n in concat], 1)).double()
         slices, lo = {}, 0
         for n in concat:
-            d = acts[n].shape[1]
-            slices[n] = (lo, lo + d)
-            lo += d
+            slices[n] = (lo, lo + arrays[n].shape[1])
+            lo += arrays[n].shape[1]
         slices[concat_name] = (0, lo)
-        blocks.append((X, slices))
-    for n, a in acts.items():
+        blocks.append((_Columns([arrays[n] for n in concat], kept, [means[n] for n in concat]), slices))
+    for n, a in arrays.items():
         if n not in concat:
-            blocks.append((torch.from_numpy(np.asarray(a)[keep]).double(), {n: (0, a.shape[1])}))
+            blocks.append((_Columns([a], kept, [means[n]]), {n: (0, a.shape[1])}))
     layers = {n: {} for n in acts}
     if concat:
         layers[concat_name] = {}
     coefs = {n: {} for n in layers}
     preds = {n: {} for n in layers}
-    for X, slices in blocks:
-        X -= X.mean(0)  # any shift: moments are centred algebraically; this keeps them well scaled
-        res = _fit_block(X, Y, weights, members, perms, rcond, slices)
+    for src, slices in blocks:
+        res = _fit_block(src, Y, weights, members, perms, rcond, slices)
         for n, per_w in res.items():
+            lo, hi = slices[n]
             for wn, (r, (c, b), P) in per_w.items():
                 layers[n][wn] = r
-                coefs[n][wn] = (c, b)
+                coefs[n][wn] = (c, b - src.shift[lo:hi] @ c)  # intercept in the original (unshifted) frame
                 preds[n][wn] = P
-        del X
-    # Recover intercepts in the original (unshifted) frame and cross-weighting MSEs.
-    for n in layers:
-        a = np.concatenate([np.asarray(acts[m])[keep] for m in concat], 1) if n == concat_name else None
-        mean = (a if a is not None else np.asarray(acts[n])[keep]).mean(0, dtype=np.float64)
+    for n in layers:  # every fit scored under every weighting
         for wn in weights:
-            c, b = coefs[n][wn]
-            coefs[n][wn] = (c, b - mean @ c)
             for other, wo in weights.items():
                 layers[n][wn][f"mse_{other}"] = _mse(Y, preds[n][wn], wo)
     if final_layer is None:
