@@ -150,9 +150,8 @@ class Process:
         for k in range(0, prefix.shape[1], chunk):
             b = _backend.CPU.beliefs(self, prefix[:, k:k + chunk], eta, "float64", False)[0]
             eta = b[0, -1]
-        tw = self.token_weights
-        p = tw @ eta
-        slack = self.zero_tol * np.maximum(1.0, np.abs(tw * eta).sum(axis=1))
+        p = self.next_token_probs(eta)
+        slack = self.zero_tol * np.maximum(1.0, np.abs(self.token_weights * eta).sum(axis=1))
         x = int(np.argmin(p + slack))
         return (x, float(p[x])) if p[x] < -slack[x] else None
 
@@ -374,7 +373,7 @@ class GHMM(Process):
         eta = eta / total
         # Only a state of the GHMM gives every word a probability in [0, 1]; the kernels would
         # treat a negative one as zero and return the rest (probabilities above 1, such tokens sampled).
-        p = np.einsum("i,xij,j->x", eta, self.T, self._w)
+        p = self.next_token_probs(eta)
         if p.min() < -GHMM_ZERO_TOL:
             x = int(np.argmin(p))
             raise ValueError(f"initial is not a state of this GHMM: it gives token {x} the negative "
