@@ -21,24 +21,25 @@ def _run_key(proc, depth, min_prob, plan, reductions, initial, zarr: bool = Fals
     return _family_key(proc, min_prob, plan, reductions, initial, zarr) + f"-d{int(depth)}"
 
 
-def _family_key(proc, min_prob, plan, reductions, initial, zarr: bool = False) -> str:
-    """A run's identity without its depth: runs of one family differ only in depth, and the
-    levels and sums of the shallower are exactly those of the deeper (same split, same shards)."""
+def _digest(proc, plan, fields: list) -> str:
+    """16 hex digits of the process (T, w), the root belief and the JSON ``fields``."""
     h = hashlib.sha256()
     for a in (proc.T, proc.w if proc.is_generalized else np.ones(0), plan.top.level(0).beliefs):
         h.update(np.ascontiguousarray(a, np.float64).tobytes())
-    h.update(json.dumps([float(min_prob), plan.k, plan.bounds, sorted(r.key() for r in reductions),
-                         bool(zarr)]).encode())
+    h.update(json.dumps(fields).encode())
     return h.hexdigest()[:16]
+
+
+def _family_key(proc, min_prob, plan, reductions, initial, zarr: bool = False) -> str:
+    """A run's identity without its depth: runs of one family differ only in depth, and the
+    levels and sums of the shallower are exactly those of the deeper (same split, same shards)."""
+    return _digest(proc, plan, [float(min_prob), plan.k, plan.bounds, sorted(r.key() for r in reductions), bool(zarr)])
 
 
 def _legacy_run_key(proc, depth, min_prob, plan, reductions, initial, zarr: bool = False) -> str:
     """The run key of stores written before family keys (0.2.0): still the same run."""
-    h = hashlib.sha256()
-    for a in (proc.T, proc.w if proc.is_generalized else np.ones(0), plan.top.level(0).beliefs):
-        h.update(np.ascontiguousarray(a, np.float64).tobytes())
-    h.update(json.dumps([depth, float(min_prob), plan.k, plan.bounds, sorted(r.name for r in reductions)]).encode())
-    return h.hexdigest()[:16] + ("z" if zarr else "")
+    fields = [depth, float(min_prob), plan.k, plan.bounds, sorted(r.name for r in reductions)]
+    return _digest(proc, plan, fields) + ("z" if zarr else "")
 
 
 # Totals of a finished run: stale (and removed) once a deeper run takes over its store.
