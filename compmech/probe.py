@@ -436,7 +436,7 @@ def tree_forward(model, prefixes: PrefixSet, names=None, *, return_logits: bool 
         parts = _tree_parts(prefixes, _tree_row_bytes(cfg, len(mods), return_logits), out_bytes)
     else:  # unknown sizes: one walk
         parts = [np.arange(R)]
-    acts, logits = {}, None
+    got = {}  # module name, or None for the logits -> (R, .) numpy array
     local = np.full(R, -1, np.int64)
     with _eval_mode(model):
         for rows in parts:
@@ -446,24 +446,16 @@ def tree_forward(model, prefixes: PrefixSet, names=None, *, return_logits: bool 
             lg, a = model.forward_tree(prefixes.token[rows], par, prefixes.position[rows], mods,
                                        return_logits=return_logits)
             local[rows] = -1
-            for m in mods:
-                x = a.pop(m).cpu().numpy()
+            for m in [*mods, None] if lg is not None else mods:
+                x = (lg if m is None else a.pop(m)).cpu().numpy()  # each tensor freed once copied
                 if len(parts) == 1:
-                    acts[m] = x
+                    got[m] = x
                     continue
-                if m not in acts:
-                    acts[m] = np.empty((R, x.shape[1]), x.dtype)
-                acts[m][rows] = x
-            if lg is not None:
-                lg = lg.cpu().numpy()
-                if len(parts) == 1:
-                    logits = lg
-                else:
-                    if logits is None:
-                        logits = np.empty((R, lg.shape[1]), lg.dtype)
-                    logits[rows] = lg
+                if m not in got:
+                    got[m] = np.empty((R, x.shape[1]), x.dtype)
+                got[m][rows] = x
             del a, lg
-    return {n: acts[m] for n, m in want.items()}, logits
+    return {n: got[m] for n, m in want.items()}, got.get(None)
 
 
 #: Model positions per batch of :func:`collect_activations`'s batched path by default: the forward
