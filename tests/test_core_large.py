@@ -186,8 +186,9 @@ def test_level_chunks_concatenate_to_the_level(max_nodes, min_prob):
                                   cm.processes.random_ghmm_like(6, 2, seed=6),
                                   cm.processes.random_hmm(20, 5, seed=7),
                                   cm.processes.random_ghmm_like(17, 3, seed=8),
+                                  cm.processes.random_hmm(23, 3, seed=10),
                                   cm.processes.random_hmm(33, 4, seed=9, sparsity=0.3)],
-                         ids=["mess3", "S3V6", "ghmm3", "S7", "ghmm6", "S20", "ghmm17", "S33"])
+                         ids=["mess3", "S3V6", "ghmm3", "S7", "ghmm6", "S20", "ghmm17", "S23", "S33"])
 def test_log_prob_bit_identical_across_paths_and_threads(proc):
     """Rows in a batch of 37 go through the SIMD lanes (8 and 4 wide), blocks of rows, single
     rows, or (many states) token groups of every size; alone, each row takes the single-row path
@@ -222,7 +223,7 @@ def test_log_prob_tiny_probabilities_bit_identical():
     assert np.all(np.isfinite(whole))
 
 
-@pytest.mark.parametrize("S,V", [(16, 2), (24, 6), (40, 3)])
+@pytest.mark.parametrize("S,V", [(16, 2), (23, 7), (24, 6), (40, 3)])
 def test_grouped_path_matches_reference(S, V):
     """Many states: rows grouped by token into dense products, against the float64 reference."""
     from reference import ref_beliefs

@@ -7,6 +7,7 @@
 
 #include "compmech/dispatch.hpp"
 #include "compmech/kernels.hpp"
+#include "gemm_rows.hpp"
 #include "launchers.hpp"
 #include "simd.hpp"
 #include "parallel.hpp"
@@ -585,58 +586,11 @@ void rows_generic(const ProcessView& p, const double* init, const Tok* tokens, i
 }
 
 // Many states: at each position the block's rows are grouped by token, so that each group is
-// one dense product (rows, S) @ T[x] (S, S) done by a register-blocked kernel (kMr rows x 16
-// columns of accumulators). Every output element is still sum_i eta[i] * T[x, i, j] in
-// ascending i, as in belief_step, so a row's bits do not depend on its group or block.
+// one dense product (rows, S) @ T[x] (S, S) done by a register-blocked kernel (gemm_rows.hpp).
+// Every output element is still sum_i eta[i] * T[x, i, j] in ascending i, as in belief_step, so
+// a row's bits do not depend on its group or block.
 constexpr int kGroupMinS = 16;     // below this the per-row paths are faster
 constexpr int64_t kGroupRows = 256;
-constexpr int kMr = 8;
-
-typedef double vd8u __attribute__((vector_size(64), aligned(8)));  // unaligned 8-double load/store
-
-// C[r, :] = A[r, :] @ Tx for the `nr` (<= kMr) rows whose pointers are a[0..nr), c[0..nr).
-template <int NR>
-inline void gemm_rows(const double* const* a, double* const* c, const double* Tx, int S) {
-  int j = 0;
-  for (; j + 16 <= S; j += 16) {
-    vd8 acc[NR][2];
-    for (int r = 0; r < NR; ++r) acc[r][0] = acc[r][1] = vd8{};
-    for (int i = 0; i < S; ++i) {
-      const double* row = Tx + static_cast<int64_t>(i) * S + j;
-      const vd8 b0 = *reinterpret_cast<const vd8u*>(row), b1 = *reinterpret_cast<const vd8u*>(row + 8);
-      for (int r = 0; r < NR; ++r) {
-        const double e = a[r][i];
-        acc[r][0] += e * b0;
-        acc[r][1] += e * b1;
-      }
-    }
-    for (int r = 0; r < NR; ++r) {
-      *reinterpret_cast<vd8u*>(c[r] + j) = acc[r][0];
-      *reinterpret_cast<vd8u*>(c[r] + j + 8) = acc[r][1];
-    }
-  }
-  for (; j < S; ++j)  // column tail: the same sum, one column at a time
-    for (int r = 0; r < NR; ++r) {
-      double o = 0.0;
-      for (int i = 0; i < S; ++i) o += a[r][i] * Tx[static_cast<int64_t>(i) * S + j];
-      c[r][j] = o;
-    }
-}
-
-inline void gemm_group(const double* const* a, double* const* c, int n, const double* Tx, int S) {
-  int r = 0;
-  for (; r + kMr <= n; r += kMr) gemm_rows<kMr>(a + r, c + r, Tx, S);
-  switch (n - r) {
-    case 7: return gemm_rows<7>(a + r, c + r, Tx, S);
-    case 6: return gemm_rows<6>(a + r, c + r, Tx, S);
-    case 5: return gemm_rows<5>(a + r, c + r, Tx, S);
-    case 4: return gemm_rows<4>(a + r, c + r, Tx, S);
-    case 3: return gemm_rows<3>(a + r, c + r, Tx, S);
-    case 2: return gemm_rows<2>(a + r, c + r, Tx, S);
-    case 1: return gemm_rows<1>(a + r, c + r, Tx, S);
-    default: return;
-  }
-}
 
 template <bool GH, bool LOGP, bool SCALED, typename Tok, typename Out>
 void rows_grouped(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int n, int64_t L,
