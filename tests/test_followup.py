@@ -65,10 +65,13 @@ def test_ghmm_experiments(tmp_path, name):
     rep = pa.probe_targets(acts, ps, pa.ghmm_targets(ps)["ghmm"], shuffles=10)
     assert g["concat"]["cv_r2"] == pytest.approx(rep.layers["concat"]["prob"]["cv_r2"], rel=1e-9)
     assert (out / "figures" / "geometry.png").exists() and (out / "figures" / "ghmm_geometry.png").exists()
-    # the CV-split diagnostic: at the probe's own group depth it is the target's CV ratio
+    # the CV-split diagnostic: at the probe's own group depth it is the target's CV ratio. The
+    # two fits differ in rounding only (w-normalised beliefs vs GHMM coordinates agree to 4e-16;
+    # the target's fit shares its Gram matrix with the concatenated probe's), which the CV ratio
+    # of a near-degenerate design amplifies to ~1.6e-9 with a Zen 3 build's BLAS.
     c = a["cv_split"]
     assert c["layer"] == g["final_layer"] and min(map(int, c["by_group_depth"])) == c["default_group_depth"]
-    assert c["by_group_depth"][str(c["default_group_depth"])]["cv_ratio"] == pytest.approx(g["final"]["cv_ratio"], rel=1e-9)
+    assert c["by_group_depth"][str(c["default_group_depth"])]["cv_ratio"] == pytest.approx(g["final"]["cv_ratio"], rel=1e-7)
 
 
 def test_factored_experiment_sampled_probe(tmp_path, capsys):
