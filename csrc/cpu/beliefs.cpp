@@ -590,7 +590,9 @@ void rows_generic(const ProcessView& p, const double* init, const Tok* tokens, i
 // Every output element is still sum_i eta[i] * T[x, i, j] in ascending i, as in belief_step, so
 // a row's bits do not depend on its group or block.
 constexpr int kGroupMinS = 16;     // below this the per-row paths are faster
-constexpr int64_t kGroupRows = 256;
+// Rows advanced together: about 32 per token group, so that most of a group's rows fill whole
+// register blocks (gemm_rows.hpp) rather than a short remainder block.
+inline int64_t group_rows(int V) { return std::min<int64_t>(2048, std::max<int64_t>(256, int64_t(32) * V)); }
 
 template <bool GH, bool LOGP, bool SCALED, typename Tok, typename Out>
 void rows_grouped(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int n, int64_t L,
@@ -668,8 +670,9 @@ void run_rows(const ProcessView& p, const double* init, const Tok* tokens, int64
     for (; r + R <= e; r += R) rows_fixed<SC, R, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
     for (; r < e; ++r) rows_fixed<SC, 1, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
   } else if (p.S >= kGroupMinS) {
-    for (int64_t r = b; r < e; r += kGroupRows) {
-      const int n = static_cast<int>(std::min(kGroupRows, e - r));
+    const int64_t rows = group_rows(p.V);
+    for (int64_t r = b; r < e; r += rows) {
+      const int n = static_cast<int>(std::min(rows, e - r));
       rows_grouped<GH, LOGP, SCALED>(p, init, tokens, r, n, L, beliefs, logp, fail_rows + r);
     }
   } else {
@@ -695,7 +698,7 @@ ZeroProb beliefs_cpu(const ProcessView& p, const double* init, const Tok* tokens
   // ~64k token updates per chunk: large enough to amortise, small enough to balance two cores.
   int64_t grain = std::max<int64_t>(16, ((65536 / L) + 15) / 16 * 16);
   // many states: blocks of rows large enough that every token's group fills the GEMM kernel
-  if (p.S >= kGroupMinS) grain = std::max<int64_t>(grain, std::min<int64_t>(kGroupRows, (B + 1) / 2));
+  if (p.S >= kGroupMinS) grain = std::max<int64_t>(grain, std::min<int64_t>(group_rows(p.V), (B + 1) / 2));
   const bool stream = beliefs && B * L * p.S * static_cast<int64_t>(sizeof(Out)) >= kStreamBytes;
   parallel_for(B, grain, [&](int64_t b, int64_t e) {
     int64_t* f = fail.data();
