@@ -552,7 +552,9 @@ def test_fundamental_of_a_large_recurrent_class_matches_dense():
     # its defining identities: Z 1 = 1, pi Z v = pi v, (I - P) Z v = v - (pi v) 1
     np.testing.assert_allclose(Z @ np.ones(n), 1.0, rtol=1e-11)
     x = Z @ V[:, 1]
-    assert abs(pi @ x - pi @ V[:, 1]) < 1e-12 * np.abs(V[:, 1]).max()
+    # as accurate as the solve itself (1e-11 normwise, above): 1.05e-12 relative was seen with
+    # a Zen 3 build's BLAS, 1e-12 passed with Zen 4's
+    assert abs(pi @ x - pi @ V[:, 1]) < 1e-11 * np.abs(V[:, 1]).max()
     np.testing.assert_allclose(x - Pd @ x, V[:, 1] - pi @ V[:, 1], atol=1e-11 * scale)
 
 
