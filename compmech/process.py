@@ -205,9 +205,11 @@ class Process:
         M = self.transition_matrix
         _, sv, vh = np.linalg.svd((M - np.eye(M.shape[0])).T)
         scale = max(1.0, sv[0])
-        if sv.size == 1 or (sv[-1] <= 1e-9 * scale and sv[-2] >= MIN_SPECTRAL_GAP * scale):
-            return self._normalise_stationary(vh[-1])
         c = classes[0]
+        if sv.size == 1 or (sv[-1] <= 1e-9 * scale and sv[-2] >= MIN_SPECTRAL_GAP * scale):
+            v = np.zeros_like(vh[-1])
+            v[c] = vh[-1][c]  # states outside the closed class are transient: exactly 0, not round-off
+            return self._normalise_stationary(v)
         Pc = P[np.ix_(c, c)]
         Pc = Pc / Pc.sum(axis=1, keepdims=True)
         if c.size > GTH_MAX_STATES:  # GTH is O(n^3) Python-level updates: least squares instead

@@ -562,7 +562,7 @@ void rows_generic(const ProcessView& p, const double* init, const Tok* tokens, i
     for (int r = 0; r < R; ++r) {
       const double* o = nxt + r * S;
       double norm = 0.0;
-      for (int j = 0; j < S; ++j) norm += GH ? o[j] * p.w[j] : o[j];
+      for (int j = 0; j < S; ++j) norm = GH ? fused_madd(o[j], p.w[j], norm) : norm + o[j];
       if constexpr (SCALED) {
         scaled_step(sc[r], fail[r], t, norm, p.zero_tol, o, eta + r * S, S);
         continue;
@@ -627,7 +627,7 @@ void rows_grouped(const ProcessView& p, const double* init, const Tok* tokens, i
     for (int r = 0; r < n; ++r) {
       double* o = nxt.data() + static_cast<size_t>(r) * S;
       double norm = 0.0;
-      for (int j = 0; j < S; ++j) norm += GH ? o[j] * p.w[j] : o[j];
+      for (int j = 0; j < S; ++j) norm = GH ? fused_madd(o[j], p.w[j], norm) : norm + o[j];
       if constexpr (SCALED) {
         scaled_step(sc[static_cast<size_t>(r)], fail[r], t, norm, p.zero_tol, o, eta.data() + static_cast<size_t>(r) * S, S);
         continue;

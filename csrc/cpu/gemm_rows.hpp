@@ -8,6 +8,8 @@
 #pragma once
 #include <cstdint>
 
+#include "compmech/kernels.hpp"
+
 namespace compmech {
 
 #if defined(__AVX512F__)
@@ -18,17 +20,6 @@ typedef double gemm_vec __attribute__((vector_size(32), aligned(8)));
 constexpr int kGemmMr = 6;
 #endif
 constexpr int kGemmW = sizeof(gemm_vec) / sizeof(double);
-
-// o + a * b as the vector blocks compute it: fused where the target has FMA. Written out because
-// GCC vectorizes a plain `o += a * b` sum loop as vector products followed by in-order scalar
-// adds, which are not fused.
-inline double fused_madd(double a, double b, double o) {
-#if defined(__FMA__)
-  return __builtin_fma(a, b, o);
-#else
-  return o + a * b;
-#endif
-}
 
 // Columns [j, j + NV * kGemmW) of the NR rows.
 template <int NR, int NV>
@@ -74,7 +65,7 @@ inline void gemm_group(const double* const* a, double* const* c, int n, const do
   for (; j < S; ++j)
     for (int r = 0; r < n; ++r) {
       double o = 0.0;
-      for (int i = 0; i < S; ++i) o = fused_madd(a[r][i], Tx[static_cast<int64_t>(i) * S + j], o);
+      for (int i = 0; i < S; ++i) o = fused_madd(a[r][i], Tx[static_cast<int64_t>(i) * S + j], o);  // (kernels.hpp)
       c[r][j] = o;
     }
 }

@@ -12,6 +12,24 @@
 
 namespace compmech {
 
+// a * b + c for the dot products below, rounded once wherever the build has FMA (every GPU, and
+// CPU builds for a CPU with it), as the compiler contracts it everywhere else. Spelled out
+// because GCC vectorizes a plain `s += a[i] * b[i]` loop over a runtime length as vector products
+// followed by in-order scalar adds, which are never fused: such a sum then differed in its last
+// bit from the GPU's and from the unrolled fixed-S loops'. SIMD vector types (one lane per
+// sequence) take the plain expression, which is contracted lane by lane.
+template <typename C, typename B>
+CM_HD C fused_madd(C a, B b, C c) {
+  return a * b + c;
+}
+CM_HD double fused_madd(double a, double b, double c) {
+#if defined(__CUDA_ARCH__) || defined(__FMA__)
+  return fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
 // out = eta @ T[x] (unnormalised); returns out . w, i.e. P(x | eta) for a normalised eta.
 // SC > 0 fixes S at compile time (fully unrolled); SC == 0 uses the runtime S.
 // w == nullptr means w = ones (HMM).
@@ -28,7 +46,7 @@ CM_HD C belief_step(const E* eta, const double* Tx, const double* w, C* out, int
   }
   C norm{};
   if (w) {
-    for (int j = 0; j < n; ++j) norm += out[j] * w[j];
+    for (int j = 0; j < n; ++j) norm = fused_madd(out[j], w[j], norm);
   } else {
     for (int j = 0; j < n; ++j) norm += out[j];
   }
@@ -57,7 +75,7 @@ CM_HD C belief_step_padded(const E* eta, const double* Tx, const double* w, C* o
   if (w) {
     CM_UNROLL
     for (int j = 0; j < CAP; ++j)
-      if (j < S) norm += out[j] * w[j];
+      if (j < S) norm = fused_madd(out[j], w[j], norm);
   } else {
     CM_UNROLL
     for (int j = 0; j < CAP; ++j)
@@ -98,7 +116,7 @@ CM_HD void store_normalised(double* nxt, double norm, int S, Out* dst) {
 template <typename C, typename E>
 CM_HD C token_prob(const E* eta, const double* Tw, int x, int S) {
   C p = C(0);
-  for (int i = 0; i < S; ++i) p += static_cast<C>(eta[i]) * static_cast<C>(Tw[static_cast<int64_t>(x) * S + i]);
+  for (int i = 0; i < S; ++i) p = fused_madd(static_cast<C>(eta[i]), static_cast<C>(Tw[static_cast<int64_t>(x) * S + i]), p);
   return p;
 }
 
@@ -108,7 +126,7 @@ CM_HD C token_prob_padded(const E* eta, const double* Tw, int x, int S) {
   C p = C(0);
   CM_UNROLL
   for (int i = 0; i < CAP; ++i)
-    if (i < S) p += static_cast<C>(eta[i]) * static_cast<C>(Tw[static_cast<int64_t>(x) * S + i]);
+    if (i < S) p = fused_madd(static_cast<C>(eta[i]), static_cast<C>(Tw[static_cast<int64_t>(x) * S + i]), p);
   return p;
 }
 
