@@ -1,7 +1,9 @@
-"""The 8-lane belief path (S <= 4, V <= 8; AVX-512 builds) at its edges: blocks of 32 rows with
-remainder rows on the other paths, 8-position token tiles, 16/8-position output tiles (float32 /
-float64) written row by row as whole cache lines, non-temporal for outputs over 32 MiB. Every
-row must have the bits it has alone (single rows take the scalar path), on every build."""
+"""The tiled belief path (S <= 4; csrc/cpu/lanes.hpp) at its edges: on AVX-512 builds blocks of
+32 rows (8 lanes x 4 groups, V <= 8), on AVX2 builds blocks of 12 rows (4 lanes x 3 groups,
+V <= 4), with remainder rows on the other paths, 8-position token tiles, 16/8-position output
+tiles (float32 / float64) written row by row as whole cache lines, non-temporal for outputs over
+32 MiB. Every row must have the bits it has alone (single rows take the scalar path), on every
+build."""
 import numpy as np
 import pytest
 
@@ -41,10 +43,17 @@ def test_batch_sizes_around_the_lane_block(B):
     np.testing.assert_allclose(b, rb, rtol=0, atol=1e-6)
 
 
+# V <= 4 reaches the AVX2 tiles too (token bits as blend selectors); V 5..8 only AVX-512's
+SMALL = {"mess3": MESS3, "S4V8": cm.processes.random_hmm(4, 8, seed=1), "ghmm3": cm.processes.random_ghmm_like(3, 5, seed=2),
+         "S2V6": cm.processes.random_hmm(2, 6, seed=3), "S4V4": cm.processes.random_hmm(4, 4, seed=8),
+         "S2V2": cm.processes.random_hmm(2, 2, seed=9), "S1V3": cm.processes.random_hmm(1, 3, seed=10),
+         "ghmm3V3": cm.processes.random_ghmm_like(3, 3, seed=11), "ghmm4V4": cm.processes.random_ghmm_like(4, 4, seed=12)}
+
+
 @pytest.mark.parametrize("tok_dtype", [np.uint8, np.uint16, np.int32, np.int64])
-@pytest.mark.parametrize("proc", [MESS3, cm.processes.random_hmm(4, 8, seed=1), cm.processes.random_ghmm_like(3, 5, seed=2),
-                                  cm.processes.random_hmm(2, 6, seed=3)], ids=["mess3", "S4V8", "ghmm3", "S2V6"])
-def test_token_types_and_widths(tok_dtype, proc):
+@pytest.mark.parametrize("name", list(SMALL))
+def test_token_types_and_widths(tok_dtype, name):
+    proc = SMALL[name]
     tokens = cm.sample(proc, 40, 27, seed=7).astype(tok_dtype)
     b, lp = cm.beliefs(proc, tokens, dtype=np.float64, return_log_prob=True)
     np.testing.assert_array_equal(b, _alone(proc, tokens, np.float64))
@@ -52,6 +61,45 @@ def test_token_types_and_widths(tok_dtype, proc):
     rb, rlp = ref_beliefs(proc.T, tokens, proc.stationary, proc.w, proc.zero_tol)
     np.testing.assert_allclose(b, rb, rtol=0, atol=1e-9)
     np.testing.assert_allclose(lp, rlp, rtol=1e-9)
+
+
+def _threads(n, fn):
+    old = cm.get_num_threads()
+    try:
+        cm.set_num_threads(n)
+        return fn()
+    finally:
+        cm.set_num_threads(old)
+
+
+@pytest.mark.parametrize("B", [11, 12, 13, 25, 37, 61])
+@pytest.mark.parametrize("name", ["mess3", "S4V4", "S2V2", "ghmm3V3"])
+def test_batch_splits_threads_and_outputs_around_the_avx2_block(B, name):
+    """Blocks of 12 rows (AVX2) with remainders, L = 45 (5 token tiles + 5, 2 float32 output
+    tiles + 13): fresh and out= outputs in both precisions, 1 and 2 threads, batch splits and
+    log_prob all give each row its bits alone."""
+    proc = SMALL[name]
+    L = 45
+    tokens = cm.sample(proc, B, L, seed=B)
+    for dtype in (np.float32, np.float64):
+        b, lp = cm.beliefs(proc, tokens, dtype=dtype, return_log_prob=True)
+        np.testing.assert_array_equal(b, _alone(proc, tokens, dtype))
+        one = _threads(1, lambda: cm.beliefs(proc, tokens, dtype=dtype, return_log_prob=True))
+        np.testing.assert_array_equal(one[0], b)
+        np.testing.assert_array_equal(one[1], lp)
+        buf = np.full((B, L, proc.num_states), np.nan, dtype)
+        assert cm.beliefs(proc, tokens, out=buf) is buf
+        np.testing.assert_array_equal(buf, b)
+        cut = B // 2
+        np.testing.assert_array_equal(np.concatenate([cm.beliefs(proc, tokens[:cut], dtype=dtype),
+                                                      cm.beliefs(proc, tokens[cut:], dtype=dtype)]), b)
+    lpo = cm.log_prob(proc, tokens)
+    np.testing.assert_array_equal(lpo, np.array([cm.log_prob(proc, t) for t in tokens]))
+    np.testing.assert_array_equal(lpo, _threads(1, lambda: cm.log_prob(proc, tokens)))
+    np.testing.assert_allclose(lpo, lp, rtol=1e-14, atol=1e-13)
+    rb, rlp = ref_beliefs(proc.T, tokens, proc.stationary, proc.w, proc.zero_tol)
+    np.testing.assert_allclose(b, rb, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(lpo, rlp, rtol=1e-10, atol=1e-10)
 
 
 def _sparse_process():

@@ -1,7 +1,7 @@
 """cm.log_prob's own arithmetic (ScaledLogProb, csrc/include/compmech/kernels.hpp): unnormalised
 propagation v' = v T[x] with exact power-of-two rescaling every 8 positions (or sooner when the
-norm falls below 2^-64), no division. Every path that can serve a row (8-lane AVX-512 blocks of
-32 rows, 4-lane blocks of 16, scalar blocks of 8, single rows, the runtime-S and grouped
+norm falls below 2^-64), no division. Every path that can serve a row (tiled blocks of 32 rows
+on AVX-512 or 12 on AVX2, 4-lane blocks of 16, scalar blocks of 8, single rows, the runtime-S and grouped
 many-state paths, the CUDA twin) must give the same bits; `beliefs(..., return_log_prob=True)`
 keeps the normalised arithmetic, so the two agree to a few ulp, not bitwise."""
 import numpy as np
@@ -17,6 +17,8 @@ PROCS = {
     "mess3": MESS3,
     "S4V8": cm.processes.random_hmm(4, 8, seed=1),
     "S2V6": cm.processes.random_hmm(2, 6, seed=3),
+    "S4V4": cm.processes.random_hmm(4, 4, seed=8),  # V <= 4: AVX2 tiles too
+    "ghmm3V3": cm.processes.random_ghmm_like(3, 3, seed=11),
     "S3V12": cm.processes.random_hmm(3, 12, seed=4),  # V > 8: no lane paths
     "ghmm3": cm.processes.random_ghmm_like(3, 5, seed=2),
     "S7": cm.processes.random_hmm(7, 3, seed=5),  # runtime S
@@ -40,8 +42,9 @@ def _threads(n, fn):
 @pytest.mark.parametrize("name", list(PROCS))
 @pytest.mark.parametrize("L", [1, 7, 8, 9, 16, 23, 70])
 def test_every_path_gives_the_same_bits(name, L):
-    """83 rows = two 8-lane blocks + a 4-lane block + a block of 8 + 3 single rows; each row alone
-    takes the scalar path; batch splits and thread counts change nothing."""
+    """83 rows = two 8-lane blocks + a 4-lane block + a block of 8 + 3 single rows (AVX-512), or
+    six 12-row tiled blocks + a block of 8 + 3 single rows (AVX2, V <= 4); each row alone takes
+    the scalar path; batch splits and thread counts change nothing."""
     proc = PROCS[name]
     tokens = cm.sample(proc, 83, L, seed=L)
     lp = cm.log_prob(proc, tokens)
@@ -135,10 +138,11 @@ def test_rescaling_keeps_small_components_of_the_belief():
     np.testing.assert_array_equal(lp, _alone(proc, tokens, initial=init))
 
 
-def test_ghmm_zero_tolerance_is_relative_to_the_belief():
+@pytest.mark.parametrize("V", [3, 5])
+def test_ghmm_zero_tolerance_is_relative_to_the_belief(V):
     """GHMMs: a token whose conditional probability is below the zero tolerance (1e-12) is
     impossible, whatever scale the unnormalised v has reached."""
-    proc = cm.processes.random_ghmm_like(3, 5, seed=2)
+    proc = cm.processes.random_ghmm_like(3, V, seed=2)
     tokens = cm.sample(proc, 70, 40, seed=9)
     lp = cm.log_prob(proc, tokens, on_zero="nan")
     _, rlp = ref_beliefs(proc.T, tokens, proc.stationary, proc.w, proc.zero_tol)

@@ -11,16 +11,14 @@
 #include "launchers.hpp"
 #include "simd.hpp"
 #include "parallel.hpp"
-#if defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
 #include "row_stage.hpp"
-#endif
 
 namespace compmech {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-// Belief outputs larger than this leave the 8-lane path by non-temporal stores (they would not
+// Belief outputs larger than this leave the tiled path by non-temporal stores (they would not
 // stay in cache anyway, and full-line streaming skips reading every line before writing it).
 constexpr int64_t kStreamBytes = int64_t(32) << 20;
 
@@ -181,57 +179,47 @@ void rows_lanes(const ProcessView& p, const double* init, const Tok* tokens, int
   }
 }
 
-#if defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
-#define CM_BELIEFS_AVX512 1
-// AVX-512 path for S <= 4, V <= 8: 8 rows per vector, G vectors interleaved. Each T[x, i, j]
-// is one in-register table lookup (the V <= 8 values of T[., i, j] fill a 512-bit register,
-// indexed by the lanes' tokens). Tokens come in 8-position tiles; the arithmetic is
-// belief_step's, operation for operation, so the bits equal every other path's.
-constexpr int kLane8G = 4, kLane8Rows = 8 * kLane8G, kTile = 8;
+#if defined(CM_TILED_LANES)
+// Tiled path for S <= 4, V <= Lanes::kMaxV (lanes.hpp: W = 8 rows per vector on AVX-512, 4 on
+// AVX2), G vectors interleaved. Each T[x, i, j] is one in-register table lookup (the values of
+// T[., i, j] fill a register, indexed by the lanes' tokens). Tokens come in 8-position tiles;
+// the arithmetic is belief_step's, operation for operation, so the bits equal every other path's.
+using VD = Lanes::VD;
+using VL = Lanes::VL;
+using Mask = Lanes::Mask;
+constexpr int kW = Lanes::W, kTile = 8;
+// Lane groups interleaved: enough independent chains to cover a step's latency, few enough
+// that the groups' beliefs stay in registers (32 on AVX-512, 16 on AVX2; measured on Zen 3).
+constexpr int kTileG = kW == 8 ? 4 : 3;
+constexpr int kTileRows = kW * kTileG;
 
 // The lanes' tokens for a tile of kTile positions: xs[tt] holds position t0 + tt of rows
-// rb..rb+7 as int64 lanes.
+// rb..rb+W-1 as lookup indices.
 template <typename Tok>
-inline void stage_tokens8(const Tok* tokens, int64_t rb, int64_t L, int64_t t0, int nt, __m512i* xs) {
-  if constexpr (std::is_same<Tok, uint8_t>::value) {
-    if (nt == kTile) {
-      // 8 rows x 8 positions of bytes, transposed with one byte permute
-      __m512i m = _mm512_setzero_si512();
-      int64_t q[8];
-      for (int l = 0; l < 8; ++l) std::memcpy(&q[l], tokens + (rb + l) * L + t0, 8);
-      m = _mm512_loadu_si512(q);
-      alignas(64) static const uint8_t kIdx[64] = {
-          0, 8, 16, 24, 32, 40, 48, 56, 1, 9, 17, 25, 33, 41, 49, 57, 2, 10, 18, 26, 34, 42, 50, 58,
-          3, 11, 19, 27, 35, 43, 51, 59, 4, 12, 20, 28, 36, 44, 52, 60, 5, 13, 21, 29, 37, 45, 53, 61,
-          6, 14, 22, 30, 38, 46, 54, 62, 7, 15, 23, 31, 39, 47, 55, 63};
-      alignas(64) uint8_t tb[64];
-      _mm512_store_si512(tb, _mm512_permutexvar_epi8(_mm512_load_si512(kIdx), m));
-      for (int tt = 0; tt < kTile; ++tt)
-        xs[tt] = _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(tb + tt * 8)));
-      return;
-    }
-  }
-  alignas(64) int64_t x[kTile][8];
-  for (int l = 0; l < 8; ++l)
+inline void stage_tokens(const Tok* tokens, int64_t rb, int64_t L, int64_t t0, int nt, Lanes::Idx* xs) {
+  if constexpr (std::is_same<Tok, uint8_t>::value)
+    if (nt == kTile) return Lanes::stage_bytes(tokens + rb * L + t0, L, xs);
+  alignas(64) int64_t x[kTile][kW];
+  for (int l = 0; l < kW; ++l)
     for (int tt = 0; tt < nt; ++tt) x[tt][l] = static_cast<int64_t>(tokens[(rb + l) * L + t0 + tt]);
-  for (int tt = 0; tt < nt; ++tt) xs[tt] = _mm512_load_si512(x[tt]);
+  for (int tt = 0; tt < nt; ++tt) xs[tt] = Lanes::index(x[tt]);
 }
 
-// The log-probability of 8 lanes, as LogProbAcc (kernels.hpp) computes it lane by lane, with
+// The log-probability of W lanes, as LogProbAcc (kernels.hpp) computes it lane by lane, with
 // the rare tiny norms (logged directly) handled by the caller's slow path. The exponent fields
 // are summed raw (the 1023 biases come off at the end: integer arithmetic, so the same value).
-struct LogProbLanes8 {
-  vd8 mant = vd8{} + 1.0;
-  vl8 field = vl8{};
-  double extra[8] = {};
+struct LogProbTiled {
+  VD mant = VD{} + 1.0;
+  VL field = VL{};
+  double extra[kW] = {};
   int64_t steps = 0;
 
   // One step on register copies of mant and field. norm is positive in every lane that has
   // not failed (a failed lane's value is never used), so the product's sign bit is 0.
-  static inline void add(vd8& mant, vl8& field, vd8 norm) {
-    const vl8 bits = reinterpret_cast<vl8>(mant * norm);
-    field += reinterpret_cast<vl8>(_mm512_srli_epi64(reinterpret_cast<__m512i>(bits), 52));
-    mant = reinterpret_cast<vd8>((bits & 0x000FFFFFFFFFFFFFLL) | 0x3FF0000000000000LL);
+  static inline void add(VD& mant, VL& field, VD norm) {
+    const VL bits = reinterpret_cast<VL>(mant * norm);
+    field += Lanes::shift52(bits);
+    mant = reinterpret_cast<VD>((bits & 0x000FFFFFFFFFFFFFLL) | 0x3FF0000000000000LL);
   }
   LogProbAcc lane(int l) const { return LogProbAcc{mant[l], field[l] - 1023 * steps, extra[l]}; }
 };
@@ -240,16 +228,16 @@ struct LogProbLanes8 {
 // (scaled by 2^600 before the inverse, logged directly). Out of line and by value, so that the
 // common path keeps everything in registers.
 struct LaneFix {
-  vd8 norm, scale, acc_norm;
+  VD norm, scale, acc_norm;
 };
-__attribute__((noinline, cold)) LaneFix fix_lanes8(vd8 norm, __mmask8 ok, int64_t t, int64_t* fail, double* extra) {
-  for (int l = 0; l < 8; ++l)
+__attribute__((noinline, cold)) LaneFix fix_lanes(VD norm, Mask ok, int64_t t, int64_t* fail, double* extra) {
+  for (int l = 0; l < kW; ++l)
     if (!((ok >> l) & 1)) {
       if (fail[l] < 0) fail[l] = t;
       norm[l] = kNaN;  // poisons the rest of the row
     }
-  LaneFix f{norm, vd8{} + 1.0, norm};
-  for (int l = 0; l < 8; ++l)
+  LaneFix f{norm, VD{} + 1.0, norm};
+  for (int l = 0; l < kW; ++l)
     if (norm[l] < kTinyNorm) {  // NaN (failed) lanes are not tiny
       f.scale[l] = kTinyScale;
       if (extra) extra[l] += std::log(norm[l]);
@@ -258,84 +246,84 @@ __attribute__((noinline, cold)) LaneFix fix_lanes8(vd8 norm, __mmask8 ok, int64_
   return f;
 }
 
-// sum_j v[j] (* w[j]) of 8 lanes in ascending j. For HMMs the leading 0 + is dropped: it changes
+// sum_j v[j] (* w[j]) of W lanes in ascending j. For HMMs the leading 0 + is dropped: it changes
 // only the sign of a zero norm, which fails either way. GHMMs keep it, so that the compiler fuses
 // each product into the running sum exactly as belief_step does.
 template <int SC, bool GH>
-__attribute__((always_inline)) inline vd8 norm_lanes8(const vd8* v, const double* w) {
-  vd8 norm = GH ? vd8{} : v[0];
+__attribute__((always_inline)) inline VD norm_tiled(const VD* v, const double* w) {
+  VD norm = GH ? VD{} : v[0];
   for (int j = GH ? 0 : 1; j < SC; ++j) norm += GH ? v[j] * w[j] : v[j];
   return norm;
 }
 
-// nxt = eta @ T[x] for 8 lanes, belief_step's products: T[x, i, j] is looked up in tab by each
+// nxt = eta @ T[x] for W lanes, belief_step's products: T[x, i, j] is looked up in tab by each
 // lane's token.
 template <int SC>
-__attribute__((always_inline)) inline void products_lanes8(const vd8* eta, const __m512d* tab, __m512i x, vd8* nxt) {
-  for (int j = 0; j < SC; ++j) nxt[j] = vd8{};
+__attribute__((always_inline)) inline void products_tiled(const VD* eta, const Lanes::Tab* tab, Lanes::Idx x, VD* nxt) {
+  for (int j = 0; j < SC; ++j) nxt[j] = VD{};
   for (int i = 0; i < SC; ++i)
-    for (int j = 0; j < SC; ++j) nxt[j] += eta[i] * reinterpret_cast<vd8>(_mm512_permutexvar_pd(x, tab[i * SC + j]));
+    for (int j = 0; j < SC; ++j) nxt[j] += eta[i] * Lanes::lookup(tab[i * SC + j], x);
 }
 
-// One group of 8 rows, one position: belief_step + safe_inverse, operation for operation.
+// One group of W rows, one position: belief_step + safe_inverse, operation for operation.
 // Returns the norm the accumulator takes (1 in lanes whose tiny norm went to `extra`).
 template <int SC, bool GH, bool LOGP>
-__attribute__((always_inline)) inline vd8 step_lanes8(vd8* eta, const __m512d* tab, __m512i x, const double* w,
-                                                      vd8 zero_tol, int64_t t, int64_t* fail, double* extra) {
-  vd8 nxt[SC];
-  products_lanes8<SC>(eta, tab, x, nxt);
-  vd8 norm = norm_lanes8<SC, GH>(nxt, w);
-  const __mmask8 ok = _mm512_cmp_pd_mask(reinterpret_cast<__m512d>(norm), reinterpret_cast<__m512d>(zero_tol), _CMP_GT_OQ);
-  const __mmask8 tiny = _mm512_cmp_pd_mask(reinterpret_cast<__m512d>(norm), _mm512_set1_pd(kTinyNorm), _CMP_LT_OQ);
-  vd8 acc_norm = norm;
-  if (__builtin_expect((ok ^ 0xFF) | tiny, 0)) {
-    const LaneFix f = fix_lanes8(norm, ok, t, fail, LOGP ? extra : nullptr);
+__attribute__((always_inline)) inline VD step_tiled(VD* eta, const Lanes::Tab* tab, Lanes::Idx x, const double* w,
+                                                    VD zero_tol, int64_t t, int64_t* fail, double* extra) {
+  VD nxt[SC];
+  products_tiled<SC>(eta, tab, x, nxt);
+  VD norm = norm_tiled<SC, GH>(nxt, w);
+  const Mask ok = Lanes::cmp<_CMP_GT_OQ>(norm, zero_tol);
+  const Mask tiny = Lanes::cmp<_CMP_LT_OQ>(norm, VD{} + kTinyNorm);
+  VD acc_norm = norm;
+  if (__builtin_expect((ok ^ Lanes::kAll) | tiny, 0)) {
+    const LaneFix f = fix_lanes(norm, ok, t, fail, LOGP ? extra : nullptr);
     for (int j = 0; j < SC; ++j) nxt[j] *= f.scale;
     norm = f.norm * f.scale;
     acc_norm = f.acc_norm;
   }
-  const vd8 inv = 1.0 / norm;
+  const VD inv = 1.0 / norm;
   for (int j = 0; j < SC; ++j) eta[j] = nxt[j] * inv;
   return acc_norm;
 }
 
 template <int SC, typename Out>
-using Stage8 = RowStage<SC, kLane8G, Out>;
+using TileStage = RowStage<SC, kTileG, Out>;
 
-// tab[i * SC + j] holds T[x, i, j] in lane x (V <= 8), zero past V.
+// tab[i * SC + j] holds T[x, i, j] in lane x (V <= W), zero past V.
 template <int SC>
-inline void fill_tables8(const ProcessView& p, __m512d* tab) {
+inline void fill_tables(const ProcessView& p, Lanes::Tab* tab) {
   for (int i = 0; i < SC; ++i)
     for (int j = 0; j < SC; ++j) {
-      alignas(64) double v[8];
-      for (int x = 0; x < 8; ++x) v[x] = x < p.V ? p.T[(x * SC + i) * SC + j] : 0.0;
-      tab[i * SC + j] = _mm512_load_pd(v);
+      double v[kW];
+      for (int x = 0; x < kW; ++x) v[x] = x < p.V ? p.T[(x * SC + i) * SC + j] : 0.0;
+      tab[i * SC + j] = Lanes::table(v);
     }
 }
 
 // kTile positions of the block from xs; eta and the accumulators live in registers meanwhile
 // (copied in and out, so that nothing is spilled per step across the stage's tile writes).
 template <int SC, bool GH, bool LOGP, typename Out>
-__attribute__((always_inline)) inline void tile_lanes8(vd8 (*eta_mem)[SC], LogProbLanes8* acc, const __m512d* tab,
-                                                       const __m512i (*xs)[kTile], int nt, int64_t t0, int tt0,
-                                                       const double* w, double zero_tol, int64_t* fail,
-                                                       Stage8<SC, Out>* stage) {
-  constexpr int G = kLane8G;
-  vd8 eta[G][SC];
-  vd8 mant[G];
-  vl8 field[G];
+__attribute__((always_inline)) inline void tile_beliefs(VD (*eta_mem)[SC], LogProbTiled* acc, const Lanes::Tab* tab,
+                                                        const Lanes::Idx (*xs)[kTile], int nt, int64_t t0, int tt0,
+                                                        const double* w, double zero_tol, int64_t* fail,
+                                                        TileStage<SC, Out>* stage) {
+  constexpr int G = kTileG;
+  VD eta[G][SC];
+  VD mant[G];
+  VL field[G];
   for (int g = 0; g < G; ++g) {
     for (int j = 0; j < SC; ++j) eta[g][j] = eta_mem[g][j];
     mant[g] = acc[g].mant;
     field[g] = acc[g].field;
   }
-  const vd8 tol = vd8{} + zero_tol;
+  const VD tol = VD{} + zero_tol;
   for (int tt = 0; tt < nt; ++tt) {
 #pragma GCC unroll 4
     for (int g = 0; g < G; ++g) {  // the G groups' chains are independent: they overlap
-      const vd8 a = step_lanes8<SC, GH, LOGP>(eta[g], tab, xs[g][tt], w, tol, t0 + tt, fail + g * 8, acc[g].extra);
+      const VD a = step_tiled<SC, GH, LOGP>(eta[g], tab, xs[g][tt], w, tol, t0 + tt, fail + g * kW, acc[g].extra);
       if (stage) stage->put(g, tt0 + tt, eta[g]);
-      if (LOGP) LogProbLanes8::add(mant[g], field[g], a);
+      if (LOGP) LogProbTiled::add(mant[g], field[g], a);
     }
     if (stage) stage->step(tt0 + tt);
   }
@@ -348,24 +336,24 @@ __attribute__((always_inline)) inline void tile_lanes8(vd8 (*eta_mem)[SC], LogPr
 }
 
 template <int SC, bool GH, bool LOGP, typename Tok, typename Out>
-void rows_lanes8_run(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L,
-                     Stage8<SC, Out>* stage, double* logp, int64_t* fail) {
-  constexpr int W = 8, G = kLane8G;
+void rows_tiled_run(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L,
+                    TileStage<SC, Out>* stage, double* logp, int64_t* fail) {
+  constexpr int W = kW, G = kTileG;
   const double* w = GH ? p.w : nullptr;
-  __m512d tab[SC * SC];
-  fill_tables8<SC>(p, tab);
-  vd8 eta[G][SC];
-  LogProbLanes8 acc[G];
+  Lanes::Tab tab[SC * SC];
+  fill_tables<SC>(p, tab);
+  VD eta[G][SC];
+  LogProbTiled acc[G];
   for (int g = 0; g < G; ++g)
-    for (int j = 0; j < SC; ++j) eta[g][j] = vd8{} + init[j];
+    for (int j = 0; j < SC; ++j) eta[g][j] = VD{} + init[j];
   for (int r = 0; r < W * G; ++r) fail[r] = -1;
-  __m512i xs[G][kTile];
+  Lanes::Idx xs[G][kTile];
   for (int64_t t0 = 0; t0 < L; t0 += kTile) {
     const int nt = static_cast<int>(std::min<int64_t>(kTile, L - t0));
-    for (int g = 0; g < G; ++g) stage_tokens8(tokens, r0 + g * W, L, t0, nt, xs[g]);
-    constexpr int NP = Stage8<SC, Out>::NP;  // a multiple of kTile
+    for (int g = 0; g < G; ++g) stage_tokens(tokens, r0 + g * W, L, t0, nt, xs[g]);
+    constexpr int NP = TileStage<SC, Out>::NP;  // a multiple of kTile
     const int tt0 = static_cast<int>(t0 % NP);
-    tile_lanes8<SC, GH, LOGP, Out>(eta, acc, tab, xs, nt, t0, tt0, w, p.zero_tol, fail, stage);
+    tile_beliefs<SC, GH, LOGP, Out>(eta, acc, tab, xs, nt, t0, tt0, w, p.zero_tol, fail, stage);
     if (stage && (tt0 + nt == NP || t0 + nt >= L)) stage->end_tile(tt0 + nt, t0 + nt >= L);
   }
   if (logp) {
@@ -375,22 +363,18 @@ void rows_lanes8_run(const ProcessView& p, const double* init, const Tok* tokens
   }
 }
 
-// log_prob alone on the 8-lane path: ScaledLogProb's arithmetic (kernels.hpp), no division.
-// Per step the products and the norm are step_lanes8's; one compare flags the lanes that need a
+// log_prob alone on the tiled path: ScaledLogProb's arithmetic (kernels.hpp), no division.
+// Per step the products and the norm are step_tiled's; one compare flags the lanes that need a
 // look (a norm below kRescaleBelow, an impossible token), and the rescaling due every
 // kRescaleEvery == kTile positions happens at the end of each whole tile.
-static_assert(kRescaleEvery == kTile, "the 8-lane log_prob path rescales once per token tile");
-using ScaledLanes8 = ScaledLanesT<vd8, vl8>;
-inline __mmask8 live_mask8(const ScaledLanes8& st) {
-  const __m512i m = reinterpret_cast<__m512i>(st.live);
-  return _mm512_test_epi64_mask(m, m);
-}
+static_assert(kRescaleEvery == kTile, "the tiled log_prob path rescales once per token tile");
+using ScaledTiled = ScaledLanesT<VD, VL>;
 
 // TOL: the zero tolerance is checked against the norm before each step (GHMMs, or an HMM given
 // a nonzero tolerance). Without it (HMMs: norm >= kRescaleBelow already implies norm > 0) no
 // norm is carried from step to step: the rescaling at the end of the tile recomputes the last
 // one from v with the same sums (exact also where fix() rescaled a lane: scaling up by a power
-// of two rounds nothing), which keeps 4 registers free for the lane groups' beliefs.
+// of two rounds nothing), which keeps registers free for the lane groups' beliefs.
 // An HMM's norm does not grow from one step to the next (P(x | eta) <= 1; round-off and rows of
 // T.sum(0) renormalised to 1 leave far less than a factor 2 over a tile). So when a whole tile
 // ends with every norm at or above this bar, no step inside it went below kRescaleBelow or met
@@ -401,20 +385,18 @@ constexpr double kReplayBar = 2 * kRescaleBelow;
 // settle, the scalar definition), from the tile's starting v0 and `last0`: for the rare tiles
 // whose end norm is below kReplayBar. v (the tile's end) and st get the lanes' results.
 template <int SC>
-__attribute__((noinline, cold)) void replay_lanes8(const ProcessView& p, const vd8* v0, vd8 last0, __mmask8 lanes,
-                                                   const __m512i* xs, int64_t t0, int64_t* fail, vd8* v,
-                                                   ScaledLanes8& st) {
-  for (int l = 0; l < 8; ++l) {
+__attribute__((noinline, cold)) void replay_lanes(const ProcessView& p, const VD* v0, VD last0, Mask lanes,
+                                                  const Lanes::Idx* xs, int64_t t0, int64_t* fail, VD* v,
+                                                  ScaledTiled& st) {
+  for (int l = 0; l < kW; ++l) {
     if (!((lanes >> l) & 1)) continue;
     double vv[SC];
     for (int j = 0; j < SC; ++j) vv[j] = v0[j][l];
     ScaledLogProb s{last0[l], st.expo[l]};
     int64_t f = -1;
     for (int tt = 0; tt < kTile && f < 0; ++tt) {
-      alignas(64) int64_t x[8];
-      _mm512_store_si512(x, xs[tt]);
       double nxt[SC];
-      const double norm = belief_step<SC, double>(vv, p.T + x[l] * SC * SC, nullptr, nxt, SC);
+      const double norm = belief_step<SC, double>(vv, p.T + Lanes::token(xs[tt], l) * SC * SC, nullptr, nxt, SC);
       scaled_step(s, f, t0 + tt, norm, p.zero_tol, nxt, vv, SC);
     }
     if (f >= 0) {
@@ -432,58 +414,56 @@ __attribute__((noinline, cold)) void replay_lanes8(const ProcessView& p, const v
 // unrolled); NT == 0: the last, partial tile of nt positions. HMMs (no TOL) check whole tiles
 // only at their end (DEFER, see kReplayBar): per step, only the lookups and multiply-adds.
 template <int SC, bool GH, bool TOL, int NT>
-__attribute__((always_inline)) inline void tile_logp8(vd8 (*v_mem)[SC], ScaledLanes8* st, const __m512d* tab,
-                                                      const __m512i (*xs)[kTile], int nt_runtime, int64_t t0,
-                                                      const double* w, const ProcessView& p, int64_t* fail) {
-  constexpr int G = kLane8G;
+__attribute__((always_inline)) inline void tile_logp(VD (*v_mem)[SC], ScaledTiled* st, const Lanes::Tab* tab,
+                                                     const Lanes::Idx (*xs)[kTile], int nt_runtime, int64_t t0,
+                                                     const double* w, const ProcessView& p, int64_t* fail) {
+  constexpr int G = kTileG;
   constexpr bool DEFER = !GH && !TOL && NT == kTile;
   const int nt = NT > 0 ? NT : nt_runtime;
   const double zero_tol = p.zero_tol;
-  vd8 v[G][SC];
-  vd8 last[G];
-  __mmask8 live[G];
+  VD v[G][SC];
+  VD last[G];
+  Mask live[G];
   for (int g = 0; g < G; ++g) {
     for (int j = 0; j < SC; ++j) v[g][j] = v_mem[g][j];
     if (TOL) last[g] = st[g].last;
-    live[g] = live_mask8(st[g]);
+    live[g] = Lanes::nonzero(st[g].live);
   }
-  const __m512d below = _mm512_set1_pd(kRescaleBelow);
+  const VD below = VD{} + kRescaleBelow;
   for (int tt = 0; tt < nt; ++tt) {
 #pragma GCC unroll 4
     for (int g = 0; g < G; ++g) {
-      vd8 nxt[SC];
-      products_lanes8<SC>(v[g], tab, xs[g][tt], nxt);
+      VD nxt[SC];
+      products_tiled<SC>(v[g], tab, xs[g][tt], nxt);
       for (int j = 0; j < SC; ++j) v[g][j] = nxt[j];
       if (DEFER) continue;
-      const vd8 norm = norm_lanes8<SC, GH>(nxt, w);
-      const __m512d n = reinterpret_cast<__m512d>(norm);
-      __mmask8 bad = _mm512_mask_cmp_pd_mask(live[g], n, below, _CMP_NGE_UQ);
-      if (TOL) bad |= _mm512_mask_cmp_pd_mask(live[g], n, reinterpret_cast<__m512d>(zero_tol * last[g]), _CMP_NGT_UQ);
+      const VD norm = norm_tiled<SC, GH>(nxt, w);
+      Mask bad = Lanes::cmp<_CMP_NGE_UQ>(live[g], norm, below);
+      if (TOL) bad |= Lanes::cmp<_CMP_NGT_UQ>(live[g], norm, zero_tol * last[g]);
       // without TOL the tolerance is 0 and prev only needs to be finite in live lanes
-      const vd8 prev = TOL ? last[g] : norm;
+      const VD prev = TOL ? last[g] : norm;
       if (TOL) last[g] = norm;
       if (__builtin_expect(bad != 0, 0)) {
         // through a copy: v's own address never escapes, so it stays in registers
-        vd8 tmp[SC];
+        VD tmp[SC];
         for (int j = 0; j < SC; ++j) tmp[j] = v[g][j];
         st[g].last = norm;
-        st[g].fix(reinterpret_cast<vl8>(_mm512_movm_epi64(bad)), t0 + tt, prev, tmp, SC, zero_tol, fail + g * 8);
+        st[g].fix(Lanes::lanes(bad), t0 + tt, prev, tmp, SC, zero_tol, fail + g * kW);
         for (int j = 0; j < SC; ++j) v[g][j] = tmp[j];
         if (TOL) last[g] = st[g].last;
-        live[g] = live_mask8(st[g]);
+        live[g] = Lanes::nonzero(st[g].live);
       }
     }
   }
   for (int g = 0; g < G; ++g) {
-    const vd8 last0 = st[g].last;
-    st[g].last = TOL ? last[g] : norm_lanes8<SC, GH>(v[g], w);
+    const VD last0 = st[g].last;
+    st[g].last = TOL ? last[g] : norm_tiled<SC, GH>(v[g], w);
     if (DEFER) {
-      const __mmask8 bad = _mm512_mask_cmp_pd_mask(live[g], reinterpret_cast<__m512d>(st[g].last),
-                                                   _mm512_set1_pd(kReplayBar), _CMP_NGE_UQ);
+      const Mask bad = Lanes::cmp<_CMP_NGE_UQ>(live[g], st[g].last, VD{} + kReplayBar);
       if (__builtin_expect(bad != 0, 0)) {
-        vd8 tmp[SC];
+        VD tmp[SC];
         for (int j = 0; j < SC; ++j) tmp[j] = v[g][j];
-        replay_lanes8<SC>(p, v_mem[g], last0, bad, xs[g], t0, fail + g * 8, tmp, st[g]);
+        replay_lanes<SC>(p, v_mem[g], last0, bad, xs[g], t0, fail + g * kW, tmp, st[g]);
         for (int j = 0; j < SC; ++j) v[g][j] = tmp[j];
       }
     }
@@ -493,23 +473,23 @@ __attribute__((always_inline)) inline void tile_logp8(vd8 (*v_mem)[SC], ScaledLa
 }
 
 template <int SC, bool GH, bool TOL, typename Tok>
-__attribute__((noinline)) void rows_logp8_run(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0,
-                                              int64_t L, double* logp, int64_t* fail) {
-  constexpr int W = 8, G = kLane8G;
+__attribute__((noinline)) void rows_tiled_logp_run(const ProcessView& p, const double* init, const Tok* tokens,
+                                                   int64_t r0, int64_t L, double* logp, int64_t* fail) {
+  constexpr int W = kW, G = kTileG;
   const double* w = GH ? p.w : nullptr;
-  __m512d tab[SC * SC];
-  fill_tables8<SC>(p, tab);
-  vd8 v[G][SC];
-  ScaledLanes8 st[G];
+  Lanes::Tab tab[SC * SC];
+  fill_tables<SC>(p, tab);
+  VD v[G][SC];
+  ScaledTiled st[G];
   for (int g = 0; g < G; ++g)
-    for (int j = 0; j < SC; ++j) v[g][j] = vd8{} + init[j];
+    for (int j = 0; j < SC; ++j) v[g][j] = VD{} + init[j];
   for (int r = 0; r < W * G; ++r) fail[r] = -1;
-  __m512i xs[G][kTile];
+  Lanes::Idx xs[G][kTile];
   for (int64_t t0 = 0; t0 < L; t0 += kTile) {
     const int nt = static_cast<int>(std::min<int64_t>(kTile, L - t0));
-    for (int g = 0; g < G; ++g) stage_tokens8(tokens, r0 + g * W, L, t0, nt, xs[g]);
-    if (nt == kTile) tile_logp8<SC, GH, TOL, kTile>(v, st, tab, xs, nt, t0, w, p, fail);
-    else tile_logp8<SC, GH, TOL, 0>(v, st, tab, xs, nt, t0, w, p, fail);
+    for (int g = 0; g < G; ++g) stage_tokens(tokens, r0 + g * W, L, t0, nt, xs[g]);
+    if (nt == kTile) tile_logp<SC, GH, TOL, kTile>(v, st, tab, xs, nt, t0, w, p, fail);
+    else tile_logp<SC, GH, TOL, 0>(v, st, tab, xs, nt, t0, w, p, fail);
   }
   ScaledLogProb lanes[W * G];
   for (int r = 0; r < W * G; ++r) lanes[r] = st[r / W].lane(r % W);
@@ -517,18 +497,18 @@ __attribute__((noinline)) void rows_logp8_run(const ProcessView& p, const double
 }
 
 template <int SC, bool GH, typename Tok>
-void rows_logp8(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L, double* logp,
-                int64_t* fail) {
-  if (GH || p.zero_tol != 0.0) rows_logp8_run<SC, GH, true>(p, init, tokens, r0, L, logp, fail);
-  else rows_logp8_run<SC, GH, false>(p, init, tokens, r0, L, logp, fail);
+void rows_tiled_logp(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L, double* logp,
+                     int64_t* fail) {
+  if (GH || p.zero_tol != 0.0) rows_tiled_logp_run<SC, GH, true>(p, init, tokens, r0, L, logp, fail);
+  else rows_tiled_logp_run<SC, GH, false>(p, init, tokens, r0, L, logp, fail);
 }
 
 template <int SC, bool GH, bool LOGP, typename Tok, typename Out>
-void rows_lanes8(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L,
-                 Out* beliefs, double* logp, int64_t* fail, bool stream) {
-  if (!beliefs) return rows_lanes8_run<SC, GH, LOGP, Tok, Out>(p, init, tokens, r0, L, nullptr, logp, fail);
-  Stage8<SC, Out> stage(beliefs + r0 * L * SC, L, stream);
-  rows_lanes8_run<SC, GH, LOGP, Tok, Out>(p, init, tokens, r0, L, &stage, logp, fail);
+void rows_tiled(const ProcessView& p, const double* init, const Tok* tokens, int64_t r0, int64_t L, Out* beliefs,
+                double* logp, int64_t* fail, bool stream) {
+  if (!beliefs) return rows_tiled_run<SC, GH, LOGP, Tok, Out>(p, init, tokens, r0, L, nullptr, logp, fail);
+  TileStage<SC, Out> stage(beliefs + r0 * L * SC, L, stream);
+  rows_tiled_run<SC, GH, LOGP, Tok, Out>(p, init, tokens, r0, L, &stage, logp, fail);
 }
 #endif
 
@@ -657,11 +637,11 @@ void run_rows(const ProcessView& p, const double* init, const Tok* tokens, int64
   if constexpr (SC > 0) {
     constexpr int R = 8;
     int64_t r = b;
-#if defined(CM_BELIEFS_AVX512)
-    if (p.V <= 8)
-      for (; r + kLane8Rows <= e; r += kLane8Rows) {
-        if constexpr (SCALED) rows_logp8<SC, GH>(p, init, tokens, r, L, logp, fail_rows + r);
-        else rows_lanes8<SC, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, stream);
+#if defined(CM_TILED_LANES)
+    if (p.V <= Lanes::kMaxV)
+      for (; r + kTileRows <= e; r += kTileRows) {
+        if constexpr (SCALED) rows_tiled_logp<SC, GH>(p, init, tokens, r, L, logp, fail_rows + r);
+        else rows_tiled<SC, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, stream);
       }
 #endif
     if (p.V <= kLaneMaxV)

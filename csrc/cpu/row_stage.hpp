@@ -1,11 +1,14 @@
-// Output staging for the 8-lane belief path (AVX-512): lanes are rows, but the output is
-// row-major, so writing each step straight out costs 8 scattered 3-value stores per vector
+// Output staging for the tiled belief paths (lanes.hpp): lanes are rows, but the output is
+// row-major, so writing each step straight out costs W scattered 3-value stores per vector
 // (and a read-for-ownership of every line). Instead a step stores its S vectors unchanged
-// (lane-major) into a small tile; every kTile positions the tile is transposed in registers
+// (lane-major) into a small tile; every tile of positions is transposed in registers
 // into per-row runs, and each row's run leaves as whole 64-byte lines, non-temporal when the
 // output is too large to stay in cache. A row's partial line waits for the next tile; only a
 // row's first and last lines (which it may share with its neighbours) use ordinary stores.
 #pragma once
+#include "lanes.hpp"
+
+#if defined(CM_TILED_LANES)
 #include <immintrin.h>
 
 #include <cstdint>
@@ -15,8 +18,10 @@
 
 namespace compmech {
 
-// In-place 8x8 transposes: r[k] holds element k of 8 lanes; afterwards r[l] holds lane l's 8 elements.
-inline void transpose8(__m256* r) {
+// transpose_block: in-place W x W transposes, r[k] holds element k of W lanes; afterwards r[l]
+// holds lane l's W elements.
+#if CM_TILED_LANES == 8
+inline void transpose_block(__m256* r) {
   const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
   const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
   const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
@@ -35,7 +40,7 @@ inline void transpose8(__m256* r) {
   r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
-inline void transpose8(__m512d* r) {
+inline void transpose_block(__m512d* r) {
   __m512d a[8], b[8];
   for (int k = 0; k < 8; k += 2) {
     a[k] = _mm512_unpacklo_pd(r[k], r[k + 1]);      // columns 0, 2, 4, 6 of rows k, k + 1
@@ -70,7 +75,13 @@ inline void copy_run(Out* dst, const Out* src, int n) {
   }
 }
 
-// The vector a tile keeps per (position, value): 8 floats or 8 doubles.
+// One cache line from src to dst (64-byte aligned), non-temporal.
+template <typename Out>
+inline void stream_line(Out* dst, const Out* src) {
+  _mm512_stream_si512(reinterpret_cast<__m512i*>(dst), _mm512_loadu_si512(src));
+}
+
+// A tile keeps W floats or W doubles per (position, value).
 template <typename Out>
 struct StageVec;
 template <>
@@ -81,11 +92,64 @@ template <>
 struct StageVec<double> {
   using type = __m512d;
 };
+inline __m256 to_stage(vd8 e, float*) { return _mm512_cvtpd_ps(reinterpret_cast<__m512d>(e)); }
+inline __m512d to_stage(vd8 e, double*) { return reinterpret_cast<__m512d>(e); }
+inline void store_block(float* d, __m256 v) { _mm256_storeu_ps(d, v); }
+inline void store_block(double* d, __m512d v) { _mm512_storeu_pd(d, v); }
+#else
+inline void transpose_block(__m128* r) { _MM_TRANSPOSE4_PS(r[0], r[1], r[2], r[3]); }
+inline void transpose_block(__m256d* r) {
+  const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+  const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+  r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+  r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+  r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+  r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
 
-// The output side of a block of G x 8 rows advanced by rows_lanes8: vectors in, row-major
+// Copies n (>= 0) elements: whole 32-byte moves, then one masked move for the tail.
+template <typename Out>
+inline void copy_run(Out* dst, const Out* src, int n) {
+  constexpr int E = 32 / sizeof(Out);
+  int i = 0;
+  for (; i + E <= n; i += E)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
+  if (i == n) return;
+  if constexpr (sizeof(Out) == 4) {
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - i), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    _mm256_maskstore_ps(dst + i, m, _mm256_maskload_ps(src + i, m));
+  } else {
+    const __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n - i), _mm256_setr_epi64x(0, 1, 2, 3));
+    _mm256_maskstore_pd(dst + i, m, _mm256_maskload_pd(src + i, m));
+  }
+}
+
+template <typename Out>
+inline void stream_line(Out* dst, const Out* src) {  // one line, 64-byte aligned dst
+  for (int h = 0; h < 2; ++h)
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(dst) + h, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src) + h));
+}
+
+template <typename Out>
+struct StageVec;
+template <>
+struct StageVec<float> {
+  using type = __m128;
+};
+template <>
+struct StageVec<double> {
+  using type = __m256d;
+};
+inline __m128 to_stage(vd4 e, float*) { return _mm256_cvtpd_ps(reinterpret_cast<__m256d>(e)); }
+inline __m256d to_stage(vd4 e, double*) { return reinterpret_cast<__m256d>(e); }
+inline void store_block(float* d, __m128 v) { _mm_storeu_ps(d, v); }
+inline void store_block(double* d, __m256d v) { _mm256_storeu_pd(d, v); }
+#endif
+
+// The output side of a block of G x W rows advanced by rows_tiled: vectors in, row-major
 // lines out. A tile is NP = one line's worth of positions (16 floats, 8 doubles), so that every
 // row leaves SC whole lines per tile once aligned. While a tile fills, the previous one is
-// written out a group of 8 rows at a time between steps, so the stores drain while the
+// written out a group of W rows at a time between steps, so the stores drain while the
 // arithmetic runs instead of in one burst.
 template <int SC, int G, typename Out>
 class RowStage {
@@ -94,14 +158,15 @@ class RowStage {
   static constexpr int NP = LE;                                     // positions per tile
 
  private:
-  static constexpr int K = NP * SC;  // elements per row per tile, a multiple of 8 and of LE
+  static constexpr int W = Lanes::W;
+  static constexpr int K = NP * SC;  // elements per row per tile, a multiple of W and of LE
   static constexpr int kEvery = NP / G > 0 ? NP / G : 1;  // positions between two written groups
   using Vec = typename StageVec<Out>::type;
 
   Vec tile_[2][G][K];                    // tile_[.][g][tt * SC + j]: value j at position tt, a lane per row
-  alignas(64) Out run_[G * 8][LE + K];  // a row's output: carry (< LE) + one tile
-  int carry_[G * 8];
-  int64_t written_[G * 8];
+  alignas(64) Out run_[G * W][LE + K];  // a row's output: carry (< LE) + one tile
+  int carry_[G * W];
+  int64_t written_[G * W];
   Out* rows_;        // the block's first row
   int64_t row_len_;  // L * SC
   bool stream_;
@@ -112,17 +177,12 @@ class RowStage {
   // stream: non-temporal full lines (only when the output is element-aligned).
   RowStage(Out* rows, int64_t L, bool stream)
       : rows_(rows), row_len_(L * SC), stream_(stream && reinterpret_cast<uintptr_t>(rows) % sizeof(Out) == 0) {
-    for (int r = 0; r < G * 8; ++r) carry_[r] = 0, written_[r] = 0;
+    for (int r = 0; r < G * W; ++r) carry_[r] = 0, written_[r] = 0;
   }
 
-  // Lane l of e[j] is the belief value j of row g * 8 + l at tile position tt.
-  inline void put(int g, int tt, const vd8* e) {
-    for (int j = 0; j < SC; ++j) {
-      if constexpr (std::is_same<Out, float>::value)
-        tile_[cur_][g][tt * SC + j] = _mm512_cvtpd_ps(reinterpret_cast<__m512d>(e[j]));
-      else
-        tile_[cur_][g][tt * SC + j] = reinterpret_cast<__m512d>(e[j]);
-    }
+  // Lane l of e[j] is the belief value j of row g * W + l at tile position tt.
+  inline void put(int g, int tt, const Lanes::VD* e) {
+    for (int j = 0; j < SC; ++j) tile_[cur_][g][tt * SC + j] = to_stage(e[j], static_cast<Out*>(nullptr));
   }
 
   // After position tt of the current tile: write out a group of the previous tile when due.
@@ -149,18 +209,14 @@ class RowStage {
  private:
   // Transposes group g's nt positions of tile `buf` into its rows' runs and writes them out.
   void write_group(int g, int buf, int nt, bool last) {
-    const int blocks = (nt * SC + 7) / 8;
-    for (int b = 0; b < blocks; ++b) {  // 8 x 8 block b: elements 8b .. 8b + 7 of each row's tile
-      Vec v[8];
-      for (int k = 0; k < 8; ++k) v[k] = tile_[buf][g][8 * b + k];
-      transpose8(v);
-      for (int l = 0; l < 8; ++l) {
-        Out* d = run_[g * 8 + l] + carry_[g * 8 + l] + 8 * b;
-        if constexpr (std::is_same<Out, float>::value) _mm256_storeu_ps(d, v[l]);
-        else _mm512_storeu_pd(d, v[l]);
-      }
+    const int blocks = (nt * SC + W - 1) / W;
+    for (int b = 0; b < blocks; ++b) {  // W x W block b: elements Wb .. Wb + W - 1 of each row's tile
+      Vec v[W];
+      for (int k = 0; k < W; ++k) v[k] = tile_[buf][g][W * b + k];
+      transpose_block(v);
+      for (int l = 0; l < W; ++l) store_block(run_[g * W + l] + carry_[g * W + l] + W * b, v[l]);
     }
-    for (int l = 0; l < 8; ++l) emit(g * 8 + l, nt * SC, last);
+    for (int l = 0; l < W; ++l) emit(g * W + l, nt * SC, last);
   }
 
   void emit(int r, int fresh, bool last) {
@@ -181,8 +237,7 @@ class RowStage {
       done = LE - mis;
       copy_run(dst, src, done);
     }
-    for (; done + LE <= n; done += LE)
-      _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + done), _mm512_loadu_si512(src + done));
+    for (; done + LE <= n; done += LE) stream_line(dst + done, src + done);
     written_[r] += done;
     carry_[r] = n - done;
     copy_run(src, src + done, n - done);  // the carry (< one line) moves to the front
@@ -190,3 +245,4 @@ class RowStage {
 };
 
 }  // namespace compmech
+#endif
