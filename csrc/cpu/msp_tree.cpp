@@ -229,19 +229,21 @@ bool fill_full(const ProcessView& p, const Out* pb, const double* pp, int64_t b,
     load_lanes<SC>(pb + i * SC, eta);
     std::memcpy(&ppv, pp + i, sizeof(VD));
     if constexpr (VC > 0) {
-      // all V children first, then one test of the lanes (a drop is rare: the level is redone)
-      VD rows[VC * SC], conds[VC], pcs[VC];
-      VL keep = ~VL{};
-      for (int x = 0; x < VC; ++x) {
-        conds[x] = belief_step<SC, VD>(eta, T + x * SC * SC, w, rows + x * SC, SC);
-        pcs[x] = ppv * conds[x];
-        keep &= kept(conds[x], pcs[x]);
-      }
-      if (!all_of_lanes(keep)) return false;
+      // all V children normalised as if no norm were tiny, then one test of the lanes: a drop
+      // or a norm that safe_inverse rescales (both rare) sends these parents to full_tail
+      VD rows[VC * SC], pcs[VC];
+      VL ok = ~VL{};
       for (int x = 0; x < VC; ++x) {
         VD* nxt = rows + x * SC;
-        const VD inv = safe_inverse_lanes(conds[x], nxt, SC);
+        const VD cond = belief_step<SC, VD>(eta, T + x * SC * SC, w, nxt, SC);
+        pcs[x] = ppv * cond;
+        ok &= kept(cond, pcs[x]) & (cond >= kTinyNorm);
+        const VD inv = 1.0 / cond;
         for (int j = 0; j < SC; ++j) nxt[j] *= inv;
+      }
+      if (!all_of_lanes(ok)) {
+        if (!full_tail<SC>(p, pb, pp, i, i + W, min_prob, beliefs, probs)) return false;
+        continue;
       }
       store_transposed<VC * SC>(rows, beliefs + i * (VC * SC));
       store_transposed<VC>(pcs, probs + i * VC);

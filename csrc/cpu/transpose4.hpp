@@ -85,7 +85,11 @@ inline void store_block4(const vd4* rows, double* dst) {
   __m256d t[4];
   for (int j = 0; j < 4; ++j) t[j] = j < K ? reinterpret_cast<__m256d>(rows[j]) : _mm256_setzero_pd();
   transpose(t);
-  for (int l = 0; l < 4; ++l) store_first<K>(dst + l * R, t[l]);
+  // a lane's only block (R < 4) is stored whole but by lane 3: the values past K land on the
+  // next lane's first ones, which its own store then rewrites
+  constexpr int KS = R == K && R >= 2 ? 4 : K;
+  for (int l = 0; l < 3; ++l) store_first<KS>(dst + l * R, t[l]);
+  store_first<K>(dst + 3 * R, t[3]);
 }
 template <int R, int K>
 inline void store_block4(const __m128* f, float* dst) {
