@@ -32,7 +32,7 @@ inline void transpose_halves(__m256* v) {
 
 // ---- loads: 4 nodes x SC values -> SC vectors ------------------------------------------------
 
-// The first K <= 4 values at src as doubles (masked: nothing past src + K is read).
+// The first K <= 4 values at src (masked: nothing past src + K is read).
 template <int K>
 inline __m128i first32() { return _mm_setr_epi32(-1, K > 1 ? -1 : 0, K > 2 ? -1 : 0, K > 3 ? -1 : 0); }
 template <int K>
@@ -42,21 +42,24 @@ inline __m256d load_first(const double* src) {
   if constexpr (K == 4) return _mm256_loadu_pd(src);
   else return _mm256_maskload_pd(src, first64<K>());
 }
-template <int K>
-inline __m256d load_first(const float* src) {
-  if constexpr (K == 4) return _mm256_cvtps_pd(_mm_loadu_ps(src));
-  else return _mm256_cvtps_pd(_mm_maskload_ps(src, first32<K>()));
-}
 
 // eta[j][l] = src[l * SC + j] for 2 <= SC <= 4: the 4 nodes' SC values (one contiguous block),
-// one vector per value. Lanes 0-2 load 4 values each, which stays inside the block (SC >= 2).
+// one vector per value. Lanes 0-2 load 4 values each, which stays inside the block (SC >= 2);
+// lane 3 loads its SC (masked). float32 is transposed before the conversion (in-lane shuffles).
 template <int SC, typename Out>
 inline void load_lanes(const Out* src, vd4* eta) {
   static_assert(SC >= 2 && SC <= 4, "4 x 4 transpose");
-  __m256d v[4] = {load_first<4>(src), load_first<4>(src + SC), load_first<4>(src + 2 * SC),
-                  load_first<SC>(src + 3 * SC)};
-  transpose(v);
-  for (int j = 0; j < SC; ++j) eta[j] = reinterpret_cast<vd4>(v[j]);
+  if constexpr (std::is_same<Out, float>::value) {
+    __m128 f[4] = {_mm_loadu_ps(src), _mm_loadu_ps(src + SC), _mm_loadu_ps(src + 2 * SC),
+                   _mm_maskload_ps(src + 3 * SC, first32<SC>())};
+    _MM_TRANSPOSE4_PS(f[0], f[1], f[2], f[3]);
+    for (int j = 0; j < SC; ++j) eta[j] = reinterpret_cast<vd4>(_mm256_cvtps_pd(f[j]));
+  } else {
+    __m256d v[4] = {load_first<4>(src), load_first<4>(src + SC), load_first<4>(src + 2 * SC),
+                    load_first<SC>(src + 3 * SC)};
+    transpose(v);
+    for (int j = 0; j < SC; ++j) eta[j] = reinterpret_cast<vd4>(v[j]);
+  }
 }
 
 // ---- stores: R vectors -> 4 nodes x R values -------------------------------------------------
