@@ -190,3 +190,72 @@ def test_level_chunks_of_full_levels(mess3, min_prob):
     np.testing.assert_array_equal(np.concatenate([c.sequences for c in chunks]), ref.sequences)
     np.testing.assert_array_equal(np.concatenate([c.beliefs for c in chunks]), ref.beliefs)
     np.testing.assert_array_equal(np.concatenate([c.probs for c in chunks]), ref.probs)
+
+
+def _full_and_counted(proc, parents, probs, min_prob=0.0):
+    """One level from the same parents through the full-level kernel and the counting pass."""
+    w = proc.w if proc.is_generalized else None
+    args = (proc.T, w, np.ascontiguousarray(parents), np.ascontiguousarray(probs), float(min_prob), proc.zero_tol)
+    return _core.msp_level(*args, True), _core.msp_level(*args, False)
+
+
+def _assert_same_level(full, counted):
+    assert full is not None and full[2] is None and full[3] is None
+    np.testing.assert_array_equal(full[0], counted[0])
+    np.testing.assert_array_equal(full[1], counted[1])
+
+
+@pytest.mark.parametrize("S", [2, 3, 4])
+@pytest.mark.parametrize("V", [2, 3, 4])
+@pytest.mark.parametrize("ghmm", [False, True])
+def test_full_kernel_every_parent_count(S, V, ghmm):
+    """1..21 parents: whole lane groups (4 with AVX2, 8 with AVX-512) and every tail length of
+    the scalar pass, float32 and float64, HMM and GHMM (parents from a real level, so every
+    GHMM token probability is positive): the counting pass's bits."""
+    proc = (cm.processes.random_ghmm_like if ghmm else cm.processes.random_hmm)(S, V, seed=7 * S + V)
+    for dtype in (np.float32, np.float64):
+        level = cm.msp_tree(proc, 3, dtype=dtype).level(3)
+        for P in range(1, 22):
+            _assert_same_level(*_full_and_counted(proc, level.beliefs[P:2 * P], level.probs[P:2 * P]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_full_kernel_tiny_norms(dtype):
+    """Token 0's norms lie below kTinyNorm (safe_inverse rescales them before 1 / norm): the
+    lane groups holding them give the counting pass's bits too."""
+    T = cm.processes.random_hmm(3, 3, seed=5).T.copy()
+    T[0] *= 1e-300
+    T[1:] /= T[1:].sum(axis=(0, 2))[None, :, None]
+    proc = cm.HMM(T)
+    rng = np.random.default_rng(0)
+    parents = rng.dirichlet(np.ones(3), size=13).astype(dtype)
+    full, counted = _full_and_counted(proc, parents, rng.random(13) + 0.5)
+    _assert_same_level(full, counted)
+    assert np.all(full[1][0::3] < 1e-290) and np.allclose(full[0].sum(axis=1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_full_kernel_drop_in_any_lane(dtype):
+    """A single dropped child at any parent of 9 (every lane of a group, and the tail) stops
+    the full-level pass; counting then keeps the other 17 children."""
+    proc = cm.processes.golden_mean(0.5)  # state 1 never emits token 1
+    rng = np.random.default_rng(1)
+    for k in range(9):
+        parents = rng.dirichlet(np.ones(2), size=9)
+        parents[k] = [0.0, 1.0]
+        full, counted = _full_and_counted(proc, parents.astype(dtype), rng.random(9) + 0.5)
+        assert full is None and len(counted[1]) == 17
+
+
+def test_full_kernel_min_prob_edges(mess3):
+    """min_prob equal to the smallest child probability keeps every child (>=), the next double
+    up drops one; a parent of probability 0 drops its children even with min_prob = 0."""
+    level = cm.msp_tree(mess3, 2).level(2)
+    _, counted = _full_and_counted(mess3, level.beliefs, level.probs)
+    least = counted[1].min()
+    _assert_same_level(*_full_and_counted(mess3, level.beliefs, level.probs, least))
+    assert _full_and_counted(mess3, level.beliefs, level.probs, np.nextafter(least, 1.0))[0] is None
+    probs = level.probs.copy()
+    probs[4] = 0.0
+    full, counted = _full_and_counted(mess3, level.beliefs, probs)
+    assert full is None and len(counted[1]) == 3 * (len(probs) - 1)

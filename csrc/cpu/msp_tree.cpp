@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -9,6 +10,7 @@
 #include "launchers.hpp"
 #include "parallel.hpp"
 #include "simd.hpp"
+#include "transpose4.hpp"
 
 namespace compmech {
 namespace {
@@ -119,6 +121,9 @@ inline void load_lanes(const Out* src, VD* eta) {
     return;
   }
 #endif
+#if defined(__AVX2__)
+  if constexpr (std::is_same<VD, vd4>::value && SC >= 2 && SC <= 4) return transpose4::load_lanes<SC>(src, eta);
+#endif
   constexpr int W = sizeof(VD) / sizeof(double);
   for (int l = 0; l < W; ++l)
     for (int j = 0; j < SC; ++j) eta[j][l] = static_cast<double>(src[l * SC + j]);
@@ -166,9 +171,19 @@ inline void store_transposed(const VD* rows, Out* dst) {
     }
   }
 #endif
+#if defined(__AVX2__)
+  if constexpr (std::is_same<VD, vd4>::value) return transpose4::store_lanes<R>(rows, dst);
+#endif
   constexpr int W = sizeof(VD) / sizeof(double);
   for (int l = 0; l < W; ++l)
     for (int c = 0; c < R; ++c) dst[l * R + c] = static_cast<Out>(rows[c][l]);
+}
+
+// Whether every lane of a comparison's mask is set.
+template <typename VL>
+inline bool all_of_lanes(VL m) {
+  if constexpr (std::is_same<VL, vl4>::value) return all_lanes(m);
+  else return !any_lane_of(~m);
 }
 
 // The full-level pass one parent at a time (fill_full's tail, and any S without a fixed-width
@@ -199,36 +214,45 @@ template <int SC, int VC, bool GH, typename Out>
 bool fill_full(const ProcessView& p, const Out* pb, const double* pp, int64_t b, int64_t e, double min_prob,
                Out* beliefs, double* probs) {
   using VD = LaneVec;
+  using VL = decltype(VD{} < VD{});
   constexpr int W = kLanes;
   const int V = VC > 0 ? VC : p.V;
-  const double* w = GH ? p.w : nullptr;
-  const auto all_kept = [&](VD cond, VD pc) {
-    const auto keep = (cond > p.zero_tol) & (pc > 0.0) & (pc >= min_prob);
-    return !any_lane_of(~keep);
-  };
+  const double *T = p.T, *w = GH ? p.w : nullptr;  // locals: the stores below cannot change them
+  const double zero_tol = p.zero_tol;
+  // pc > 0 and pc >= min_prob in one compare: no double lies between 0 and denorm_min (a NaN
+  // min_prob stays NaN and keeps nothing, as before)
+  const double least = min_prob <= 0.0 ? std::numeric_limits<double>::denorm_min() : min_prob;
+  const auto kept = [&](VD cond, VD pc) { return (cond > zero_tol) & (pc >= least); };
   int64_t i = b;
   for (; i + W <= e; i += W) {
     VD eta[SC], ppv;
     load_lanes<SC>(pb + i * SC, eta);
     std::memcpy(&ppv, pp + i, sizeof(VD));
     if constexpr (VC > 0) {
+      // all V children normalised as if no norm were tiny, then one test of the lanes: a drop
+      // or a norm that safe_inverse rescales (both rare) sends these parents to full_tail
       VD rows[VC * SC], pcs[VC];
+      VL ok = ~VL{};
       for (int x = 0; x < VC; ++x) {
         VD* nxt = rows + x * SC;
-        const VD cond = belief_step<SC, VD>(eta, p.T + x * SC * SC, w, nxt, SC);
+        const VD cond = belief_step<SC, VD>(eta, T + x * SC * SC, w, nxt, SC);
         pcs[x] = ppv * cond;
-        if (!all_kept(cond, pcs[x])) return false;
-        const VD inv = safe_inverse_lanes(cond, nxt, SC);
+        ok &= kept(cond, pcs[x]) & (cond >= kTinyNorm);
+        const VD inv = 1.0 / cond;
         for (int j = 0; j < SC; ++j) nxt[j] *= inv;
+      }
+      if (!all_of_lanes(ok)) {
+        if (!full_tail<SC>(p, pb, pp, i, i + W, min_prob, beliefs, probs)) return false;
+        continue;
       }
       store_transposed<VC * SC>(rows, beliefs + i * (VC * SC));
       store_transposed<VC>(pcs, probs + i * VC);
     } else {
       for (int x = 0; x < V; ++x) {
         VD nxt[SC];
-        const VD cond = belief_step<SC, VD>(eta, p.T + static_cast<int64_t>(x) * SC * SC, w, nxt, SC);
+        const VD cond = belief_step<SC, VD>(eta, T + static_cast<int64_t>(x) * SC * SC, w, nxt, SC);
         const VD pc = ppv * cond;
-        if (!all_kept(cond, pc)) return false;
+        if (!all_of_lanes(kept(cond, pc))) return false;
         const VD inv = safe_inverse_lanes(cond, nxt, SC);
         for (int l = 0; l < W; ++l) {
           const int64_t k = (i + l) * V + x;
