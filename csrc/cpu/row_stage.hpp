@@ -81,17 +81,8 @@ inline void stream_line(Out* dst, const Out* src) {
   _mm512_stream_si512(reinterpret_cast<__m512i*>(dst), _mm512_loadu_si512(src));
 }
 
-// A tile keeps W floats or W doubles per (position, value).
-template <typename Out>
-struct StageVec;
-template <>
-struct StageVec<float> {
-  using type = __m256;
-};
-template <>
-struct StageVec<double> {
-  using type = __m512d;
-};
+using StageF = __m256;
+using StageD = __m512d;
 inline __m256 to_stage(vd8 e, float*) { return _mm512_cvtpd_ps(reinterpret_cast<__m512d>(e)); }
 inline __m512d to_stage(vd8 e, double*) { return reinterpret_cast<__m512d>(e); }
 inline void store_block(float* d, __m256 v) { _mm256_storeu_ps(d, v); }
@@ -130,21 +121,23 @@ inline void stream_line(Out* dst, const Out* src) {  // one line, 64-byte aligne
     _mm256_stream_si256(reinterpret_cast<__m256i*>(dst) + h, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src) + h));
 }
 
-template <typename Out>
-struct StageVec;
-template <>
-struct StageVec<float> {
-  using type = __m128;
-};
-template <>
-struct StageVec<double> {
-  using type = __m256d;
-};
+using StageF = __m128;
+using StageD = __m256d;
 inline __m128 to_stage(vd4 e, float*) { return _mm256_cvtpd_ps(reinterpret_cast<__m256d>(e)); }
 inline __m256d to_stage(vd4 e, double*) { return reinterpret_cast<__m256d>(e); }
 inline void store_block(float* d, __m128 v) { _mm_storeu_ps(d, v); }
 inline void store_block(double* d, __m256d v) { _mm256_storeu_pd(d, v); }
 #endif
+
+// A tile keeps W floats or W doubles per (position, value).
+template <typename Out>
+struct StageVec {
+  using type = StageD;
+};
+template <>
+struct StageVec<float> {
+  using type = StageF;
+};
 
 // The output side of a block of G x W rows advanced by rows_tiled: vectors in, row-major
 // lines out. A tile is NP = one line's worth of positions (16 floats, 8 doubles), so that every
