@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "simd.hpp"
+#include "transpose4.hpp"
 
 namespace compmech {
 
@@ -89,14 +90,7 @@ inline void store_block(float* d, __m256 v) { _mm256_storeu_ps(d, v); }
 inline void store_block(double* d, __m512d v) { _mm512_storeu_pd(d, v); }
 #else
 inline void transpose_block(__m128* r) { _MM_TRANSPOSE4_PS(r[0], r[1], r[2], r[3]); }
-inline void transpose_block(__m256d* r) {
-  const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
-  const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
-  r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
-  r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
-  r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
-  r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
-}
+inline void transpose_block(__m256d* r) { transpose4::transpose(r); }
 
 // Copies n (>= 0) elements: whole 32-byte moves, then one masked move for the tail.
 template <typename Out>
