@@ -54,7 +54,7 @@ constexpr int lane_row(int l) { return Philox16::lane_row(l); }
 // The stage, 16 rows x 64 positions (one output line per row) in L1. Row R's 16-byte slot c
 // (positions 16c..16c+15) sits at (4k + c) * 64 + 16i, where lane 4i + k holds row R: a chunk's
 // tokens, transposed, are then four aligned 64-byte stores, and a row's line is gathered (one load,
-// three inserts) when it is written out, instead of sixteen 16-byte extracts and stores a chunk.
+// three inserts) when it is written out, instead of 12 extracts and 16 16-byte stores a chunk.
 constexpr int lane_of_row(int R) { return 2 * (R % 8) + R / 8; }  // lane_row's inverse
 inline size_t stage_off(int R, int pos) {
   const int l = lane_of_row(R);
