@@ -39,6 +39,7 @@ struct Ops256 {
   static V iota64() { return _mm256_setr_epi64x(0, 1, 2, 3); }
   static V add64(V a, V b) { return _mm256_add_epi64(a, b); }
   static V srli64_32(V a) { return _mm256_srli_epi64(a, 32); }
+  static V hi_to_lo(V a) { return _mm256_shuffle_epi32(a, 0xF5); }
   static V mul32(V a, V b) { return _mm256_mul_epu32(a, b); }
   static V xor2(V a, V b) { return _mm256_xor_si256(a, b); }
   static V xor3(V a, V b, V c) { return _mm256_xor_si256(a, _mm256_xor_si256(b, c)); }

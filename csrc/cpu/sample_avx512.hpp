@@ -29,6 +29,7 @@ struct Ops512 {
   static V iota64() { return _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7); }
   static V add64(V a, V b) { return _mm512_add_epi64(a, b); }
   static V srli64_32(V a) { return _mm512_srli_epi64(a, 32); }
+  static V hi_to_lo(V a) { return _mm512_shuffle_epi32(a, _MM_PERM_DDBB); }
   static V mul32(V a, V b) { return _mm512_mul_epu32(a, b); }
   static V xor2(V a, V b) { return _mm512_xor_si512(a, b); }
   static V xor3(V a, V b, V c) { return _mm512_ternarylogic_epi32(a, b, c, 0x96); }
@@ -37,22 +38,12 @@ struct Ops512 {
 using Philox16 = PhiloxRows<Ops512>;
 
 // Tokens of 4 positions (bits 8..15 of each code vector) as 4 bytes per row: position k in byte k.
+// Shifts, a word blend and a bitwise select, not byte permutes: vpermt2b takes port 5 for two
+// cycles on Intel cores, and port 5 already does the draws' shuffles, lookups and compares.
 inline __m512i pack_tokens(const __m512i c[4]) {
-#if defined(__AVX512VBMI__)
-  const __m512i lo = _mm512_set1_epi32(0x00004101), hi = _mm512_set1_epi32(0x41010000);
-  const __m512i step = _mm512_set1_epi32(0x04040404);
-  // byte 4i+1 of the first source (index 0x01 + 4i) or of the second (0x41 + 4i = 64 + 4i + 1)
-  const __m512i base = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), step);
-  const __m512i t01 = _mm512_permutex2var_epi8(c[0], _mm512_add_epi8(lo, base), c[1]);
-  const __m512i t23 = _mm512_permutex2var_epi8(c[2], _mm512_add_epi8(hi, base), c[3]);
-  return _mm512_mask_blend_epi16(0xAAAAAAAAu, t01, t23);
-#else
-  const __m512i ff = _mm512_set1_epi32(0xFF);
-  __m512i t = _mm512_and_si512(_mm512_srli_epi32(c[0], 8), ff);
-  t = _mm512_or_si512(t, _mm512_and_si512(c[1], _mm512_set1_epi32(0xFF00)));
-  t = _mm512_or_si512(t, _mm512_and_si512(_mm512_slli_epi32(c[2], 8), _mm512_set1_epi32(0xFF0000)));
-  return _mm512_or_si512(t, _mm512_and_si512(_mm512_slli_epi32(c[3], 16), _mm512_set1_epi32(0xFF000000)));
-#endif
+  const __m512i y = _mm512_mask_blend_epi16(0xAAAAAAAAu, c[0], _mm512_slli_epi32(c[2], 16));  // codes 0, 2
+  const __m512i z = _mm512_mask_blend_epi16(0xAAAAAAAAu, c[1], _mm512_slli_epi32(c[3], 16));  // codes 1, 3
+  return _mm512_ternarylogic_epi32(_mm512_srli_epi32(y, 8), z, _mm512_set1_epi32(0x00FF00FF), 0xE4);  // c ? a : b
 }
 
 // Lane l of the decision vectors holds row lane_row(l) of its group of 16: the draw's bucket and
@@ -60,27 +51,35 @@ inline __m512i pack_tokens(const __m512i c[4]) {
 // each, which interleaves them (even lanes rows 0-7, odd lanes rows 8-15).
 constexpr int lane_row(int l) { return Philox16::lane_row(l); }
 
-// Writes 16 positions of 16 rows: p[j] holds positions 4j..4j+3 of row lane_row(l) in lane l.
-inline void store_chunk(const __m512i p[4], uint8_t* dst, int64_t stride, int n) {
+// The stage, 16 rows x 64 positions (one output line per row) in L1. Row R's 16-byte slot c
+// (positions 16c..16c+15) sits at (4k + c) * 64 + 16i, where lane 4i + k holds row R: a chunk's
+// tokens, transposed, are then four aligned 64-byte stores, and a row's line is gathered (one load,
+// three inserts) when it is written out, instead of 12 extracts and 16 16-byte stores a chunk.
+constexpr int lane_of_row(int R) { return 2 * (R % 8) + R / 8; }  // lane_row's inverse
+inline size_t stage_off(int R, int pos) {
+  const int l = lane_of_row(R);
+  return static_cast<size_t>(((l & 3) * 4 + (pos >> 4)) * 64 + (l >> 2) * 16 + (pos & 15));
+}
+
+// Stages slot c of 16 rows: p[j] holds positions 4j..4j+3 of row lane_row(l) in lane l.
+inline void stage_chunk(const __m512i p[4], uint8_t* st, int c) {
   const __m512i a = _mm512_unpacklo_epi32(p[0], p[1]), b = _mm512_unpackhi_epi32(p[0], p[1]);
-  const __m512i c = _mm512_unpacklo_epi32(p[2], p[3]), d = _mm512_unpackhi_epi32(p[2], p[3]);
-  // r[k], 128-bit lane q: the 16 tokens of lane 4q + k
-  const __m512i r[4] = {_mm512_unpacklo_epi64(a, c), _mm512_unpackhi_epi64(a, c), _mm512_unpacklo_epi64(b, d),
-                        _mm512_unpackhi_epi64(b, d)};
-  const __mmask16 m = static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1);
-#pragma GCC unroll 4
-  for (int k = 0; k < 4; ++k) {
-    const __m128i q[4] = {_mm512_castsi512_si128(r[k]), _mm512_extracti32x4_epi32(r[k], 1),
-                          _mm512_extracti32x4_epi32(r[k], 2), _mm512_extracti32x4_epi32(r[k], 3)};
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) {
-      uint8_t* row = dst + lane_row(4 * i + k) * stride;
-      if (n >= 16)
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(row), q[i]);
-      else
-        _mm_mask_storeu_epi8(row, m, q[i]);
-    }
-  }
+  const __m512i d = _mm512_unpacklo_epi32(p[2], p[3]), e = _mm512_unpackhi_epi32(p[2], p[3]);
+  // 128-bit lane i of the k-th vector: the 16 tokens of lane 4i + k
+  _mm512_store_si512(st + (0 + c) * 64, _mm512_unpacklo_epi64(a, d));
+  _mm512_store_si512(st + (4 + c) * 64, _mm512_unpackhi_epi64(a, d));
+  _mm512_store_si512(st + (8 + c) * 64, _mm512_unpacklo_epi64(b, e));
+  _mm512_store_si512(st + (12 + c) * 64, _mm512_unpackhi_epi64(b, e));
+}
+
+// Row R's staged line (64 positions).
+inline __m512i stage_row(const uint8_t* st, int R) {
+  const uint8_t* s = st + stage_off(R, 0);
+  const auto slot = [&](int c) { return _mm_load_si128(reinterpret_cast<const __m128i*>(s + 64 * c)); };
+  __m512i v = _mm512_castsi128_si512(slot(0));
+  v = _mm512_inserti32x4(v, slot(1), 1);
+  v = _mm512_inserti32x4(v, slot(2), 2);
+  return _mm512_inserti32x4(v, slot(3), 3);
 }
 
 // G groups of 16 rows, r0 .. r0 + 16G - 1 (row0 + r0 + i in the RNG stream), all L positions,
@@ -159,7 +158,7 @@ void hmm_rows_reg_impl(const RegTables& rt, const AliasTables& init_a, int64_t r
     const int64_t line = t0 < head ? 0 : head + ((t0 - head) & ~int64_t(63));
     for (int g = 0; g < G; ++g) {
       uint8_t* st = t0 < head ? heads[g] : stage[g];
-      store_chunk(packed[g], st + (t0 - line), 64, n);
+      stage_chunk(packed[g], st, static_cast<int>(t0 - line) >> 4);
       const __mmask16 undecided =
           _mm512_cmplt_epu32_mask(low[g], vK32) | _mm512_cmpgt_epu32_mask(high[g], carry_at);
       if (undecided) {  // rare: about 32 K draws in 2^32
@@ -170,7 +169,7 @@ void hmm_rows_reg_impl(const RegTables& rt, const AliasTables& init_a, int64_t r
           if (undecided >> l & 1) {
             const int i = 16 * g + lane_row(l);
             lane[g][l] = redo(i, (from[l] & 31) / K, t0, t0 + n) * K;  // writes the output row
-            std::memcpy(st + lane_row(l) * 64 + (t0 - line), out + i * L + t0, static_cast<size_t>(n));
+            std::memcpy(st + stage_off(lane_row(l), static_cast<int>(t0 - line)), out + i * L + t0, static_cast<size_t>(n));
           }
         code[g] = _mm512_load_si512(lane[g]);
       }
@@ -178,10 +177,13 @@ void hmm_rows_reg_impl(const RegTables& rt, const AliasTables& init_a, int64_t r
     if (head > 0 && t0 + 16 >= L) {  // the last lines, completed by the next row's head
       const int m = static_cast<int>(64 - head);
       const __mmask64 tail = (__mmask64(1) << m) - 1;
-      const uint8_t* h = heads[0];  // heads[g][l * 64] is row 16 g + l's: 64 bytes per row throughout
+      alignas(64) uint8_t heads_rows[G][16 * 64];  // heads_rows[g][l * 64]: row 16 g + l's line
+      for (int g = 0; g < G; ++g)
+        for (int l = 0; l < 16; ++l) _mm512_store_si512(heads_rows[g] + l * 64, stage_row(heads[g], l));
+      const uint8_t* h = heads_rows[0];  // 64 bytes per row throughout
       _mm512_mask_storeu_epi8(out - m, ~tail, _mm512_maskz_loadu_epi8(~tail, h - m));
       for (int i = 0; i < 16 * G; ++i) {
-        const __m512i t = _mm512_load_si512(stage[i / 16] + (i % 16) * 64);
+        const __m512i t = stage_row(stage[i / 16], i % 16);
         uint8_t* o = out + i * L + line;
         if (i + 1 < 16 * G)
           _mm512_stream_si512(reinterpret_cast<__m512i*>(o),
@@ -195,11 +197,11 @@ void hmm_rows_reg_impl(const RegTables& rt, const AliasTables& init_a, int64_t r
         uint8_t* o = out + 16 * g * L + line;
         if (m == 64 && aligned)  // whole aligned lines: streaming stores (no read for ownership)
           for (int l = 0; l < 16; ++l)
-            _mm512_stream_si512(reinterpret_cast<__m512i*>(o + l * L), _mm512_load_si512(stage[g] + l * 64));
+            _mm512_stream_si512(reinterpret_cast<__m512i*>(o + l * L), stage_row(stage[g], l));
         else
           for (int l = 0; l < 16; ++l)
             _mm512_mask_storeu_epi8(o + l * L, m >= 64 ? ~__mmask64(0) : (__mmask64(1) << m) - 1,
-                                    _mm512_load_si512(stage[g] + l * 64));
+                                    stage_row(stage[g], l));
       }
     }
   }

