@@ -642,11 +642,13 @@ void run_rows(const ProcessView& p, const double* init, const Tok* tokens, int64
     constexpr int R = 8;
     int64_t r = b;
 #if defined(CM_TILED_LANES)
-    if (p.V <= Lanes::kMaxV)
+    if (p.V <= Lanes::kMaxV) {
       for (; r + kTileRows <= e; r += kTileRows) {
         if constexpr (SCALED) rows_tiled_logp<SC, GH>(p, init, tokens, r, L, logp, fail_rows + r);
         else rows_tiled<SC, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, stream);
       }
+      if (stream && r > b) _mm_sfence();  // the blocks' non-temporal stores (row_stage.hpp)
+    }
 #endif
     if (p.V <= kLaneMaxV)
       for (; r + kLaneRows <= e; r += kLaneRows)

@@ -174,16 +174,12 @@ class RowStage {
   static constexpr int K = NP * SC;  // elements per row per tile, a multiple of W and of LE
   static constexpr int kEvery = NP / G > 0 ? NP / G : 1;  // positions between two written groups
   static constexpr int kRowsPerStep = (W + kEvery - 1) / kEvery;  // rows written out per position
-  // Float tiles of 8 lanes are transposed in pairs of 8 x 8 blocks (transpose_pairs): element
-  // e = 16c + 8h + k of a tile sits at slot 16c + 2k + h, so that elements k and 8 + k of a
-  // 16-element chunk fill one 64-byte load.
+  // Float tiles of 8 lanes are transposed in pairs of 8 x 8 blocks (transpose_pairs).
   static constexpr bool kPairs = W == 8 && sizeof(Out) == 4;
   static_assert(!kPairs || K % 16 == 0, "whole 16-element chunks per row and tile");
-  static constexpr int slot(int e) { return kPairs ? (e & ~15) | (e & 7) << 1 | (e >> 3 & 1) : e; }
   using Vec = typename StageVec<Out>::type;
 
-  // tile_[.][g][slot(tt * SC + j)]: value j at position tt, a lane per row
-  alignas(64) Vec tile_[2][G][K];
+  Vec tile_[2][G][K];  // tile_[.][g][tt * SC + j]: value j at position tt, a lane per row
   alignas(64) Out run_[G * W][LE + K];  // a row's output: carry (< LE) + one tile
   int carry_[G * W];
   int64_t written_[G * W];
@@ -204,7 +200,7 @@ class RowStage {
 
   // Lane l of e[j] is the belief value j of row g * W + l at tile position tt.
   inline void put(int g, int tt, const Lanes::VD* e) {
-    for (int j = 0; j < SC; ++j) tile_[cur_][g][slot(tt * SC + j)] = to_stage(e[j], static_cast<Out*>(nullptr));
+    for (int j = 0; j < SC; ++j) tile_[cur_][g][tt * SC + j] = to_stage(e[j], static_cast<Out*>(nullptr));
   }
 
   // After position tt of the current tile: a few rows of the previous tile leave, and the next
@@ -217,22 +213,19 @@ class RowStage {
   // The current tile is complete with nt positions (nt < NP only when last).
   void end_tile(int nt, bool last) {
     while (todo_ < G) next_group();
-    if (last) {
+    if (last) {  // all groups' runs are stored before any is read back (see next_group)
       emit_pending();
-      for (int g = 0; g < G; ++g) {
-        transpose_group(g, cur_, nt);
-        emit_group(g, nt, true);
-      }
+      for (int g = 0; g < G; ++g) transpose_group(g, cur_, nt);
+      for (int g = 0; g < G; ++g) emit_group(g, nt, true);
       return;
     }
     todo_ = 0;
     cur_ ^= 1;
   }
 
-  // Non-temporal stores are weakly ordered: fence before the data is handed back.
-  ~RowStage() {
-    if (stream_) _mm_sfence();
-  }
+  // Non-temporal stores are weakly ordered: the caller fences (_mm_sfence) once after its
+  // blocks, before the data is handed back; a fence per block would wait for each block's last
+  // lines to drain.
 
  private:
   // Group todo_ of the previous tile goes into its rows' runs, which leave a few rows per
@@ -264,7 +257,8 @@ class RowStage {
     if constexpr (kPairs) {
       for (int c = 0; c < (nt * SC + 15) / 16; ++c) {  // elements 16c .. 16c + 15 of each row's tile
         __m512 v[W];
-        for (int k = 0; k < W; ++k) v[k] = _mm512_load_ps(reinterpret_cast<const float*>(&tile_[buf][g][16 * c + 2 * k]));
+        const __m256* e = reinterpret_cast<const __m256*>(tile_[buf][g]) + 16 * c;
+        for (int k = 0; k < W; ++k) v[k] = _mm512_insertf32x8(_mm512_castps256_ps512(e[k]), e[8 + k], 1);
         transpose_pairs(v);
         for (int l = 0; l < W; ++l) _mm512_storeu_ps(run_[g * W + l] + carry_[g * W + l] + 16 * c, v[l]);
       }
