@@ -265,13 +265,13 @@ __attribute__((always_inline)) inline void products_tiled(const VD* eta, const L
     for (int j = 0; j < SC; ++j) nxt[j] += eta[i] * Lanes::lookup(tab[i * SC + j], x);
 }
 
-// One group of W rows, one position: belief_step + safe_inverse, operation for operation.
-// Returns the norm the accumulator takes (1 in lanes whose tiny norm went to `extra`).
 // One compare finds the lanes with nothing to fix, norm > zero_tol and norm >= kTinyNorm:
 // norm > fast_bar(zero_tol) (false for NaN). Doubles have nothing strictly between
 // kTinyNorm's predecessor and kTinyNorm, so > the predecessor is >= kTinyNorm.
 inline double fast_bar(double zero_tol) { return std::max(zero_tol, std::nextafter(kTinyNorm, 0.0)); }
 
+// One group of W rows, one position: belief_step + safe_inverse, operation for operation.
+// Returns the norm the accumulator takes (1 in lanes whose tiny norm went to `extra`).
 template <int SC, bool GH, bool LOGP>
 __attribute__((always_inline)) inline VD step_tiled(VD* eta, const Lanes::Tab* tab, Lanes::Idx x, const double* w,
                                                     VD zero_tol, VD bar, int64_t t, int64_t* fail, double* extra) {

@@ -161,8 +161,8 @@ struct StageVec<float> {
 // The output side of a block of G x W rows advanced by rows_tiled: vectors in, row-major
 // lines out. A tile is NP = one line's worth of positions (16 floats, 8 doubles), so that every
 // row leaves SC whole lines per tile once aligned. While a tile fills, the previous one is
-// written out a group of W rows at a time between steps, so the stores drain while the
-// arithmetic runs instead of in one burst.
+// transposed a group of W rows at a time and written out a few rows per position, so the
+// stores drain while the arithmetic runs instead of in bursts.
 template <int SC, int G, typename Out>
 class RowStage {
  public:
@@ -179,7 +179,7 @@ class RowStage {
   static_assert(!kPairs || K % 16 == 0, "whole 16-element chunks per row and tile");
   using Vec = typename StageVec<Out>::type;
 
-  Vec tile_[2][G][K];  // tile_[.][g][tt * SC + j]: value j at position tt, a lane per row
+  Vec tile_[2][G][K];                    // tile_[.][g][tt * SC + j]: value j at position tt, a lane per row
   alignas(64) Out run_[G * W][LE + K];  // a row's output: carry (< LE) + one tile
   int carry_[G * W];
   int64_t written_[G * W];
@@ -229,8 +229,8 @@ class RowStage {
 
  private:
   // Group todo_ of the previous tile goes into its rows' runs, which leave a few rows per
-  // position from the next position on (emit_some): the runs are stored in W-element pieces
-  // and read back as whole lines, and a line read right away would wait for its pieces to
+  // position from the next position on (emit_some): the runs are stored in 8- or 16-element
+  // pieces and read back as whole lines, and a line read right away would wait for its pieces to
   // commit (no store forwarding from several stores); spread out, the streaming stores also
   // drain while the arithmetic runs, rather than fill the store buffer in bursts.
   inline void next_group() {
