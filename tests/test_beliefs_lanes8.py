@@ -129,6 +129,26 @@ def test_impossible_tokens_mid_tile():
         cm.log_prob(proc, bad)
 
 
+@pytest.mark.parametrize("step", [-1, 0, 1])
+def test_norms_at_the_tiny_bound_in_lanes(step):
+    """Norms of exactly kTinyNorm (1e-290, kernels.hpp) and its neighbours: the tiled step's one
+    fast-path compare (norm > kTinyNorm's predecessor) must split them as norm < kTinyNorm does."""
+    tiny = 1e-290
+    v = tiny if step == 0 else np.nextafter(tiny, step * np.inf)
+    T = np.zeros((2, 2, 2))
+    T[0] = [[1 - v, 0], [0, 0.5]]
+    T[1] = [[v, 0], [0, 0.5]]
+    proc = cm.HMM(T)
+    init = np.array([1.0, 0.0])  # state 0 throughout: every token 1 has norm v exactly
+    tokens = np.random.default_rng(2).integers(0, 2, size=(70, 29))
+    b, lp = cm.beliefs(proc, tokens, initial=init, dtype=np.float64, return_log_prob=True)
+    assert np.all(np.isfinite(lp)) and np.all(np.isfinite(b))
+    np.testing.assert_array_equal(b, _alone(proc, tokens, np.float64, initial=init))
+    np.testing.assert_array_equal(lp, np.array([cm.beliefs(proc, t, initial=init, dtype=np.float64,
+                                                           return_log_prob=True)[1] for t in tokens]))
+    np.testing.assert_array_equal(cm.beliefs(proc, tokens, initial=init), b.astype(np.float32))
+
+
 def test_tiny_norms_in_lanes():
     """Norms below 1e-290 (scaled before the inverse, logged directly) inside 32-row blocks."""
     T = np.zeros((2, 2, 2))

@@ -265,18 +265,22 @@ __attribute__((always_inline)) inline void products_tiled(const VD* eta, const L
     for (int j = 0; j < SC; ++j) nxt[j] += eta[i] * Lanes::lookup(tab[i * SC + j], x);
 }
 
+// One compare finds the lanes with nothing to fix, norm > zero_tol and norm >= kTinyNorm:
+// norm > fast_bar(zero_tol) (false for NaN). Doubles have nothing strictly between
+// kTinyNorm's predecessor and kTinyNorm, so > the predecessor is >= kTinyNorm.
+inline double fast_bar(double zero_tol) { return std::max(zero_tol, std::nextafter(kTinyNorm, 0.0)); }
+
 // One group of W rows, one position: belief_step + safe_inverse, operation for operation.
 // Returns the norm the accumulator takes (1 in lanes whose tiny norm went to `extra`).
 template <int SC, bool GH, bool LOGP>
 __attribute__((always_inline)) inline VD step_tiled(VD* eta, const Lanes::Tab* tab, Lanes::Idx x, const double* w,
-                                                    VD zero_tol, int64_t t, int64_t* fail, double* extra) {
+                                                    VD zero_tol, VD bar, int64_t t, int64_t* fail, double* extra) {
   VD nxt[SC];
   products_tiled<SC>(eta, tab, x, nxt);
   VD norm = norm_tiled<SC, GH>(nxt, w);
-  const Mask ok = Lanes::cmp<_CMP_GT_OQ>(norm, zero_tol);
-  const Mask tiny = Lanes::cmp<_CMP_LT_OQ>(norm, VD{} + kTinyNorm);
   VD acc_norm = norm;
-  if (__builtin_expect((ok ^ Lanes::kAll) | tiny, 0)) {
+  if (__builtin_expect(Lanes::cmp<_CMP_GT_OQ>(norm, bar) != Lanes::kAll, 0)) {
+    const Mask ok = Lanes::cmp<_CMP_GT_OQ>(norm, zero_tol);
     const LaneFix f = fix_lanes(norm, ok, t, fail, LOGP ? extra : nullptr);
     for (int j = 0; j < SC; ++j) nxt[j] *= f.scale;
     norm = f.norm * f.scale;
@@ -317,11 +321,11 @@ __attribute__((always_inline)) inline void tile_beliefs(VD (*eta_mem)[SC], LogPr
     mant[g] = acc[g].mant;
     field[g] = acc[g].field;
   }
-  const VD tol = VD{} + zero_tol;
+  const VD tol = VD{} + zero_tol, bar = VD{} + fast_bar(zero_tol);
   for (int tt = 0; tt < nt; ++tt) {
 #pragma GCC unroll 4
     for (int g = 0; g < G; ++g) {  // the G groups' chains are independent: they overlap
-      const VD a = step_tiled<SC, GH, LOGP>(eta[g], tab, xs[g][tt], w, tol, t0 + tt, fail + g * kW, acc[g].extra);
+      const VD a = step_tiled<SC, GH, LOGP>(eta[g], tab, xs[g][tt], w, tol, bar, t0 + tt, fail + g * kW, acc[g].extra);
       if (stage) stage->put(g, tt0 + tt, eta[g]);
       if (LOGP) LogProbTiled::add(mant[g], field[g], a);
     }
@@ -638,11 +642,13 @@ void run_rows(const ProcessView& p, const double* init, const Tok* tokens, int64
     constexpr int R = 8;
     int64_t r = b;
 #if defined(CM_TILED_LANES)
-    if (p.V <= Lanes::kMaxV)
+    if (p.V <= Lanes::kMaxV) {
       for (; r + kTileRows <= e; r += kTileRows) {
         if constexpr (SCALED) rows_tiled_logp<SC, GH>(p, init, tokens, r, L, logp, fail_rows + r);
         else rows_tiled<SC, GH, LOGP>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, stream);
       }
+      if (stream && r > b) _mm_sfence();  // the blocks' non-temporal stores (row_stage.hpp)
+    }
 #endif
     if (p.V <= kLaneMaxV)
       for (; r + kLaneRows <= e; r += kLaneRows)

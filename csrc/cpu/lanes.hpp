@@ -53,10 +53,22 @@ struct Lanes {
   }
 
   // A tile of 8 positions of 8 byte-token rows (row stride L), transposed with one byte permute.
+  // The 8 rows' bytes are assembled in registers: through memory, the 64-byte load would wait
+  // for the 8-byte stores to commit (no store forwarding across several stores).
+  // Each row's next line is prefetched (the rows are read 8 bytes at a time, L bytes apart,
+  // which the hardware prefetchers do not follow well); prefetches never fault.
   static void stage_bytes(const uint8_t* rows, int64_t L, Idx* xs) {
-    int64_t q[8];
-    for (int l = 0; l < 8; ++l) std::memcpy(&q[l], rows + l * L, 8);
-    const __m512i m = _mm512_loadu_si512(q);
+    __m128i q[4];
+    for (int k = 0; k < 4; ++k) {
+      int64_t lo, hi;
+      std::memcpy(&lo, rows + 2 * k * L, 8);
+      std::memcpy(&hi, rows + (2 * k + 1) * L, 8);
+      q[k] = _mm_insert_epi64(_mm_cvtsi64_si128(lo), hi, 1);
+      _mm_prefetch(reinterpret_cast<const char*>(rows + 2 * k * L + 64), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(rows + (2 * k + 1) * L + 64), _MM_HINT_T0);
+    }
+    const __m512i m = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_inserti128_si256(_mm256_castsi128_si256(q[0]), q[1], 1)),
+                                         _mm256_inserti128_si256(_mm256_castsi128_si256(q[2]), q[3], 1), 1);
     alignas(64) static const uint8_t kIdx[64] = {
         0, 8, 16, 24, 32, 40, 48, 56, 1, 9, 17, 25, 33, 41, 49, 57, 2, 10, 18, 26, 34, 42, 50, 58,
         3, 11, 19, 27, 35, 43, 51, 59, 4, 12, 20, 28, 36, 44, 52, 60, 5, 13, 21, 29, 37, 45, 53, 61,

@@ -60,6 +60,31 @@ inline void transpose_block(__m512d* r) {
   }
 }
 
+// Two 8 x 8 float transposes at once, one in each 256-bit half (the steps of the __m256
+// transpose_block): a 512-bit shuffle costs what a 256-bit one does, so half the shuffles per
+// element. r[k] holds elements k and 8 + k of 8 lanes (halves); afterwards r[l] holds lane l's
+// elements 0..15.
+inline void transpose_pairs(__m512* r) {
+  __m512 t[8], s[8];
+  for (int k = 0; k < 8; k += 2) {
+    t[k] = _mm512_unpacklo_ps(r[k], r[k + 1]);
+    t[k + 1] = _mm512_unpackhi_ps(r[k], r[k + 1]);
+  }
+  for (int h = 0; h < 8; h += 4) {
+    s[h] = _mm512_shuffle_ps(t[h], t[h + 2], 0x44);
+    s[h + 1] = _mm512_shuffle_ps(t[h], t[h + 2], 0xEE);
+    s[h + 2] = _mm512_shuffle_ps(t[h + 1], t[h + 3], 0x44);
+    s[h + 3] = _mm512_shuffle_ps(t[h + 1], t[h + 3], 0xEE);
+  }
+  // _mm256_permute2f128_ps(a, b, 0x20) and (a, b, 0x31) in each half
+  const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+  const __m512i hi = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+  for (int k = 0; k < 4; ++k) {
+    r[k] = _mm512_permutex2var_ps(s[k], lo, s[k + 4]);
+    r[k + 4] = _mm512_permutex2var_ps(s[k], hi, s[k + 4]);
+  }
+}
+
 // Copies n (>= 0) elements with masked 64-byte moves (no call, no byte loop).
 template <typename Out>
 inline void copy_run(Out* dst, const Out* src, int n) {
@@ -136,8 +161,8 @@ struct StageVec<float> {
 // The output side of a block of G x W rows advanced by rows_tiled: vectors in, row-major
 // lines out. A tile is NP = one line's worth of positions (16 floats, 8 doubles), so that every
 // row leaves SC whole lines per tile once aligned. While a tile fills, the previous one is
-// written out a group of W rows at a time between steps, so the stores drain while the
-// arithmetic runs instead of in one burst.
+// transposed a group of W rows at a time and written out a few rows per position, so the
+// stores drain while the arithmetic runs instead of in bursts.
 template <int SC, int G, typename Out>
 class RowStage {
  public:
@@ -148,6 +173,10 @@ class RowStage {
   static constexpr int W = Lanes::W;
   static constexpr int K = NP * SC;  // elements per row per tile, a multiple of W and of LE
   static constexpr int kEvery = NP / G > 0 ? NP / G : 1;  // positions between two written groups
+  static constexpr int kRowsPerStep = (W + kEvery - 1) / kEvery;  // rows written out per position
+  // Float tiles of 8 lanes are transposed in pairs of 8 x 8 blocks (transpose_pairs).
+  static constexpr bool kPairs = W == 8 && sizeof(Out) == 4;
+  static_assert(!kPairs || K % 16 == 0, "whole 16-element chunks per row and tile");
   using Vec = typename StageVec<Out>::type;
 
   Vec tile_[2][G][K];                    // tile_[.][g][tt * SC + j]: value j at position tt, a lane per row
@@ -159,6 +188,8 @@ class RowStage {
   bool stream_;
   int cur_ = 0;  // the tile being filled; cur_ ^ 1 is being written out
   int todo_ = G;  // next group of the previous tile to write out (G: none)
+  int pending_ = -1;  // the group whose runs are filled but not all written out (-1: none)
+  int emitted_ = 0;   // its rows written out so far
 
  public:
   // stream: non-temporal full lines (only when the output is element-aligned).
@@ -172,30 +203,68 @@ class RowStage {
     for (int j = 0; j < SC; ++j) tile_[cur_][g][tt * SC + j] = to_stage(e[j], static_cast<Out*>(nullptr));
   }
 
-  // After position tt of the current tile: write out a group of the previous tile when due.
+  // After position tt of the current tile: a few rows of the previous tile leave, and the next
+  // group of it is transposed when due.
   inline void step(int tt) {
-    if (todo_ < G && (tt + 1) % kEvery == 0) write_group(todo_++, cur_ ^ 1, NP, false);
+    emit_some();
+    if (todo_ < G && (tt + 1) % kEvery == 0) next_group();
   }
 
   // The current tile is complete with nt positions (nt < NP only when last).
   void end_tile(int nt, bool last) {
-    while (todo_ < G) write_group(todo_++, cur_ ^ 1, NP, false);
-    if (last) {
-      for (int g = 0; g < G; ++g) write_group(g, cur_, nt, true);
+    while (todo_ < G) next_group();
+    if (last) {  // all groups' runs are stored before any is read back (see next_group)
+      emit_pending();
+      for (int g = 0; g < G; ++g) transpose_group(g, cur_, nt);
+      for (int g = 0; g < G; ++g) emit_group(g, nt, true);
       return;
     }
     todo_ = 0;
     cur_ ^= 1;
   }
 
-  // Non-temporal stores are weakly ordered: fence before the data is handed back.
-  ~RowStage() {
-    if (stream_) _mm_sfence();
-  }
+  // Non-temporal stores are weakly ordered: the caller fences (_mm_sfence) once after its
+  // blocks, before the data is handed back; a fence per block would wait for each block's last
+  // lines to drain.
 
  private:
-  // Transposes group g's nt positions of tile `buf` into its rows' runs and writes them out.
-  void write_group(int g, int buf, int nt, bool last) {
+  // Group todo_ of the previous tile goes into its rows' runs, which leave a few rows per
+  // position from the next position on (emit_some): the runs are stored in 8- or 16-element
+  // pieces and read back as whole lines, and a line read right away would wait for its pieces to
+  // commit (no store forwarding from several stores); spread out, the streaming stores also
+  // drain while the arithmetic runs, rather than fill the store buffer in bursts.
+  inline void next_group() {
+    emit_pending();
+    transpose_group(todo_, cur_ ^ 1, NP);
+    pending_ = todo_++;
+    emitted_ = 0;
+  }
+
+  inline void emit_some() {
+    if (pending_ < 0) return;
+    for (int k = 0; k < kRowsPerStep && emitted_ < W; ++k) emit(pending_ * W + emitted_++, NP * SC, false);
+  }
+
+  inline void emit_pending() {
+    if (pending_ < 0) return;
+    while (emitted_ < W) emit(pending_ * W + emitted_++, NP * SC, false);
+    pending_ = -1;
+  }
+
+  // Transposes group g's nt positions of tile `buf` into its rows' runs.
+  void transpose_group(int g, int buf, int nt) {
+#if CM_TILED_LANES == 8
+    if constexpr (kPairs) {
+      for (int c = 0; c < (nt * SC + 15) / 16; ++c) {  // elements 16c .. 16c + 15 of each row's tile
+        __m512 v[W];
+        const __m256* e = reinterpret_cast<const __m256*>(tile_[buf][g]) + 16 * c;
+        for (int k = 0; k < W; ++k) v[k] = _mm512_insertf32x8(_mm512_castps256_ps512(e[k]), e[8 + k], 1);
+        transpose_pairs(v);
+        for (int l = 0; l < W; ++l) _mm512_storeu_ps(run_[g * W + l] + carry_[g * W + l] + 16 * c, v[l]);
+      }
+      return;
+    }
+#endif
     const int blocks = (nt * SC + W - 1) / W;
     for (int b = 0; b < blocks; ++b) {  // W x W block b: elements Wb .. Wb + W - 1 of each row's tile
       Vec v[W];
@@ -203,6 +272,9 @@ class RowStage {
       transpose_block(v);
       for (int l = 0; l < W; ++l) store_block(run_[g * W + l] + carry_[g * W + l] + W * b, v[l]);
     }
+  }
+
+  void emit_group(int g, int nt, bool last) {
     for (int l = 0; l < W; ++l) emit(g * W + l, nt * SC, last);
   }
 
