@@ -129,6 +129,17 @@ def test_impossible_tokens_mid_tile():
         cm.log_prob(proc, bad)
 
 
+def _finite_and_row_by_row(proc, tokens, init):
+    """float64 beliefs and log-probabilities of the batch: finite, and bit-identical to each row's
+    own call (the lanes against the one-row path)."""
+    b, lp = cm.beliefs(proc, tokens, initial=init, dtype=np.float64, return_log_prob=True)
+    assert np.all(np.isfinite(lp)) and np.all(np.isfinite(b))
+    np.testing.assert_array_equal(b, _alone(proc, tokens, np.float64, initial=init))
+    np.testing.assert_array_equal(lp, np.array([cm.beliefs(proc, t, initial=init, dtype=np.float64,
+                                                           return_log_prob=True)[1] for t in tokens]))
+    return b, lp
+
+
 @pytest.mark.parametrize("step", [-1, 0, 1])
 def test_norms_at_the_tiny_bound_in_lanes(step):
     """Norms of exactly kTinyNorm (1e-290, kernels.hpp) and its neighbours: the tiled step's one
@@ -141,11 +152,7 @@ def test_norms_at_the_tiny_bound_in_lanes(step):
     proc = cm.HMM(T)
     init = np.array([1.0, 0.0])  # state 0 throughout: every token 1 has norm v exactly
     tokens = np.random.default_rng(2).integers(0, 2, size=(70, 29))
-    b, lp = cm.beliefs(proc, tokens, initial=init, dtype=np.float64, return_log_prob=True)
-    assert np.all(np.isfinite(lp)) and np.all(np.isfinite(b))
-    np.testing.assert_array_equal(b, _alone(proc, tokens, np.float64, initial=init))
-    np.testing.assert_array_equal(lp, np.array([cm.beliefs(proc, t, initial=init, dtype=np.float64,
-                                                           return_log_prob=True)[1] for t in tokens]))
+    b, lp = _finite_and_row_by_row(proc, tokens, init)
     np.testing.assert_array_equal(cm.beliefs(proc, tokens, initial=init), b.astype(np.float32))
 
 
@@ -157,11 +164,7 @@ def test_tiny_norms_in_lanes():
     proc = cm.HMM(T)
     init = np.array([0.5, 0.5])
     tokens = np.random.default_rng(1).integers(0, 2, size=(70, 45))
-    b, lp = cm.beliefs(proc, tokens, initial=init, dtype=np.float64, return_log_prob=True)
-    assert np.all(np.isfinite(lp)) and np.all(np.isfinite(b))
-    np.testing.assert_array_equal(b, _alone(proc, tokens, np.float64, initial=init))
-    np.testing.assert_array_equal(lp, np.array([cm.beliefs(proc, t, initial=init, dtype=np.float64,
-                                                           return_log_prob=True)[1] for t in tokens]))
+    b, lp = _finite_and_row_by_row(proc, tokens, init)
     lp_alone = cm.log_prob(proc, tokens, initial=init)
     np.testing.assert_allclose(lp_alone, lp, rtol=1e-14)
     np.testing.assert_array_equal(lp_alone, np.array([cm.log_prob(proc, t, initial=init) for t in tokens]))
