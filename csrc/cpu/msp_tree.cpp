@@ -179,13 +179,6 @@ inline void store_transposed(const VD* rows, Out* dst) {
     for (int c = 0; c < R; ++c) dst[l * R + c] = static_cast<Out>(rows[c][l]);
 }
 
-// Whether every lane of a comparison's mask is set.
-template <typename VL>
-inline bool all_of_lanes(VL m) {
-  if constexpr (std::is_same<VL, vl4>::value) return all_lanes(m);
-  else return !any_lane_of(~m);
-}
-
 // The full-level pass one parent at a time (fill_full's tail, and any S without a fixed-width
 // path): expand_range's arithmetic at fixed offsets; false as soon as a child would be dropped.
 template <int SC, typename Out>

@@ -115,7 +115,7 @@ inline void store_block(float* d, __m256 v) { _mm256_storeu_ps(d, v); }
 inline void store_block(double* d, __m512d v) { _mm512_storeu_pd(d, v); }
 #else
 inline void transpose_block(__m128* r) { _MM_TRANSPOSE4_PS(r[0], r[1], r[2], r[3]); }
-inline void transpose_block(__m256d* r) { transpose4::transpose(r); }
+inline void transpose_block(__m256d* r) { transpose4x4(r); }
 
 // Copies n (>= 0) elements: whole 32-byte moves, then one masked move for the tail.
 template <typename Out>

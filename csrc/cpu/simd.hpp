@@ -51,6 +51,12 @@ inline bool any_lane_of<vl8>(vl8 m) {
   return _mm512_test_epi64_mask(v, v) != 0;
 }
 #endif
+// Whether every lane of a comparison's mask is set.
+template <typename VL>
+inline bool all_of_lanes(VL m) {
+  if constexpr (std::is_same<VL, vl4>::value) return all_lanes(m);
+  else return !any_lane_of(~m);
+}
 
 // LogProbAcc (kernels.hpp) for W lanes at once: the same formula lane by lane, so a row's
 // log-probability has the same bits whichever path carried it.
@@ -133,6 +139,18 @@ inline VD safe_inverse_lanes(VD norm, VD* out, int n) {
   return 1.0 / norm;
 }
 
+#if defined(__AVX2__)
+// v[l][j] -> v[j][l] for l, j < 4 (four lanes of four doubles).
+inline void transpose4x4(__m256d* v) {
+  const __m256d t0 = _mm256_unpacklo_pd(v[0], v[1]), t1 = _mm256_unpackhi_pd(v[0], v[1]);
+  const __m256d t2 = _mm256_unpacklo_pd(v[2], v[3]), t3 = _mm256_unpackhi_pd(v[2], v[3]);
+  v[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+  v[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+  v[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+  v[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
+#endif
+
 // Writes lane l's belief (S values, one per vector in e) to dst + l * stride.
 template <int SC, typename Out>
 inline void store_lanes(const vd4* e, Out* dst, int64_t stride) {
@@ -152,13 +170,10 @@ inline void store_lanes(const vd4* e, Out* dst, int64_t stride) {
   if constexpr (std::is_same<Out, double>::value && SC >= 2 && SC <= 4) {
     // float64 output: 4x4 transpose of (value, lane), one masked store per lane
     const __m256d zero = _mm256_setzero_pd();
-    const __m256d a = reinterpret_cast<__m256d>(e[0]), b = reinterpret_cast<__m256d>(e[1]);
-    const __m256d c = SC > 2 ? reinterpret_cast<__m256d>(e[SC > 2 ? 2 : 0]) : zero;
-    const __m256d d = SC > 3 ? reinterpret_cast<__m256d>(e[SC > 3 ? 3 : 0]) : zero;
-    const __m256d t0 = _mm256_unpacklo_pd(a, b), t1 = _mm256_unpackhi_pd(a, b);
-    const __m256d t2 = _mm256_unpacklo_pd(c, d), t3 = _mm256_unpackhi_pd(c, d);
-    const __m256d rows[4] = {_mm256_permute2f128_pd(t0, t2, 0x20), _mm256_permute2f128_pd(t1, t3, 0x20),
-                             _mm256_permute2f128_pd(t0, t2, 0x31), _mm256_permute2f128_pd(t1, t3, 0x31)};
+    __m256d rows[4] = {reinterpret_cast<__m256d>(e[0]), reinterpret_cast<__m256d>(e[1]),
+                       SC > 2 ? reinterpret_cast<__m256d>(e[SC > 2 ? 2 : 0]) : zero,
+                       SC > 3 ? reinterpret_cast<__m256d>(e[SC > 3 ? 3 : 0]) : zero};
+    transpose4x4(rows);
     const __m256i mask = _mm256_setr_epi64x(-1, -1, SC > 2 ? -1 : 0, SC > 3 ? -1 : 0);
     for (int l = 0; l < 4; ++l) _mm256_maskstore_pd(dst + l * stride, mask, rows[l]);
     return;

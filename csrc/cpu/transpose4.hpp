@@ -11,16 +11,8 @@
 namespace compmech {
 namespace transpose4 {
 
-// v[l][j] -> v[j][l] for l, j < 4.
-inline void transpose(__m256d* v) {
-  const __m256d t0 = _mm256_unpacklo_pd(v[0], v[1]), t1 = _mm256_unpackhi_pd(v[0], v[1]);
-  const __m256d t2 = _mm256_unpacklo_pd(v[2], v[3]), t3 = _mm256_unpackhi_pd(v[2], v[3]);
-  v[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
-  v[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
-  v[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
-  v[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
-}
-// The same within each 128-bit half of four float vectors (two 4 x 4 transposes at once).
+// transpose4x4 (simd.hpp) within each 128-bit half of four float vectors (two 4 x 4 transposes
+// at once).
 inline void transpose_halves(__m256* v) {
   const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
   const __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
@@ -57,7 +49,7 @@ inline void load_lanes(const Out* src, vd4* eta) {
   } else {
     __m256d v[4] = {load_first<4>(src), load_first<4>(src + SC), load_first<4>(src + 2 * SC),
                     load_first<SC>(src + 3 * SC)};
-    transpose(v);
+    transpose4x4(v);
     for (int j = 0; j < SC; ++j) eta[j] = reinterpret_cast<vd4>(v[j]);
   }
 }
@@ -87,7 +79,7 @@ template <int R, int K>
 inline void store_block4(const vd4* rows, double* dst) {
   __m256d t[4];
   for (int j = 0; j < 4; ++j) t[j] = j < K ? reinterpret_cast<__m256d>(rows[j]) : _mm256_setzero_pd();
-  transpose(t);
+  transpose4x4(t);
   // a lane's only block (R < 4) is stored whole but by lane 3: the values past K land on the
   // next lane's first ones, which its own store then rewrites
   constexpr int KS = R == K && R >= 2 ? 4 : K;
