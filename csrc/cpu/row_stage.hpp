@@ -15,7 +15,6 @@
 #include <type_traits>
 
 #include "simd.hpp"
-#include "transpose4.hpp"
 
 namespace compmech {
 
