@@ -2,8 +2,10 @@
 measured in the same run: numpy filling an array of the output's size, fresh (page faults
 included, as for a fresh output) and reused. Every CPU path (scalar, packed, AVX-512) samples the
 same tokens; forcing one shows what each costs (avx2: the register-table path of machines
-without AVX-512). Product processes: five Mess3 factors sampled
-factor by factor vs the same process as one 243-state HMM.
+without AVX-512). Product processes: five Mess3 factors run
+factor by factor (beliefs, log_prob, sample) against five separate Mess3 calls (the baseline:
+splitting and joining the joint tokens is the only extra) and against the same process as one
+243-state HMM.
 Run: pytest benchmarks/bench_sample.py"""
 import numpy as np
 import pytest
@@ -82,6 +84,18 @@ def test_product_beliefs_five_mess3_calls(benchmark, throughput, product_tokens)
     tok = cm.sample(MESS3, B_P, L_P, seed=0)
     benchmark.pedantic(lambda: [cm.beliefs(MESS3, tok) for _ in range(5)], rounds=5, warmup_rounds=1)
     throughput("beliefs 5 x mess3 (joint tokens)", B_P * L_P, "tokens", baseline=True)
+
+
+def test_product_log_prob(benchmark, throughput, product_tokens):
+    benchmark.pedantic(cm.log_prob, args=(PRODUCT, product_tokens), rounds=5, warmup_rounds=1)
+    throughput("log_prob 5 x mess3 (joint tokens)", B_P * L_P, "tokens")
+
+
+def test_product_log_prob_five_mess3_calls(benchmark, throughput, product_tokens):
+    """Baseline: five separate Mess3 log-probabilities over the same number of tokens."""
+    tok = cm.sample(MESS3, B_P, L_P, seed=0)
+    benchmark.pedantic(lambda: [cm.log_prob(MESS3, tok) for _ in range(5)], rounds=5, warmup_rounds=1)
+    throughput("log_prob 5 x mess3 (joint tokens)", B_P * L_P, "tokens", baseline=True)
 
 
 def test_product_beliefs_joint_243_states(benchmark, throughput, product_tokens):

@@ -1,5 +1,6 @@
 """compmech compiled core (CPU kernels). Use the wrappers in compmech, not this module directly."""
 # Generated from the module's pybind11 signatures: python tests/test_typing.py --write
+import collections.abc
 import numpy as np
 import numpy.typing as npt
 
@@ -20,6 +21,9 @@ def get_num_threads() -> int:
     ...
 
 def hmm_sample_tables(T: np.ndarray, initial: np.ndarray) -> tuple:
+    ...
+
+def join_digits(parts: collections.abc.Sequence[np.ndarray], radices: collections.abc.Sequence[int], dtype: str) -> tuple:
     ...
 
 def msp_entropy_sums(T: np.ndarray, w: object, roots: np.ndarray, root_probs: np.ndarray, depth: int, min_prob: float, zero_tol: float, include_roots: bool) -> tuple:
@@ -45,6 +49,9 @@ def set_num_threads(n: int) -> None:
 
 def set_sample_path(name: str) -> str:
     """Private: force a CPU sampling path ('auto' restores the default); returns the previous one."""
+
+def split_digits(tokens: np.ndarray, radices: collections.abc.Sequence[int]) -> tuple:
+    ...
 
 def token_weights(T: np.ndarray, w: object) -> npt.NDArray[np.float64]:
     ...

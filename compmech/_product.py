@@ -22,59 +22,65 @@ def factors_of(proc):
     return getattr(proc, "factors", None)
 
 
-def _check_joint_tokens(tokens, V: int):
-    """One clear error for joint tokens outside [0, V) (the factors' checks could not name them)."""
-    if is_torch(tokens):
-        import torch
+def _token_error(shape, first: int, value: int, V: int) -> ValueError:
+    idx = np.unravel_index(first, shape)
+    where = f"row {idx[0]}, position {idx[1]}" if len(shape) == 2 else f"position {idx[0]}"
+    return ValueError(f"tokens: value {value} at {where} is outside the vocabulary [0, {V})")
 
-        if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
-            raise TypeError(f"tokens must be an integer array, got dtype {tokens.dtype}")
-        shape = tuple(tokens.shape)
-        bad = (tokens < 0) | (tokens >= V)
-        first = int(bad.reshape(-1).int().argmax()) if tokens.numel() and bool(bad.any()) else None
-        value = None if first is None else int(tokens.reshape(-1)[first])
-    else:
-        tokens = to_numpy(tokens, "tokens")
-        if tokens.dtype == np.bool_ or tokens.dtype.kind not in "iu":
-            raise TypeError(f"tokens must be an integer array, got dtype {tokens.dtype}")
-        shape = tokens.shape
-        bad = (tokens < 0) | (tokens >= V)
-        first = int(np.argmax(bad)) if bad.any() else None
-        value = None if first is None else int(tokens.reshape(-1)[first])
+
+def _check_token_array(dtype_ok: bool, dtype, shape) -> None:
+    if not dtype_ok:
+        raise TypeError(f"tokens must be an integer array, got dtype {dtype}")
     if len(shape) not in (1, 2):
-        raise ValueError(f"tokens must have shape (B, L) or (L,), got shape {shape}")
-    if first is not None:
-        idx = np.unravel_index(first, shape)
-        where = f"row {idx[0]}, position {idx[1]}" if len(shape) == 2 else f"position {idx[0]}"
-        raise ValueError(f"tokens: value {value} at {where} is outside the vocabulary [0, {V})")
-    return tokens
+        raise ValueError(f"tokens must have shape (B, L) or (L,), got shape {tuple(shape)}")
+
+
+def _split_on_torch(tokens, fs, V: int) -> list:
+    """split_tokens for tensors on a GPU: torch's own arithmetic, on their device."""
+    import torch
+
+    _check_token_array(not (tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool),
+                       tokens.dtype, tokens.shape)
+    bad = (tokens < 0) | (tokens >= V)
+    if tokens.numel() and bool(bad.any()):
+        first = int(bad.reshape(-1).int().argmax())
+        raise _token_error(tuple(tokens.shape), first, int(tokens.reshape(-1)[first]), V)
+    rest = tokens.long()
+    parts = []
+    for f in reversed(fs[1:]):
+        parts.append(rest % f.vocab_size)
+        rest = rest // f.vocab_size
+    parts.append(rest)
+    return [p.to(torch.uint8 if f.vocab_size <= 256 else torch.int32) for p, f in zip(reversed(parts), fs)]
 
 
 def split_tokens(proc, tokens) -> list:
-    """Per-factor tokens of joint tokens (numpy or torch, same kind and device out)."""
+    """Per-factor tokens of joint tokens (numpy or torch, same kind and device out): one compiled,
+    threaded pass on the host (digits uint8, or uint16 for a factor with more than 256 tokens;
+    torch gets uint8 or int32)."""
+    from . import _core
+
     fs = factors_of(proc)
-    tokens = _check_joint_tokens(tokens, proc.vocab_size)
-    if is_torch(tokens):
+    V = proc.vocab_size
+    if is_torch(tokens) and tokens.device.type != "cpu":
+        return _split_on_torch(tokens, fs, V)
+    torch_in = is_torch(tokens)
+    arr = to_numpy(tokens, "tokens")
+    _check_token_array(arr.dtype != np.bool_ and arr.dtype.kind in "iu", arr.dtype, arr.shape)
+    arr = np.ascontiguousarray(arr)
+    parts, first = _core.split_digits(arr, [f.vocab_size for f in fs])
+    if parts is None:
+        raise _token_error(arr.shape, first, int(arr.reshape(-1)[first]), V)
+    if torch_in:
         import torch
 
-        rest = tokens.long()
-        parts = []
-        for f in reversed(fs[1:]):
-            parts.append(rest % f.vocab_size)
-            rest = rest // f.vocab_size
-        parts.append(rest)
-        return [p.to(torch.uint8 if f.vocab_size <= 256 else torch.int32) for p, f in zip(reversed(parts), fs)]
-    rest = tokens  # in range, so the token dtype's own arithmetic is exact
-    parts = []
-    for f in reversed(fs[1:]):
-        rest, part = np.divmod(rest, tokens.dtype.type(f.vocab_size))
-        parts.append(part)
-    parts.append(rest)
-    return [p.astype(smallest_uint(f.vocab_size), copy=False) for p, f in zip(reversed(parts), fs)]
+        return [torch.from_numpy(p if p.dtype == np.uint8 else p.astype(np.int32)) for p in parts]
+    return parts
 
 
 def combine(parts: list, sizes: list, out_dtype):
-    """Row-major joint index of per-factor indices (numpy or torch)."""
+    """Row-major joint index of per-factor indices (numpy or torch); numpy parts in one compiled,
+    threaded pass."""
     if is_torch(parts[0]):
         import torch
 
@@ -82,11 +88,20 @@ def combine(parts: list, sizes: list, out_dtype):
         for p, n in zip(parts[1:], sizes[1:]):
             acc = acc * n + p.to(torch.int64)
         return acc.to(out_dtype)
-    acc = parts[0].astype(out_dtype)
-    for p, n in zip(parts[1:], sizes[1:]):
-        acc *= out_dtype(n)
-        acc += p.astype(out_dtype, copy=False)
-    return acc
+    if max(sizes) > 65536 or np.prod(sizes, dtype=float) >= 2.0**63:  # beyond the compiled digits
+        acc = parts[0].astype(out_dtype)
+        for p, n in zip(parts[1:], sizes[1:]):
+            acc *= out_dtype(n)
+            acc += p.astype(out_dtype, copy=False)
+        return acc
+    from . import _core
+
+    digits = [np.ascontiguousarray(p, dtype=np.uint8 if n <= 256 else np.uint16) for p, n in zip(parts, sizes)]
+    joint, first, factor = _core.join_digits(digits, list(sizes), np.dtype(out_dtype).name)
+    if first >= 0:  # the factors' own samplers made these: a bug, not bad input
+        raise RuntimeError(f"factor {factor}'s value {digits[factor].reshape(-1)[first]} at flat index "
+                           f"{first} is outside [0, {sizes[factor]})")
+    return joint
 
 
 def split_initial(proc, initial) -> list | None:

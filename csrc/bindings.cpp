@@ -24,6 +24,7 @@ using namespace compmech;
 void register_graph(py::module_& m);  // bindings_graph.cpp
 void register_sample(py::module_& m);  // bindings_sample.cpp
 void register_scale(py::module_& m);  // bindings_scale.cpp
+void register_digits(py::module_& m);  // bindings_digits.cpp
 
 namespace {
 
@@ -366,4 +367,5 @@ PYBIND11_MODULE(_core, m) {
     }
   });
   register_scale(m);
+  register_digits(m);
 }

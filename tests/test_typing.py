@@ -58,6 +58,8 @@ def render(mod_name: str) -> str:
         lines.append(f"def {n}{sig}:")
         lines.append(f'    """{doc}"""' if doc else "    ...")
         lines.append("")
+    if any("collections.abc." in line for line in lines[5:]):  # pybind11's name for std::vector arguments
+        lines.insert(2, "import collections.abc")
     return "\n".join(lines).rstrip() + "\n"
 
 
