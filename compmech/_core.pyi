@@ -50,7 +50,7 @@ def set_num_threads(n: int) -> None:
 def set_sample_path(name: str) -> str:
     """Private: force a CPU sampling path ('auto' restores the default); returns the previous one."""
 
-def split_digits(tokens: np.ndarray, radices: collections.abc.Sequence[int]) -> tuple:
+def split_digits(tokens: np.ndarray, radices: collections.abc.Sequence[int], which: int = -1) -> tuple:
     ...
 
 def token_weights(T: np.ndarray, w: object) -> npt.NDArray[np.float64]:

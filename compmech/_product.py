@@ -54,28 +54,44 @@ def _split_on_torch(tokens, fs, V: int) -> list:
     return [p.to(torch.uint8 if f.vocab_size <= 256 else torch.int32) for p, f in zip(reversed(parts), fs)]
 
 
-def split_tokens(proc, tokens) -> list:
-    """Per-factor tokens of joint tokens (numpy or torch, same kind and device out): one compiled,
-    threaded pass on the host (digits uint8, or uint16 for a factor with more than 256 tokens;
-    torch gets uint8 or int32)."""
+def factor_tokens(proc, tokens):
+    """``get(i)``: factor i's tokens of the joint ``tokens`` (numpy or torch, same kind and device
+    out), each split when asked in one compiled, threaded pass, so that one factor's array is alive
+    at a time (and a freed one comes back as warm memory for the next). The joint values are all
+    checked here, before any factor runs. Digits are uint8, or uint16 for a factor with more than
+    256 tokens (torch: uint8 or int32)."""
     from . import _core
 
     fs = factors_of(proc)
     V = proc.vocab_size
     if is_torch(tokens) and tokens.device.type != "cpu":
-        return _split_on_torch(tokens, fs, V)
+        parts = _split_on_torch(tokens, fs, V)
+        return parts.__getitem__
     torch_in = is_torch(tokens)
     arr = to_numpy(tokens, "tokens")
     _check_token_array(arr.dtype != np.bool_ and arr.dtype.kind in "iu", arr.dtype, arr.shape)
     arr = np.ascontiguousarray(arr)
-    parts, first = _core.split_digits(arr, [f.vocab_size for f in fs])
-    if parts is None:
-        raise _token_error(arr.shape, first, int(arr.reshape(-1)[first]), V)
-    if torch_in:
-        import torch
+    radices = [f.vocab_size for f in fs]
 
-        return [torch.from_numpy(p if p.dtype == np.uint8 else p.astype(np.int32)) for p in parts]
-    return parts
+    def split(i):
+        parts, first = _core.split_digits(arr, radices, i)
+        if parts is None:
+            raise _token_error(arr.shape, first, int(arr.reshape(-1)[first]), V)
+        p = parts[0]
+        if torch_in:
+            import torch
+
+            return torch.from_numpy(p if p.dtype == np.uint8 else p.astype(np.int32))
+        return p
+
+    ready = {0: split(0)}  # checks every joint value
+    return lambda i: ready.pop(i) if i in ready else split(i)
+
+
+def split_tokens(proc, tokens) -> list:
+    """Every factor's tokens of joint tokens at once (see :func:`factor_tokens`)."""
+    get = factor_tokens(proc, tokens)
+    return [get(i) for i in range(len(factors_of(proc)))]
 
 
 def combine(parts: list, sizes: list, out_dtype):
@@ -178,11 +194,11 @@ def beliefs(proc, tokens, *, initial, dtype, return_log_prob, on_zero, out, fact
         return None
     if factors and out is not None:
         raise ValueError("out= gives the joint beliefs; it cannot be combined with factors=True")
-    toks = split_tokens(proc, tokens)
+    toks = factor_tokens(proc, tokens)
     if out is not None:
         dtype = str(out.dtype).replace("torch.", "")
     runs = _per_factor(fs, lambda i, f: factor_beliefs(
-        f, toks[i], initial=inits[i], dtype=dtype, return_log_prob=return_log_prob, on_zero=on_zero))
+        f, toks(i), initial=inits[i], dtype=dtype, return_log_prob=return_log_prob, on_zero=on_zero))
     per = [r[0] for r in runs] if return_log_prob else runs
     result = per if factors else joint_beliefs(per)
     if out is not None:
@@ -207,8 +223,8 @@ def log_prob(proc, tokens, *, initial, on_zero):
     inits = split_initial(proc, initial)
     if inits is None:
         return None
-    toks = split_tokens(proc, tokens)
-    lps = _per_factor(fs, lambda i, f: factor_log_prob(f, toks[i], initial=inits[i], on_zero=on_zero))
+    toks = factor_tokens(proc, tokens)
+    lps = _per_factor(fs, lambda i, f: factor_log_prob(f, toks(i), initial=inits[i], on_zero=on_zero))
     total = lps[0]
     for lp in lps[1:]:
         total = total + lp

@@ -42,17 +42,23 @@ int64_t split_typed(const py::array& tokens, const Digits& d) {
   return split_digits(x, static_cast<int64_t>(tokens.size()), d);
 }
 
-// (list of digit arrays shaped like tokens, or None; flat index of the first joint value outside
-// [0, prod radices), -1 if none)
-py::tuple split_digits_py(const py::array& tokens, const std::vector<int64_t>& radices) {
+// (list of digit arrays shaped like tokens — only factor `which`'s when which >= 0 — or None; flat
+// index of the first joint value outside [0, prod radices), -1 if none)
+py::tuple split_digits_py(const py::array& tokens, const std::vector<int64_t>& radices, int which) {
   checked_product(radices);
+  if (which < -1 || which >= static_cast<int>(radices.size()))
+    value_error("which must be -1 or a factor index below " + std::to_string(radices.size()));
   if (!(tokens.flags() & py::array::c_style)) value_error("tokens must be C-contiguous");
   const auto shape = shape_of(tokens);
   Digits d;
   d.radix = radices;
   py::list parts;
-  for (int64_t r : radices) {
-    py::array a = digit_array(shape, r);
+  for (size_t i = 0; i < radices.size(); ++i) {
+    if (which >= 0 && static_cast<int>(i) != which) {
+      d.data.push_back(nullptr);
+      continue;
+    }
+    py::array a = digit_array(shape, radices[i]);
     d.data.push_back(a.mutable_data());
     parts.append(a);
   }
@@ -115,6 +121,6 @@ py::tuple join_digits_py(const std::vector<py::array>& parts, const std::vector<
 }  // namespace
 
 void register_digits(py::module_& m) {
-  m.def("split_digits", &split_digits_py, py::arg("tokens"), py::arg("radices"));
+  m.def("split_digits", &split_digits_py, py::arg("tokens"), py::arg("radices"), py::arg("which") = -1);
   m.def("join_digits", &join_digits_py, py::arg("parts"), py::arg("radices"), py::arg("dtype"));
 }

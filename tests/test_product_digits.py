@@ -56,6 +56,10 @@ def test_split_and_join_match_numpy(rj, dtype, n, two_d, seed):
     for p, want, r in zip(parts, ref_split(x, radices), radices):
         assert p.dtype == (np.uint8 if r <= 256 else np.uint16) and p.shape == x.shape
         np.testing.assert_array_equal(p, want)
+    for i, want in enumerate(parts):  # one factor at a time
+        one, first = _core.split_digits(x, radices, i)
+        assert first == -1 and len(one) == 1
+        np.testing.assert_array_equal(one[0], want)
     # joined back in the smallest unsigned type that holds the joint range
     out_dt = next(dt for dt in (np.uint8, np.uint16, np.uint32, np.uint64) if joint - 1 <= np.iinfo(dt).max)
     back, bad, factor = _core.join_digits(parts, radices, np.dtype(out_dt).name)
@@ -137,6 +141,11 @@ def test_argument_errors():
         _core.split_digits(x, [65536] * 4 + [2])
     with pytest.raises(TypeError, match="integer"):
         _core.split_digits(np.zeros(4), [3])
+    for which in (-2, 2):
+        with pytest.raises(ValueError, match="which must be -1 or a factor index below 2"):
+            _core.split_digits(x, [3, 3], which)
+    x[2] = 9
+    assert _core.split_digits(x, [3, 3], 1) == (None, 2)  # every joint value is checked
     with pytest.raises(ValueError, match="C-contiguous"):
         _core.split_digits(np.zeros((4, 4), np.uint8)[:, ::2], [3])
     d = [np.zeros(4, np.uint8), np.zeros(4, np.uint8)]

@@ -103,6 +103,7 @@ void divide_out(const Tok* x, int64_t b, int64_t n, const Digits& d) {
       const uint64_t r = static_cast<uint64_t>(d.radix[i]);
       const uint64_t digit = rest % r;
       rest /= r;
+      if (!d.data[i]) continue;
       if (d.wide(i)) static_cast<uint16_t*>(d.data[i])[e] = static_cast<uint16_t>(digit);
       else static_cast<uint8_t*>(d.data[i])[e] = static_cast<uint8_t>(digit);
     }
@@ -131,7 +132,8 @@ int64_t split_digits(const Tok* joint, int64_t n, const Digits& d) {
   std::vector<std::vector<uint16_t>> tab16(k);
   if (table) {
     uint64_t stride = 1;
-    for (size_t i = k; i-- > 0;) {
+    for (size_t i = k; i-- > 0; stride *= static_cast<uint64_t>(d.radix[i])) {
+      if (!d.data[i]) continue;
       const uint64_t r = static_cast<uint64_t>(d.radix[i]);
       if (d.wide(i)) tab16[i].resize(total);
       else tab8[i].resize(total);
@@ -140,7 +142,6 @@ int64_t split_digits(const Tok* joint, int64_t n, const Digits& d) {
         if (d.wide(i)) tab16[i][x] = static_cast<uint16_t>(digit);
         else tab8[i][x] = static_cast<uint8_t>(digit);
       }
-      stride *= r;
     }
   }
   std::atomic<int64_t> first{std::numeric_limits<int64_t>::max()};
@@ -157,15 +158,15 @@ int64_t split_digits(const Tok* joint, int64_t n, const Digits& d) {
     if constexpr (std::is_same_v<Tok, uint8_t>) {
       if (total <= 256) {
         uint32_t stride = 1;
-        for (size_t i = k; i-- > 0;) {
-          const uint32_t r = static_cast<uint32_t>(d.radix[i]);
-          byte_digits(joint + b, e - b, byte_digit(stride, r), static_cast<uint8_t*>(d.data[i]) + b);
-          stride *= r;
-        }
+        for (size_t i = k; i-- > 0; stride *= static_cast<uint32_t>(d.radix[i]))
+          if (d.data[i])
+            byte_digits(joint + b, e - b, byte_digit(stride, static_cast<uint32_t>(d.radix[i])),
+                        static_cast<uint8_t*>(d.data[i]) + b);
         return;
       }
     }
     for (size_t i = 0; i < k; ++i) {
+      if (!d.data[i]) continue;
       if (d.wide(i)) lookup(joint + b, e - b, tab16[i].data(), static_cast<uint16_t*>(d.data[i]) + b);
       else lookup(joint + b, e - b, tab8[i].data(), static_cast<uint8_t*>(d.data[i]) + b);
     }

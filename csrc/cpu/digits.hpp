@@ -9,7 +9,8 @@
 
 namespace compmech {
 
-// Per-factor digit arrays, each n long: uint8 where the radix is <= 256, else uint16.
+// Per-factor digit arrays, each n long: uint8 where the radix is <= 256, else uint16; a null one is
+// not written (split_digits) — one factor's tokens at a time keep the memory to one array.
 struct Digits {
   std::vector<void*> data;
   std::vector<int64_t> radix;  // >= 1 each, product < 2^64
