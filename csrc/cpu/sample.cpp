@@ -15,6 +15,7 @@
 #include "sample_avx2.hpp"
 #include "sample_avx512.hpp"
 #include "sample_paths.hpp"
+#include "sample_reg.hpp"  // RegTables are built on every build (the SIMD headers include it only with AVX2)
 
 namespace compmech {
 namespace {
@@ -189,9 +190,9 @@ void sample_hmm_cpu(const ProcessView& p, const double* init, int64_t B, int64_t
   // Register-table paths (small processes, tokens only): AVX-512 on 32 and 16 rows, AVX2 on 32
   // and 8 (also the AVX-512 path's leftover rows).
   const bool reg_ok = std::is_same<Tok, uint8_t>::value && states == nullptr && RegTables::fits(V, S);
-  const bool use_reg512 = reg_ok && sample_path_available(SamplePath::avx512) &&
+  [[maybe_unused]] const bool use_reg512 = reg_ok && sample_path_available(SamplePath::avx512) &&
                           (want == SamplePath::automatic || want == SamplePath::avx512);
-  const RegTables rt = reg_ok ? reg_tables(tr, S) : RegTables{};
+  [[maybe_unused]] const RegTables rt = reg_ok ? reg_tables(tr, S) : RegTables{};
 #if defined(COMPMECH_SAMPLE_AVX2)
   const bool use_reg256 = reg_ok && avx2::fits(V, S) &&
                           (want == SamplePath::automatic || want == SamplePath::avx2 || use_reg512);
