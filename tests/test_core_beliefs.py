@@ -160,6 +160,30 @@ def test_rows_bit_identical_whatever_the_batch(name):
         np.testing.assert_allclose(lpr, lp[r], rtol=1e-13)  # lanes sum logs as mantissa * 2^k
 
 
+@pytest.mark.parametrize("S", range(5, 14))
+@pytest.mark.parametrize("kind", ["hmm", "ghmm"])
+def test_mid_size_state_counts(S, kind):
+    """S = 5..12 (not 8) take unrolled per-row steps (beliefs.cpp, dispatch_beliefs), the rest
+    the runtime-S loop: every S against the float64 reference, and a row's bits independent of
+    the batch, of the rows around it and of the thread count."""
+    proc = cm.processes.random_hmm(S, 5, seed=S) if kind == "hmm" else cm.processes.random_ghmm_like(S, 4, S)
+    tokens = cm.sample(proc, 37, 40, seed=S)
+    b, lp = cm.beliefs(proc, tokens, return_log_prob=True, dtype=np.float64)
+    ref_b, ref_lp = _ref(proc, tokens)
+    np.testing.assert_allclose(_in_ref_normalisation(proc, b), ref_b, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(lp, ref_lp, rtol=1e-9)
+    np.testing.assert_allclose(cm.log_prob(proc, tokens), ref_lp, rtol=1e-9)
+    for r in (0, 3, 36):  # a block of 8 or 4 rows, and the scalar tail
+        np.testing.assert_array_equal(cm.beliefs(proc, tokens[r], dtype=np.float64), b[r])
+    try:
+        cm.set_num_threads(1)
+        one = cm.beliefs(proc, tokens, return_log_prob=True, dtype=np.float64)
+    finally:
+        cm.set_num_threads(0)
+    np.testing.assert_array_equal(one[0], b)
+    np.testing.assert_array_equal(one[1], lp)
+
+
 def test_out_buffer(mess3):
     tokens = cm.sample(mess3, 20, 9, seed=6)
     ref = cm.beliefs(mess3, tokens, dtype=np.float64)
