@@ -161,19 +161,23 @@ def test_rows_bit_identical_whatever_the_batch(name):
 
 
 @pytest.mark.parametrize("S", range(5, 14))
-@pytest.mark.parametrize("kind", ["hmm", "ghmm"])
+@pytest.mark.parametrize("kind", ["hmm3", "hmm5", "ghmm"])
 def test_mid_size_state_counts(S, kind):
-    """S = 5..12 (not 8) take unrolled per-row steps (beliefs.cpp, dispatch_beliefs), the rest
-    the runtime-S loop: every S against the float64 reference, and a row's bits independent of
-    the batch, of the rows around it and of the thread count."""
-    proc = cm.processes.random_hmm(S, 5, seed=S) if kind == "hmm" else cm.processes.random_ghmm_like(S, 4, S)
+    """S = 5..12 take compile-time widths (beliefs.cpp, dispatch_beliefs: 4-lane table lookups
+    for blocks of 16 rows when V <= 4, unrolled per-row steps otherwise, except at S = 8), the
+    rest the runtime-S loop: every S against the float64 reference, and a row's bits independent of the batch, of
+    the rows around it and of the thread count."""
+    if kind == "ghmm":
+        proc = cm.processes.random_ghmm_like(S, 4, S)
+    else:
+        proc = cm.processes.random_hmm(S, int(kind[-1]), seed=S)
     tokens = cm.sample(proc, 37, 40, seed=S)
     b, lp = cm.beliefs(proc, tokens, return_log_prob=True, dtype=np.float64)
     ref_b, ref_lp = _ref(proc, tokens)
     np.testing.assert_allclose(_in_ref_normalisation(proc, b), ref_b, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(lp, ref_lp, rtol=1e-9)
     np.testing.assert_allclose(cm.log_prob(proc, tokens), ref_lp, rtol=1e-9)
-    for r in (0, 3, 36):  # a block of 8 or 4 rows, and the scalar tail
+    for r in (0, 3, 20, 36):  # blocks of 16 lanes, of 8 or 4 rows, and the scalar tail
         np.testing.assert_array_equal(cm.beliefs(proc, tokens[r], dtype=np.float64), b[r])
     try:
         cm.set_num_threads(1)

@@ -641,8 +641,19 @@ void run_rows(const ProcessView& p, const double* init, const Tok* tokens, int64
   if constexpr (SC > 4) {  // unrolled S = 5..12 (dispatch_beliefs)
     constexpr int R = SC <= 6 ? 8 : 4;
     int64_t r = b;
-    for (; r + R <= e; r += R) rows_fixed<SC, R, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
-    for (; r < e; ++r) rows_fixed<SC, 1, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
+#if defined(__AVX2__)
+    if (p.V <= 4)  // rows_lanes' in-register table lookups
+      for (; r + kLaneRows <= e; r += kLaneRows)
+        rows_lanes<SC, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
+#endif
+    if constexpr (SC == 8) {  // see dispatch_beliefs: the unrolled per-row step is slower here
+      std::vector<double> buf;
+      for (; r + 4 <= e; r += 4) rows_generic<4, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, buf);
+      for (; r < e; ++r) rows_generic<1, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, buf);
+    } else {
+      for (; r + R <= e; r += R) rows_fixed<SC, R, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
+      for (; r < e; ++r) rows_fixed<SC, 1, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
+    }
   } else if constexpr (SC > 0) {
     constexpr int R = 8;
     int64_t r = b;
@@ -677,23 +688,18 @@ void run_rows(const ProcessView& p, const double* init, const Tok* tokens, int64
 
 }  // namespace
 
-// dispatch_process, plus compile-time S = 5..12 for the per-row path (rows_fixed): the unrolled
-// belief_step<SC> gives the same bits as the runtime-S loop (dispatch.hpp) and runs 1.3-3.5x
-// faster (Intel AVX-512, 2026-12-02). Not S = 8: GCC then vectorises each row's step into one
-// 8-wide register whose in-order norm needs a lane-by-lane sum, and it ran at 0.65x. Beliefs
-// only: the other kernels keep dispatch_process's widths.
-constexpr bool unrolled_beliefs(int S) { return S >= 5 && S <= 12 && S != 8; }
+// dispatch_process, plus compile-time S = 5..12 for beliefs and log_prob (the other kernels keep
+// dispatch_process's widths): blocks of 16 rows take rows_lanes' 4-lane in-register table
+// lookups when V <= 4, other rows the unrolled belief_step<SC> (rows_fixed). Both give the bits
+// of the runtime-S loop (dispatch.hpp); together 3-7x its rate (Intel AVX-512, 2026-12-02). At
+// S = 8 the rows outside the lane blocks stay on the runtime-S loop: GCC turns the unrolled step
+// into one 8-wide register whose in-order norm is summed lane by lane (0.65x).
 template <int SC = 5, typename F>
 void dispatch_beliefs(const ProcessView& p, F&& f) {
   if constexpr (SC <= 12) {
-    if constexpr (unrolled_beliefs(SC)) {
-      if (p.S == SC) {
-        if (p.w) f(StateWidth<SC>{}, std::true_type{});
-        else f(StateWidth<SC>{}, std::false_type{});
-        return;
-      }
-    }
-    dispatch_beliefs<SC + 1>(p, f);
+    if (p.S != SC) return dispatch_beliefs<SC + 1>(p, f);
+    if (p.w) f(StateWidth<SC>{}, std::true_type{});
+    else f(StateWidth<SC>{}, std::false_type{});
   } else {
     dispatch_process(p, f);
   }

@@ -151,31 +151,30 @@ inline void transpose4x4(__m256d* v) {
 }
 #endif
 
-// Writes lane l's belief (S values, one per vector in e) to dst + l * stride.
+// Writes lane l's belief (S values, one per vector in e) to dst + l * stride: with AVX2, 4 x 4
+// transposes of (value, lane), four values per lane at a time, the last group's masked.
 template <int SC, typename Out>
 inline void store_lanes(const vd4* e, Out* dst, int64_t stride) {
 #if defined(__AVX2__)
-  if constexpr (std::is_same<Out, float>::value && SC >= 2 && SC <= 4) {
-    // float32 output: convert, transpose 4 lanes x S values, one (masked) store per lane
-    __m128 r0 = _mm256_cvtpd_ps(reinterpret_cast<__m256d>(e[0]));
-    __m128 r1 = _mm256_cvtpd_ps(reinterpret_cast<__m256d>(e[1]));
-    __m128 r2 = SC > 2 ? _mm256_cvtpd_ps(reinterpret_cast<__m256d>(e[SC > 2 ? 2 : 0])) : _mm_setzero_ps();
-    __m128 r3 = SC > 3 ? _mm256_cvtpd_ps(reinterpret_cast<__m256d>(e[SC > 3 ? 3 : 0])) : _mm_setzero_ps();
-    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-    const __m128 rows[4] = {r0, r1, r2, r3};
-    const __m128i mask = _mm_setr_epi32(-1, -1, SC > 2 ? -1 : 0, SC > 3 ? -1 : 0);
-    for (int l = 0; l < 4; ++l) _mm_maskstore_ps(dst + l * stride, mask, rows[l]);
-    return;
-  }
-  if constexpr (std::is_same<Out, double>::value && SC >= 2 && SC <= 4) {
-    // float64 output: 4x4 transpose of (value, lane), one masked store per lane
-    const __m256d zero = _mm256_setzero_pd();
-    __m256d rows[4] = {reinterpret_cast<__m256d>(e[0]), reinterpret_cast<__m256d>(e[1]),
-                       SC > 2 ? reinterpret_cast<__m256d>(e[SC > 2 ? 2 : 0]) : zero,
-                       SC > 3 ? reinterpret_cast<__m256d>(e[SC > 3 ? 3 : 0]) : zero};
-    transpose4x4(rows);
-    const __m256i mask = _mm256_setr_epi64x(-1, -1, SC > 2 ? -1 : 0, SC > 3 ? -1 : 0);
-    for (int l = 0; l < 4; ++l) _mm256_maskstore_pd(dst + l * stride, mask, rows[l]);
+  if constexpr (SC >= 2 && (std::is_same<Out, float>::value || std::is_same<Out, double>::value)) {
+    for (int c = 0; c < SC; c += 4) {
+      const int n = SC - c < 4 ? SC - c : 4;  // values in this group
+      if constexpr (std::is_same<Out, float>::value) {
+        __m128 r[4];
+        for (int k = 0; k < 4; ++k)
+          r[k] = k < n ? _mm256_cvtpd_ps(reinterpret_cast<__m256d>(e[c + (k < n ? k : 0)])) : _mm_setzero_ps();
+        _MM_TRANSPOSE4_PS(r[0], r[1], r[2], r[3]);
+        const __m128i mask = _mm_setr_epi32(-1, n > 1 ? -1 : 0, n > 2 ? -1 : 0, n > 3 ? -1 : 0);
+        for (int l = 0; l < 4; ++l) _mm_maskstore_ps(dst + l * stride + c, mask, r[l]);
+      } else {
+        __m256d r[4];
+        for (int k = 0; k < 4; ++k)
+          r[k] = k < n ? reinterpret_cast<__m256d>(e[c + (k < n ? k : 0)]) : _mm256_setzero_pd();
+        transpose4x4(r);
+        const __m256i mask = _mm256_setr_epi64x(-1, n > 1 ? -1 : 0, n > 2 ? -1 : 0, n > 3 ? -1 : 0);
+        for (int l = 0; l < 4; ++l) _mm256_maskstore_pd(dst + l * stride + c, mask, r[l]);
+      }
+    }
     return;
   }
 #endif
