@@ -626,6 +626,14 @@ void rows_grouped(const ProcessView& p, const double* init, const Tok* tokens, i
       if (beliefs) {
         Out* dst = beliefs + ((r0 + r) * L + t) * S;
         for (int j = 0; j < S; ++j) dst[j] = static_cast<Out>(er[j]);
+        // this row's next position is written a whole pass over the block from now: ask for its
+        // lines now, so their reads for ownership overlap the arithmetic instead of stalling it
+        // (S = 16..64 float32: 1.2-1.6x). Not for rows of more than 4 lines: a block's worth of
+        // them then crowds the token matrices out of L2 (S = 128 ran 5 % slower).
+        if (t + 1 < L && S * sizeof(Out) <= 256) {
+          const char* next = reinterpret_cast<const char*>(dst + S);
+          for (int64_t k = 0; k < static_cast<int64_t>(S * sizeof(Out)); k += 64) __builtin_prefetch(next + k, 1, 3);
+        }
       }
       if (LOGP) acc[static_cast<size_t>(r)].add(norm);
     }
