@@ -642,28 +642,39 @@ void rows_grouped(const ProcessView& p, const double* init, const Tok* tokens, i
   else finish_logp(acc.data(), fail, n, logp ? logp + r0 : nullptr);
 }
 
+// Rows r..e on the unrolled per-row path: blocks of R rows, then single rows.
+template <int SC, int R, bool GH, bool LOGP, bool SCALED, typename Tok, typename Out>
+void fixed_rows(const ProcessView& p, const double* init, const Tok* tokens, int64_t r, int64_t e, int64_t L,
+                Out* beliefs, double* logp, int64_t* fail_rows) {
+  for (; r + R <= e; r += R) rows_fixed<SC, R, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
+  for (; r < e; ++r) rows_fixed<SC, 1, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
+}
+
+// Rows r..e on the runtime-S path: blocks of 4 rows, then single rows.
+template <bool GH, bool LOGP, bool SCALED, typename Tok, typename Out>
+void generic_rows(const ProcessView& p, const double* init, const Tok* tokens, int64_t r, int64_t e, int64_t L,
+                  Out* beliefs, double* logp, int64_t* fail_rows) {
+  std::vector<double> buf;
+  constexpr int R = 4;
+  for (; r + R <= e; r += R) rows_generic<R, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, buf);
+  for (; r < e; ++r) rows_generic<1, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, buf);
+}
+
 // SCALED: log_prob without beliefs (ScaledLogProb's arithmetic on every path).
 template <int SC, bool GH, bool LOGP, bool SCALED, typename Tok, typename Out>
 void run_rows(const ProcessView& p, const double* init, const Tok* tokens, int64_t b, int64_t e, int64_t L,
               Out* beliefs, double* logp, int64_t* fail_rows, bool stream) {
   if constexpr (SC > 4) {  // unrolled S = 5..12 (dispatch_beliefs)
-    constexpr int R = SC <= 6 ? 8 : 4;
     int64_t r = b;
 #if defined(__AVX2__)
     if (p.V <= 4)  // rows_lanes' in-register table lookups
       for (; r + kLaneRows <= e; r += kLaneRows)
         rows_lanes<SC, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
 #endif
-    if constexpr (SC == 8) {  // see dispatch_beliefs: the unrolled per-row step is slower here
-      std::vector<double> buf;
-      for (; r + 4 <= e; r += 4) rows_generic<4, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, buf);
-      for (; r < e; ++r) rows_generic<1, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, buf);
-    } else {
-      for (; r + R <= e; r += R) rows_fixed<SC, R, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
-      for (; r < e; ++r) rows_fixed<SC, 1, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
-    }
+    // see dispatch_beliefs: at S = 8 the unrolled per-row step is slower than the runtime-S one
+    if constexpr (SC == 8) generic_rows<GH, LOGP, SCALED>(p, init, tokens, r, e, L, beliefs, logp, fail_rows);
+    else fixed_rows<SC, (SC <= 6 ? 8 : 4), GH, LOGP, SCALED>(p, init, tokens, r, e, L, beliefs, logp, fail_rows);
   } else if constexpr (SC > 0) {
-    constexpr int R = 8;
     int64_t r = b;
 #if defined(CM_TILED_LANES)
     if (p.V <= Lanes::kMaxV) {
@@ -677,8 +688,7 @@ void run_rows(const ProcessView& p, const double* init, const Tok* tokens, int64
     if (p.V <= kLaneMaxV)
       for (; r + kLaneRows <= e; r += kLaneRows)
         rows_lanes<SC, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
-    for (; r + R <= e; r += R) rows_fixed<SC, R, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
-    for (; r < e; ++r) rows_fixed<SC, 1, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r);
+    fixed_rows<SC, 8, GH, LOGP, SCALED>(p, init, tokens, r, e, L, beliefs, logp, fail_rows);
   } else if (p.S >= kGroupMinS) {
     const int64_t rows = group_rows(p.V);
     for (int64_t r = b; r < e; r += rows) {
@@ -686,11 +696,7 @@ void run_rows(const ProcessView& p, const double* init, const Tok* tokens, int64
       rows_grouped<GH, LOGP, SCALED>(p, init, tokens, r, n, L, beliefs, logp, fail_rows + r);
     }
   } else {
-    std::vector<double> buf;
-    constexpr int R = 4;
-    int64_t r = b;
-    for (; r + R <= e; r += R) rows_generic<R, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, buf);
-    for (; r < e; ++r) rows_generic<1, GH, LOGP, SCALED>(p, init, tokens, r, L, beliefs, logp, fail_rows + r, buf);
+    generic_rows<GH, LOGP, SCALED>(p, init, tokens, b, e, L, beliefs, logp, fail_rows);
   }
 }
 
